@@ -1,0 +1,263 @@
+"""The ``mlops-nb`` command line: thin commands over the Python API.
+
+Each command opens the project, calls one function, and prints a table for people or JSON with ``--json``.
+An :class:`~mlops_nb.exceptions.MlopsError` becomes one line on stderr and exit status 1 (``--debug`` shows
+the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .exceptions import MlopsError
+
+
+class _Group(click.Group):
+    """Turns MlopsError into one line on stderr and exit 1, unless ``--debug``."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MlopsError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            raise click.ClickException(exc.message) from None
+
+
+def _project(ctx: click.Context):
+    from .project import Project
+
+    return Project(ctx.obj.get("home"))
+
+
+def _store(ctx: click.Context):
+    return _project(ctx).metadata
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    """Rows as a plain aligned text table."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MLOPS_NB_HOME",
+    help="Project folder (default: $MLOPS_NB_HOME, else the nearest folder upward with pyproject.toml or .mlops/).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="mlops-nb")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
+    """mlops-nb: your Jupyter notebook is the pipeline.
+
+    Runs, artifacts and lineage live under the project's .mlops/ folder; nothing to start.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(home=home, debug=debug)
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def init(ctx: click.Context, folder: Path | None) -> None:
+    """Create the project home's .mlops/ folder and stores (idempotent).
+
+    FOLDER defaults to the discovered project home. In a git repository, .mlops/ is added to .gitignore.
+
+    Example: mlops-nb init
+    """
+    from .project import Project
+
+    project = Project(folder) if folder else _project(ctx)
+    existed = project.initialized
+    project.init()
+    click.echo(f"{'Project already initialised' if existed else 'Initialised project'} at {project.home}")
+    click.echo(f"  stores: {project.mlops_dir}")
+
+
+@cli.command()
+@click.option("--limit", "-n", default=20, show_default=True, help="Show at most this many runs.")
+@click.option(
+    "--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), help="Only runs with this status."
+)
+@click.option("--pipeline", help="Only runs of this pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@click.pass_context
+def runs(ctx: click.Context, limit: int, status: str | None, pipeline: str | None, as_json: bool) -> None:
+    """List the latest runs, newest first.
+
+    Example: mlops-nb runs --limit 5
+    """
+    records = _store(ctx).list_runs(limit, status=status, pipeline=pipeline)
+    if as_json:
+        _echo_json([r.to_dict() for r in records])
+        return
+    if not records:
+        click.echo("No runs yet. Start one with `mlops-nb run NOTEBOOK` or `mlops-nb demo`.")
+        return
+    rows = [
+        [
+            r.id,
+            r.pipeline,
+            r.status,
+            _when(r.started_at),
+            _duration(r.duration),
+            r.trigger,
+            ", ".join(f"{n} {s}" for s, n in r.step_counts.items()) or "-",
+        ]
+        for r in records
+    ]
+    click.echo(table(rows, ["RUN", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "TRIGGER", "STEPS"]))
+
+
+def _refs(refs: dict) -> str:
+    return ", ".join(f"{name}={ref.short}" + (f" ({ref.summary})" if ref.summary else "") for name, ref in refs.items())
+
+
+@cli.command()
+@click.argument("run", default="latest")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_context
+def show(ctx: click.Context, run: str, as_json: bool) -> None:
+    """Show one run: parameters, metrics, and each step run with why it ran and what it made.
+
+    RUN is a run id, a unique prefix of one, or `latest` (the default).
+
+    Example: mlops-nb show latest
+    """
+    record = _store(ctx).get_run(run)
+    if as_json:
+        _echo_json(record.to_dict())
+        return
+    click.echo(f"Run {record.id}  pipeline {record.pipeline}  {record.status}  {_duration(record.duration)}")
+    if record.notebook:
+        click.echo(
+            f"  notebook:  {record.notebook}"
+            + (f" (sha256 {record.notebook_hash[:12]})" if record.notebook_hash else "")
+        )
+    git = "-" if not record.git_commit else record.git_commit[:10] + (" (dirty)" if record.git_dirty else "")
+    click.echo(
+        f"  started:   {_when(record.started_at)} UTC  trigger {record.trigger}  executor {record.executor}  "
+        f"host {record.host} pid {record.pid}  git {git}"
+    )
+    if record.params:
+        click.echo("  params:    " + ", ".join(f"{k}={json.dumps(v)}" for k, v in record.params.items()))
+    if record.metrics:
+        click.echo("  metrics:   " + ", ".join(f"{k}={v:.4g}" for k, v in record.metrics.items()))
+    if record.error:
+        click.echo(f"  error:     {record.error}")
+    if record.executed_notebook:
+        click.echo(f"  executed notebook: {record.executed_notebook.uri or record.executed_notebook.hash}")
+    if record.step_runs:
+        click.echo("")
+        rows = [
+            [s.id, s.step, s.status, _duration(s.duration), s.why or "-", _refs(s.outputs) or "-"]
+            for s in record.step_runs
+        ]
+        click.echo(table(rows, ["STEP RUN", "STEP", "STATUS", "DURATION", "WHY", "OUTPUTS"]))
+        for s in record.step_runs:
+            if s.error:
+                where = f" (cell {s.cell_index})" if s.cell_index is not None else ""
+                click.echo(f"  {s.step}{where}: {s.error}")
+
+
+@cli.command()
+@click.argument("node")
+@click.option(
+    "--direction",
+    type=click.Choice(["up", "down", "both"]),
+    default="both",
+    show_default=True,
+    help="Follow what NODE came from (up), what came from it (down), or both.",
+)
+@click.option("--depth", type=click.IntRange(min=1), help="Follow at most this many steps.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.pass_context
+def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fmt: str, as_json: bool) -> None:
+    """Show the lineage of an artifact or a step run.
+
+    NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N) or RUN/STEP.
+
+    Example: mlops-nb lineage latest/train --direction up
+    """
+    graph = _store(ctx).lineage(node, direction=direction, depth=depth)
+    if as_json or fmt == "json":
+        _echo_json(graph.to_dict())
+    elif fmt == "mermaid":
+        click.echo(graph.to_mermaid())
+    else:
+        rows = [
+            [
+                n["depth"],
+                n["kind"].replace("_", " "),
+                n["id"][:12] if n["kind"] == "artifact" else n["id"],
+                n["label"],
+                n.get("summary") or n.get("run_id") or "",
+            ]
+            for n in graph.records()
+        ]
+        click.echo(table(rows, ["DEPTH", "KIND", "ID", "WHAT", "DETAIL"]))
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-project"),
+    show_default=True,
+    help="Where to create the demo project.",
+)
+@click.pass_context
+def demo(ctx: click.Context, folder: Path) -> None:
+    """Run the end-to-end demo in a fresh project folder: data -> features -> model -> evaluation, recorded
+    with artifacts, metadata and lineage.
+
+    Example: mlops-nb demo --dir /tmp/demo
+    """
+    from .demo import run_demo
+
+    run_demo(folder, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mlops-nb`` console script."""
+    cli.main(args=argv, prog_name="mlops-nb", obj={})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

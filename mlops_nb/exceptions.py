@@ -1,0 +1,73 @@
+"""The errors mlops_nb raises for things a user can fix.
+
+Every user-facing error derives from :class:`MlopsError`. Its message is one line that says what is wrong,
+where, and how to fix it; front ends show only that line (the CLI exits 1, magics raise ``UsageError``,
+REST handlers answer JSON with ``http_status``). Anything else that escapes is a bug in mlops_nb.
+"""
+
+from __future__ import annotations
+
+
+class MlopsError(Exception):
+    """Base of every error a user can act on.
+
+    Attributes:
+        http_status: the HTTP status a REST handler answers with for this error.
+    """
+
+    http_status = 400
+
+    def __init__(self, message: str):
+        # One line, always: front ends print exactly this.
+        super().__init__(" ".join(str(message).split()))
+
+    @property
+    def message(self) -> str:
+        """The one-line message."""
+        return self.args[0]
+
+    def to_dict(self) -> dict:
+        """The JSON body a REST handler sends: ``{"error_type", "message"}``."""
+        return {"error_type": type(self).__name__, "message": self.message}
+
+
+class ConfigError(MlopsError):
+    """A setting in ``[tool.mlops_nb]``, an ``MLOPS_NB_*`` variable or the project home is invalid."""
+
+
+class StoreError(MlopsError):
+    """A store file cannot be opened or used (unreadable, newer schema, wrong kind of file)."""
+
+    http_status = 500
+
+
+class StoreBusyError(StoreError):
+    """Another process kept a store locked for longer than the lock timeout."""
+
+    http_status = 503
+
+
+class ArtifactError(MlopsError):
+    """Base of artifact store errors."""
+
+
+class ArtifactNotFoundError(ArtifactError):
+    """No artifact has the given hash (or hash prefix)."""
+
+    http_status = 404
+
+
+class ArtifactCorruptedError(ArtifactError):
+    """An artifact's bytes no longer match its hash; it is never deserialized."""
+
+    http_status = 500
+
+
+class UnsupportedArtifactError(ArtifactError):
+    """No serializer can store the given object."""
+
+
+class NotFoundError(MlopsError):
+    """A run, step run or other record named by the user does not exist."""
+
+    http_status = 404

@@ -1,0 +1,1018 @@
+"""The metadata store: pipelines, runs, step runs, artifacts, events, params, metrics and lineage in DuckDB.
+
+DuckDB lets one process at a time open a file for writing, and while it does no other process can open it at
+all. So every operation here is one short transaction on a connection opened for it and closed after it
+(DESIGN invariant 3): writers are serialised across processes by a file lock, and both readers and writers
+retry a locked file with backoff for at most ``lock_timeout`` seconds before raising :class:`StoreBusyError`.
+No connection is held while user code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .artifacts import ArtifactRef
+from .exceptions import NotFoundError, StoreBusyError, StoreError
+
+STATUSES = ("running", "succeeded", "failed", "cached", "skipped", "interrupted")
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+
+# Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE pipelines (
+        name VARCHAR PRIMARY KEY,
+        notebook VARCHAR,
+        created_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE runs (
+        id VARCHAR PRIMARY KEY,
+        pipeline VARCHAR NOT NULL,
+        notebook VARCHAR,
+        notebook_hash VARCHAR,
+        params JSON,
+        executor VARCHAR,
+        trigger VARCHAR,
+        status VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP,
+        host VARCHAR,
+        pid INTEGER,
+        pid_started DOUBLE,
+        git_commit VARCHAR,
+        git_dirty BOOLEAN,
+        error VARCHAR,
+        executed_notebook VARCHAR
+    );
+    CREATE SEQUENCE step_run_seq;
+    CREATE TABLE step_runs (
+        id VARCHAR PRIMARY KEY,
+        seq BIGINT NOT NULL DEFAULT nextval('step_run_seq'),
+        run_id VARCHAR NOT NULL,
+        step VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        why VARCHAR,
+        cache_key VARCHAR,
+        cached_from VARCHAR,
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP,
+        error VARCHAR,
+        cell_index INTEGER,
+        attempt INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX step_runs_run ON step_runs (run_id);
+    CREATE INDEX step_runs_key ON step_runs (cache_key);
+    CREATE TABLE artifacts (
+        hash VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        size BIGINT,
+        uri VARCHAR,
+        summary VARCHAR,
+        created_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE events (
+        step_run_id VARCHAR NOT NULL,
+        artifact VARCHAR NOT NULL,
+        direction VARCHAR NOT NULL,
+        name VARCHAR
+    );
+    CREATE INDEX events_step_run ON events (step_run_id);
+    CREATE INDEX events_artifact ON events (artifact);
+    CREATE TABLE params (
+        run_id VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        value JSON
+    );
+    CREATE INDEX params_run ON params (run_id);
+    CREATE TABLE metrics (
+        run_id VARCHAR NOT NULL,
+        step_run_id VARCHAR,
+        name VARCHAR NOT NULL,
+        value DOUBLE,
+        step BIGINT,
+        logged_at TIMESTAMP NOT NULL
+    );
+    CREATE INDEX metrics_run ON metrics (run_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_thread_lock = threading.RLock()  # one connection at a time per process (DuckDB shares instances in-process)
+
+
+def utcnow() -> datetime:
+    """Now in UTC as a naive datetime, the form every timestamp column holds."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_run_id() -> str:
+    """A readable, time-sortable run id: ``YYYYMMDD-HHMMSS-<8 hex>`` (UTC)."""
+    return utcnow().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def git_state(folder: str | os.PathLike | None) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the git work tree holding ``folder``, or ``(None, None)`` outside git."""
+    cwd = str(folder or os.getcwd())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+# Records -------------------------------------------------------------------------------------------------------
+def _iso(value: datetime | None) -> str | None:
+    return value.replace(tzinfo=UTC).isoformat() if value else None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
+
+
+@dataclass
+class StepRun:
+    """One execution (or cache hit, or skip) of one step in one run.
+
+    Attributes:
+        id: ``<run id>.<n>``.
+        run_id: the run it belongs to.
+        step: the step's name.
+        status: ``running``, ``succeeded``, ``failed``, ``cached``, ``skipped`` or ``interrupted``.
+        why: one line saying why the step ran or was cached (``input raw changed``, ``cached from run R``).
+        cache_key: the step's cache key.
+        cached_from: for ``cached``, the step run whose outputs were reused.
+        started_at, ended_at: UTC.
+        error: the error of a failed step.
+        cell_index: the notebook cell of the step.
+        attempt: 1 for the first try, more for retries.
+        inputs, outputs: name -> :class:`ArtifactRef`.
+    """
+
+    id: str
+    run_id: str
+    step: str
+    status: str
+    why: str | None = None
+    cache_key: str | None = None
+    cached_from: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    cell_index: int | None = None
+    attempt: int = 1
+    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, when ended."""
+        return _seconds(self.started_at, self.ended_at)
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict."""
+        data = asdict(self)
+        data["started_at"], data["ended_at"] = _iso(self.started_at), _iso(self.ended_at)
+        data["duration"] = self.duration
+        data["inputs"] = {k: v.to_dict() for k, v in self.inputs.items()}
+        data["outputs"] = {k: v.to_dict() for k, v in self.outputs.items()}
+        return data
+
+
+@dataclass
+class Run:
+    """One execution of a pipeline.
+
+    Attributes:
+        id: the run id.
+        pipeline: the pipeline's name.
+        status: ``running``, ``succeeded``, ``failed`` or ``interrupted``.
+        notebook, notebook_hash: the notebook run and the sha256 of its source.
+        params: the parameters it ran with.
+        executor: ``notebook``, ``dag``, ``dask`` or ``api``.
+        trigger: ``manual``, ``cli``, ``schedule``, ``data``, ``drift`` ...
+        started_at, ended_at: UTC.
+        host, pid: the process that ran it.
+        git_commit, git_dirty: the state of the git work tree.
+        error: why it failed or was interrupted.
+        executed_notebook: the executed notebook's artifact, when saved.
+        step_runs: the step runs, in the order they started (filled by :meth:`MetadataStore.get_run`).
+        metrics: name -> latest value (filled by :meth:`MetadataStore.get_run`).
+        step_counts: status -> number of step runs with it.
+    """
+
+    id: str
+    pipeline: str
+    status: str
+    notebook: str | None = None
+    notebook_hash: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    executor: str | None = None
+    trigger: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    host: str | None = None
+    pid: int | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    error: str | None = None
+    executed_notebook: ArtifactRef | None = None
+    step_runs: list[StepRun] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    step_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, when ended."""
+        return _seconds(self.started_at, self.ended_at)
+
+    def step(self, name: str) -> StepRun:
+        """The latest step run of step ``name``."""
+        for step_run in reversed(self.step_runs):
+            if step_run.step == name:
+                return step_run
+        raise NotFoundError(f"run {self.id} has no step {name!r}; its steps: {', '.join(self.steps) or 'none'}")
+
+    @property
+    def steps(self) -> list[str]:
+        """Names of the steps that have step runs, in order."""
+        return list(dict.fromkeys(s.step for s in self.step_runs))
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict, step runs included."""
+        data = asdict(self)
+        data["started_at"], data["ended_at"] = _iso(self.started_at), _iso(self.ended_at)
+        data["duration"] = self.duration
+        data["executed_notebook"] = self.executed_notebook.to_dict() if self.executed_notebook else None
+        data["step_runs"] = [s.to_dict() for s in self.step_runs]
+        return data
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """A node of a lineage graph: an artifact or a step run.
+
+    Attributes:
+        kind: ``artifact`` or ``step_run``.
+        id: the artifact hash or the step run id.
+        label: what to show (``raw (parquet)`` or ``train [succeeded]``).
+        depth: steps away from the node asked about; negative upstream, positive downstream.
+        attrs: the record's fields.
+    """
+
+    kind: str
+    id: str
+    label: str
+    depth: int
+    attrs: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """``kind:id``, the node's key in the graph."""
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass
+class LineageGraph:
+    """The lineage around one artifact or step run: artifacts and step runs joined by input/output events.
+
+    Attributes:
+        root: key (``kind:id``) of the node asked about.
+        nodes: key -> :class:`LineageNode`.
+        edges: ``(source key, target key, name)``: artifact -> step run for an input, step run -> artifact for
+            an output; ``name`` is the variable name.
+    """
+
+    root: str
+    nodes: dict[str, LineageNode] = field(default_factory=dict)
+    edges: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def upstream(self) -> list[LineageNode]:
+        """Nodes the root was derived from, nearest first."""
+        return sorted((n for n in self.nodes.values() if n.depth < 0), key=lambda n: (-n.depth, n.kind != "step_run"))
+
+    def downstream(self) -> list[LineageNode]:
+        """Nodes derived from the root, nearest first."""
+        return sorted((n for n in self.nodes.values() if n.depth > 0), key=lambda n: (n.depth, n.kind != "step_run"))
+
+    def records(self) -> list[dict]:
+        """One dict per node (kind, id, label, depth), ordered from farthest upstream to farthest downstream."""
+        nodes = sorted(self.nodes.values(), key=lambda n: (n.depth, n.kind, n.id))
+        return [{"kind": n.kind, "id": n.id, "label": n.label, "depth": n.depth, **n.attrs} for n in nodes]
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict: root, nodes and edges."""
+        return {
+            "root": self.root,
+            "nodes": self.records(),
+            "edges": [{"source": s, "target": t, "name": n} for s, t, n in self.edges],
+        }
+
+    def to_mermaid(self) -> str:
+        """A mermaid ``flowchart`` of the graph (artifacts as rounded boxes, step runs as boxes)."""
+        ids = {key: f"n{i}" for i, key in enumerate(sorted(self.nodes))}
+        lines = ["flowchart LR"]
+        for key, node in sorted(self.nodes.items()):
+            label = node.label.replace('"', "'")
+            shape = f'("{label}")' if node.kind == "artifact" else f'["{label}"]'
+            lines.append(f"  {ids[key]}{shape}")
+        for source, target, name in self.edges:
+            arrow = f" -->|{name}| " if name else " --> "
+            lines.append(f"  {ids[source]}{arrow}{ids[target]}")
+        lines.append(f"  style {ids[self.root]} stroke-width:3px")
+        return "\n".join(lines)
+
+
+def _step_depth(hops: int) -> int:
+    """Signed hops between nodes -> signed steps (an artifact and the step run that made it are one step)."""
+    return (1 if hops > 0 else -1) * ((abs(hops) + 1) // 2)
+
+
+# The store ------------------------------------------------------------------------------------------------------
+class MetadataStore:
+    """Records of pipelines, runs, step runs, artifacts, events, params and metrics in a DuckDB file.
+
+    Opening the store creates or migrates the file and marks runs whose process is gone as ``interrupted``.
+
+    Args:
+        path: the DuckDB file (default: the current project's ``.mlops/metadata.duckdb``).
+        lock_timeout: seconds to wait for a busy store before raising :class:`StoreBusyError`.
+
+    Example::
+
+        store = MetadataStore()
+        run_id = store.create_run("quickstart", params={"n_rows": 500})
+        sr = store.start_step(run_id, "load")
+        store.finish_step(sr, "succeeded", outputs={"raw": ref})
+        store.finish_run(run_id, "succeeded")
+        store.get_run(run_id).step("load").outputs["raw"].hash
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, lock_timeout: float = 30.0):
+        if path is None:
+            from .project import Project
+
+            project = Project()
+            path, lock_timeout = project.metadata_path, project.settings.lock_timeout
+        self.path = Path(path).resolve()
+        self.lock_timeout = float(lock_timeout)
+        if self.path.is_dir():
+            raise StoreError(f"metadata store {self.path} is a folder, not a DuckDB file; move it aside")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        self._lock = FileLock(str(self.path) + ".lock")
+        self._open()
+
+    def __repr__(self) -> str:
+        return f"MetadataStore({str(self.path)!r})"
+
+    # connections ---------------------------------------------------------------------------------------------
+    def _busy(self, what: str) -> StoreBusyError:
+        return StoreBusyError(
+            f"metadata store {self.path} is busy: {what} for more than {self.lock_timeout:g} s; retry, or raise "
+            "lock_timeout in [tool.mlops_nb] (MLOPS_NB_LOCK_TIMEOUT)"
+        )
+
+    def _connect_duckdb(self, deadline: float, read_only: bool):
+        import duckdb
+
+        delay = 0.002
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    first = text.splitlines()[0] if text else type(exc).__name__
+                    raise StoreError(
+                        f"metadata store {self.path} cannot be opened ({first}); move the file aside and run "
+                        "`mlops-nb init` to start a new store"
+                    ) from None
+                if time.monotonic() + delay > deadline:
+                    raise self._busy("another process held the database open") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    @contextmanager
+    def _connect(self, write: bool = False) -> Iterator[Any]:
+        """One short-lived connection; with ``write``, one transaction under the cross-process writer lock."""
+        from filelock import Timeout
+
+        deadline = time.monotonic() + self.lock_timeout
+        with _thread_lock:
+            if write:
+                try:
+                    self._lock.acquire(timeout=self.lock_timeout, poll_interval=0.002)
+                except Timeout:
+                    raise self._busy("another process held its write lock") from None
+            try:
+                con = self._connect_duckdb(deadline, read_only=not write and self.path.exists())
+                try:
+                    if write:
+                        con.execute("BEGIN TRANSACTION")
+                    yield con
+                    if write:
+                        con.execute("COMMIT")
+                except BaseException:
+                    if write:
+                        try:
+                            con.execute("ROLLBACK")
+                        except Exception:  # noqa: BLE001 - the original error matters
+                            pass
+                    raise
+                finally:
+                    con.close()
+            finally:
+                if write:
+                    self._lock.release()
+
+    def _open(self) -> None:
+        """Create or migrate the schema, refuse a newer one, and mark runs of dead processes interrupted."""
+        with self._connect(write=True) as con:
+            has_version = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+            ).fetchall()[0][0]
+            if has_version:
+                version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
+            else:
+                others = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
+                if others:
+                    raise StoreError(
+                        f"{self.path} is a DuckDB file but not an mlops_nb metadata store (no schema_version "
+                        "table); point the project elsewhere or move the file aside"
+                    )
+                con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
+                version = 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"metadata store {self.path} has schema version {version}, newer than this mlops_nb knows "
+                    f"({SCHEMA_VERSION}); upgrade mlops_nb (pip install -U mlops-nb)"
+                )
+            for target in range(version, SCHEMA_VERSION):
+                con.execute(MIGRATIONS[target])
+                con.execute("INSERT INTO schema_version VALUES (?, ?)", [target + 1, utcnow()])
+            self._mark_interrupted(con)
+
+    def _mark_interrupted(self, con) -> None:
+        rows = con.execute(
+            "SELECT id, pid, pid_started FROM runs WHERE status = 'running' AND host = ?", [socket.gethostname()]
+        ).fetchall()
+        for run_id, pid, pid_started in rows:
+            started = _process_started(pid) if pid else None
+            if started is not None and (pid_started is None or abs(started - pid_started) < 1.0):
+                continue  # still running
+            now = utcnow()
+            reason = f"process {pid} on {socket.gethostname()} ended while the run was running"
+            con.execute(
+                "UPDATE runs SET status = 'interrupted', ended_at = ?, error = coalesce(error, ?) WHERE id = ?",
+                [now, reason, run_id],
+            )
+            con.execute(
+                "UPDATE step_runs SET status = 'interrupted', ended_at = ?, error = coalesce(error, ?) "
+                "WHERE run_id = ? AND status = 'running'",
+                [now, reason, run_id],
+            )
+
+    def sql(self, query: str, params: list | None = None):
+        """Run a read-only SQL query on the store and return a pandas DataFrame (for notebooks and reports)."""
+        with self._connect() as con:
+            return con.execute(query, params or []).df()
+
+    # writes --------------------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        pipeline: str,
+        *,
+        notebook: str | os.PathLike | None = None,
+        notebook_hash: str | None = None,
+        params: dict[str, Any] | None = None,
+        executor: str = "api",
+        trigger: str = "manual",
+        run_id: str | None = None,
+        pid: int | None = None,
+    ) -> str:
+        """Record a new ``running`` run of ``pipeline`` and return its id.
+
+        Args:
+            pipeline: the pipeline's name (registered on first use).
+            notebook: the notebook's path; its folder's git commit and dirty flag are recorded.
+            notebook_hash: sha256 of the notebook's source.
+            params: the run's parameters (JSON-able values).
+            executor: what runs it (``notebook``, ``dag``, ``dask``, ``api``).
+            trigger: what started it (``manual``, ``cli``, ``schedule``, ``data``, ``drift``).
+            run_id: an id to use (default: a new one).
+            pid: the process that owns the run (default: this one); when it dies the run becomes interrupted.
+        """
+        run_id = run_id or new_run_id()
+        params = dict(params or {})
+        pid = pid or os.getpid()
+        folder = Path(notebook).resolve().parent if notebook else None
+        commit, dirty = git_state(folder)
+        now = utcnow()
+        with self._connect(write=True) as con:
+            con.execute(
+                "INSERT INTO pipelines VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [pipeline, str(notebook) if notebook else None, now],
+            )
+            con.execute(
+                "INSERT INTO runs (id, pipeline, notebook, notebook_hash, params, executor, trigger, status, "
+                "started_at, host, pid, pid_started, git_commit, git_dirty) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    pipeline,
+                    str(notebook) if notebook else None,
+                    notebook_hash,
+                    json.dumps(params, sort_keys=True, default=str),
+                    executor,
+                    trigger,
+                    now,
+                    socket.gethostname(),
+                    pid,
+                    _process_started(pid),
+                    commit,
+                    dirty,
+                ],
+            )
+            if params:
+                con.executemany(
+                    "INSERT INTO params VALUES (?, ?, ?)",
+                    [[run_id, k, json.dumps(v, sort_keys=True, default=str)] for k, v in params.items()],
+                )
+        return run_id
+
+    @staticmethod
+    def _record_artifacts(con, refs: list[ArtifactRef]) -> None:
+        if refs:
+            now = utcnow()
+            con.executemany(
+                "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [[r.hash, r.kind, r.size, r.uri, r.summary, now] for r in refs],
+            )
+
+    def _record_events(self, con, step_run_id: str, refs: dict[str, ArtifactRef] | None, direction: str) -> None:
+        if refs:
+            self._record_artifacts(con, list(refs.values()))
+            con.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?)",
+                [[step_run_id, ref.hash, direction, name] for name, ref in refs.items()],
+            )
+
+    def record_artifact(self, ref: ArtifactRef) -> None:
+        """Record an artifact that no step produced (an uploaded file, a notebook)."""
+        with self._connect(write=True) as con:
+            self._record_artifacts(con, [ref])
+
+    def start_step(
+        self,
+        run_id: str,
+        step: str,
+        *,
+        status: str = "running",
+        why: str | None = None,
+        cache_key: str | None = None,
+        cell_index: int | None = None,
+        inputs: dict[str, ArtifactRef] | None = None,
+        attempt: int = 1,
+    ) -> str:
+        """Record the start of a step run and its input artifacts; return the step run's id."""
+        self._check_status(status, STATUSES)
+        with self._connect(write=True) as con:
+            found = con.execute("SELECT count(*) FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]
+            if not found:
+                raise NotFoundError(f"run {run_id} does not exist; create it with create_run() first")
+            n = con.execute("SELECT count(*) FROM step_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
+            step_run_id = f"{run_id}.{n + 1}"
+            con.execute(
+                "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, started_at, cell_index, attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [step_run_id, run_id, step, status, why, cache_key, utcnow(), cell_index, attempt],
+            )
+            self._record_events(con, step_run_id, inputs, "in")
+        return step_run_id
+
+    def finish_step(
+        self,
+        step_run_id: str,
+        status: str,
+        *,
+        outputs: dict[str, ArtifactRef] | None = None,
+        why: str | None = None,
+        error: str | None = None,
+        cached_from: str | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Record how a step run ended, its output artifacts and metrics, in one transaction."""
+        self._check_status(status, STATUSES)
+        with self._connect(write=True) as con:
+            rows = con.execute("SELECT run_id FROM step_runs WHERE id = ?", [step_run_id]).fetchall()
+            if not rows:
+                raise NotFoundError(f"step run {step_run_id} does not exist")
+            con.execute(
+                "UPDATE step_runs SET status = ?, ended_at = ?, error = ?, why = coalesce(?, why), "
+                "cached_from = ? WHERE id = ?",
+                [status, utcnow(), error, why, cached_from, step_run_id],
+            )
+            self._record_events(con, step_run_id, outputs, "out")
+            if metrics:
+                self._insert_metrics(con, rows[0][0], step_run_id, metrics, None)
+
+    def record_step(self, run_id: str, step: str, status: str, **kwargs: Any) -> str:
+        """Record a step run that started and ended at once (``cached`` or ``skipped``); return its id.
+
+        Keyword arguments are those of :meth:`start_step` and :meth:`finish_step`.
+        """
+        start_keys = {"why", "cache_key", "cell_index", "inputs", "attempt"}
+        step_run_id = self.start_step(
+            run_id, step, status=status, **{k: v for k, v in kwargs.items() if k in start_keys}
+        )
+        self.finish_step(step_run_id, status, **{k: v for k, v in kwargs.items() if k not in start_keys})
+        return step_run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        executed_notebook: ArtifactRef | None = None,
+    ) -> None:
+        """Record how a run ended; step runs still ``running`` take the run's status if it did not succeed."""
+        self._check_status(status, RUN_STATUSES)
+        with self._connect(write=True) as con:
+            if executed_notebook is not None:
+                self._record_artifacts(con, [executed_notebook])
+            con.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = ?, "
+                "executed_notebook = coalesce(?, executed_notebook) WHERE id = ?",
+                [status, utcnow(), error, executed_notebook.hash if executed_notebook else None, run_id],
+            )
+            if status != "succeeded":
+                con.execute(
+                    "UPDATE step_runs SET status = ?, ended_at = ? WHERE run_id = ? AND status = 'running'",
+                    [status, utcnow(), run_id],
+                )
+
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], *, step_run_id: str | None = None, step: int | None = None
+    ) -> None:
+        """Record metric values of a run (and optionally of one of its step runs)."""
+        with self._connect(write=True) as con:
+            self._insert_metrics(con, run_id, step_run_id, metrics, step)
+
+    @staticmethod
+    def _insert_metrics(con, run_id, step_run_id, metrics, step) -> None:
+        now = utcnow()
+        rows = []
+        for name, value in metrics.items():
+            try:
+                rows.append([run_id, step_run_id, str(name), float(value), step, now])
+            except (TypeError, ValueError):
+                raise StoreError(
+                    f"metric {name!r} of run {run_id} is {value!r}, not a number; log numbers as metrics"
+                ) from None
+        con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    @staticmethod
+    def _check_status(status: str, allowed: tuple[str, ...]) -> None:
+        if status not in allowed:
+            raise StoreError(f"status {status!r} is not one of {', '.join(allowed)}")
+
+    # reads ---------------------------------------------------------------------------------------------------
+    _RUN_COLUMNS = (
+        "id, pipeline, status, notebook, notebook_hash, params, executor, trigger, started_at, ended_at, host, "
+        "pid, git_commit, git_dirty, error, executed_notebook"
+    )
+
+    @staticmethod
+    def _run_from_row(row) -> Run:
+        (
+            rid,
+            pipeline,
+            status,
+            notebook,
+            nb_hash,
+            params,
+            executor,
+            trigger,
+            started,
+            ended,
+            host,
+            pid,
+            commit,
+            dirty,
+            error,
+            executed,
+        ) = row
+        return Run(
+            id=rid,
+            pipeline=pipeline,
+            status=status,
+            notebook=notebook,
+            notebook_hash=nb_hash,
+            params=json.loads(params) if params else {},
+            executor=executor,
+            trigger=trigger,
+            started_at=started,
+            ended_at=ended,
+            host=host,
+            pid=pid,
+            git_commit=commit,
+            git_dirty=dirty,
+            error=error,
+            executed_notebook=ArtifactRef(executed, "ipynb") if executed else None,
+        )
+
+    def list_runs(
+        self,
+        limit: int | None = 20,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> list[Run]:
+        """The latest runs, newest first (without their step runs; :meth:`get_run` has those).
+
+        Args:
+            limit: at most this many (None: all).
+            status: only runs with this status.
+            pipeline: only runs of this pipeline.
+            params: only runs whose parameters have these values.
+        """
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if pipeline:
+            where.append("pipeline = ?")
+            args.append(pipeline)
+        for name, value in (params or {}).items():
+            where.append("id IN (SELECT run_id FROM params WHERE name = ? AND value = ?::JSON)")
+            args += [name, json.dumps(value, sort_keys=True, default=str)]
+        query = f"SELECT {self._RUN_COLUMNS} FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(int(limit))
+        with self._connect() as con:
+            records = [self._run_from_row(row) for row in con.execute(query, args).fetchall()]
+            by_id = {r.id: r for r in records}
+            if by_id:
+                for run_id, status, count in con.execute(
+                    "SELECT run_id, status, count(*) FROM step_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                    "GROUP BY run_id, status ORDER BY run_id, status",
+                    [list(by_id)],
+                ).fetchall():
+                    by_id[run_id].step_counts[status] = count
+        return records
+
+    def resolve_run(self, run_id: str) -> str:
+        """The full id for a run id, a unique prefix of one, or ``latest``."""
+        with self._connect() as con:
+            return self._resolve_run(con, run_id)
+
+    def _resolve_run(self, con, run_id: str) -> str:
+        text = str(run_id).strip()
+        if text == "latest":
+            rows = con.execute("SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 1").fetchall()
+            if not rows:
+                raise NotFoundError(f"no runs recorded in {self.path} yet; start one with `mlops-nb run NOTEBOOK`")
+            return rows[0][0]
+        rows = (
+            con.execute("SELECT id FROM runs WHERE starts_with(id, ?) ORDER BY id LIMIT 3", [text]).fetchall()
+            if text
+            else []
+        )
+        if not rows:
+            raise NotFoundError(f"run {run_id!r} does not exist; list runs with `mlops-nb runs`")
+        if len(rows) > 1 and rows[0][0] != text:
+            raise NotFoundError(
+                f"run id {run_id!r} is ambiguous ({', '.join(r[0] for r in rows[:2])}, ...); give more characters"
+            )
+        return rows[0][0]
+
+    _STEP_COLUMNS = (
+        "id, run_id, step, status, why, cache_key, cached_from, started_at, ended_at, error, cell_index, attempt"
+    )
+
+    def _step_runs(self, con, where: str, args: list) -> list[StepRun]:
+        rows = con.execute(f"SELECT {self._STEP_COLUMNS} FROM step_runs WHERE {where} ORDER BY seq", args).fetchall()
+        step_runs = [StepRun(*row) for row in rows]
+        if not step_runs:
+            return step_runs
+        by_id = {s.id: s for s in step_runs}
+        events = con.execute(
+            "SELECT e.step_run_id, e.direction, e.name, a.hash, a.kind, a.size, a.summary, a.uri "
+            "FROM events e JOIN artifacts a ON a.hash = e.artifact "
+            "WHERE e.step_run_id IN (SELECT unnest(?::VARCHAR[]))",
+            [list(by_id)],
+        ).fetchall()
+        for step_run_id, direction, name, digest, kind, size, summary, uri in events:
+            ref = ArtifactRef(digest, kind, size or 0, name, summary or "", uri or "")
+            target = by_id[step_run_id].inputs if direction == "in" else by_id[step_run_id].outputs
+            target[name] = ref
+        return step_runs
+
+    def get_run(self, run_id: str) -> Run:
+        """A run with its step runs (inputs and outputs included) and metrics.
+
+        ``run_id`` may be a unique prefix or ``latest``. Raises :class:`NotFoundError` when there is none.
+        """
+        with self._connect() as con:
+            full = self._resolve_run(con, run_id)
+            run = self._run_from_row(
+                con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
+            )
+            if run.executed_notebook:
+                rows = con.execute(
+                    "SELECT size, uri FROM artifacts WHERE hash = ?", [run.executed_notebook.hash]
+                ).fetchall()
+                if rows:
+                    run.executed_notebook = ArtifactRef(
+                        run.executed_notebook.hash, "ipynb", rows[0][0] or 0, "executed notebook", uri=rows[0][1]
+                    )
+            run.step_runs = self._step_runs(con, "run_id = ?", [full])
+            for step_run in run.step_runs:
+                run.step_counts[step_run.status] = run.step_counts.get(step_run.status, 0) + 1
+            for name, value in con.execute(
+                "SELECT name, arg_max(value, logged_at) FROM metrics WHERE run_id = ? GROUP BY name ORDER BY name",
+                [full],
+            ).fetchall():
+                run.metrics[name] = value
+        return run
+
+    def get_step_run(self, step_run_id: str) -> StepRun:
+        """One step run with its inputs and outputs; ``RUN/STEP`` names the latest run of STEP in RUN."""
+        with self._connect() as con:
+            full = self._resolve_step_run(con, step_run_id)
+            return self._step_runs(con, "id = ?", [full])[0]
+
+    def _resolve_step_run(self, con, text: str) -> str:
+        if "/" in text:
+            run_part, step = text.split("/", 1)
+            run_id = self._resolve_run(con, run_part)
+            rows = con.execute(
+                "SELECT id FROM step_runs WHERE run_id = ? AND step = ? ORDER BY seq DESC LIMIT 1", [run_id, step]
+            ).fetchall()
+        else:
+            rows = con.execute("SELECT id FROM step_runs WHERE id = ?", [text]).fetchall()
+        if not rows:
+            raise NotFoundError(
+                f"step run {text!r} does not exist; give RUN.N or RUN/STEP as `mlops-nb show RUN` lists them"
+            )
+        return rows[0][0]
+
+    def find_artifact(self, prefix: str) -> ArtifactRef:
+        """The recorded artifact whose hash is or starts with ``prefix`` (at least 6 hex characters)."""
+        text = prefix.strip().lower()
+        if len(text) < 6 or any(c not in "0123456789abcdef" for c in text):
+            raise NotFoundError(f"{prefix!r} is not an artifact hash; give at least 6 hex characters of one")
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT hash, kind, size, summary, uri FROM artifacts WHERE starts_with(hash, ?) LIMIT 2", [text]
+            ).fetchall()
+        if not rows:
+            raise NotFoundError(f"no recorded artifact has hash {prefix!r}; `mlops-nb show RUN` lists a run's")
+        if len(rows) > 1:
+            raise NotFoundError(f"artifact prefix {prefix!r} is ambiguous; give more characters")
+        digest, kind, size, summary, uri = rows[0]
+        return ArtifactRef(digest, kind, size or 0, None, summary or "", uri or "")
+
+    def find_cached(self, cache_key: str) -> StepRun | None:
+        """The latest step run that succeeded with ``cache_key`` (its outputs are reusable), if any."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT id FROM step_runs WHERE cache_key = ? AND status = 'succeeded' ORDER BY seq DESC LIMIT 1",
+                [cache_key],
+            ).fetchall()
+            return self._step_runs(con, "id = ?", [rows[0][0]])[0] if rows else None
+
+    # lineage -------------------------------------------------------------------------------------------------
+    _LINEAGE = """
+        WITH RECURSIVE
+        edges AS (
+            SELECT 'artifact' AS src_kind, artifact AS src, 'step_run' AS dst_kind, step_run_id AS dst
+            FROM events WHERE direction = 'in'
+            UNION ALL
+            SELECT 'step_run', step_run_id, 'artifact', artifact FROM events WHERE direction = 'out'
+        ),
+        walk(kind, id, hops) AS (
+            SELECT ?::VARCHAR, ?::VARCHAR, 0
+            UNION
+            SELECT {next_kind}, {next_id}, walk.hops + 1
+            FROM edges e JOIN walk ON {join}
+            WHERE walk.hops < ?
+        )
+        SELECT kind, id, min(hops) FROM walk GROUP BY kind, id
+    """
+
+    def lineage(self, node: str, direction: str = "both", depth: int | None = None) -> LineageGraph:
+        """The lineage of an artifact (hash or prefix) or a step run (``RUN.N`` or ``RUN/STEP``).
+
+        Args:
+            node: what to start from.
+            direction: ``up`` (what it came from), ``down`` (what came from it) or ``both``.
+            depth: how many steps to follow (default: all).
+        """
+        if direction not in ("up", "down", "both"):
+            raise StoreError(f"lineage direction {direction!r} must be up, down or both")
+        max_hops = 2 * depth if depth is not None else 10_000
+        text = str(node).strip()
+        is_artifact = all(c in "0123456789abcdef" for c in text.lower()) and len(text) >= 6
+        with self._connect() as con:
+            if is_artifact:
+                kind, ident = "artifact", self._find_artifact_hash(con, text)
+            else:
+                kind, ident = "step_run", self._resolve_step_run(con, text)
+            found: dict[tuple[str, str], int] = {(kind, ident): 0}
+            walks = {
+                "up": ("e.src_kind", "e.src", "e.dst_kind = walk.kind AND e.dst = walk.id", -1),
+                "down": ("e.dst_kind", "e.dst", "e.src_kind = walk.kind AND e.src = walk.id", 1),
+            }
+            for name in ("up", "down") if direction == "both" else (direction,):
+                next_kind, next_id, join, sign = walks[name]
+                query = self._LINEAGE.format(next_kind=next_kind, next_id=next_id, join=join)
+                for k, i, hops in con.execute(query, [kind, ident, max_hops]).fetchall():
+                    if hops:
+                        found.setdefault((k, i), sign * hops)
+            graph = LineageGraph(root=f"{kind}:{ident}")
+            self._fill_graph(con, graph, found)
+        return graph
+
+    def _find_artifact_hash(self, con, text: str) -> str:
+        rows = con.execute("SELECT hash FROM artifacts WHERE starts_with(hash, ?) LIMIT 2", [text.lower()]).fetchall()
+        if not rows:
+            raise NotFoundError(f"no recorded artifact has hash {text!r}; `mlops-nb show RUN` lists a run's")
+        if len(rows) > 1:
+            raise NotFoundError(f"artifact prefix {text!r} is ambiguous; give more characters")
+        return rows[0][0]
+
+    @staticmethod
+    def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int]) -> None:
+        hashes = [i for k, i in found if k == "artifact"]
+        step_ids = [i for k, i in found if k == "step_run"]
+        for digest, kind, size, summary, names in con.execute(
+            "SELECT a.hash, a.kind, a.size, a.summary, (SELECT string_agg(DISTINCT e.name, '/' ORDER BY e.name) "
+            "FROM events e WHERE e.artifact = a.hash) FROM artifacts a "
+            "WHERE a.hash IN (SELECT unnest(?::VARCHAR[]))",
+            [hashes],
+        ).fetchall():
+            label = names or digest[:12]
+            graph.nodes[f"artifact:{digest}"] = LineageNode(
+                "artifact",
+                digest,
+                f"{label} ({kind})",
+                _step_depth(found[("artifact", digest)]),
+                {"artifact_kind": kind, "size": size, "summary": summary},
+            )
+        for sid, run_id, step, status in con.execute(
+            "SELECT id, run_id, step, status FROM step_runs WHERE id IN (SELECT unnest(?::VARCHAR[]))", [step_ids]
+        ).fetchall():
+            graph.nodes[f"step_run:{sid}"] = LineageNode(
+                "step_run",
+                sid,
+                f"{step} [{status}]",
+                _step_depth(found[("step_run", sid)]),
+                {"run_id": run_id, "step": step, "status": status},
+            )
+        if step_ids:
+            for sid, digest, direction, name in con.execute(
+                "SELECT step_run_id, artifact, direction, name FROM events "
+                "WHERE step_run_id IN (SELECT unnest(?::VARCHAR[]))",
+                [step_ids],
+            ).fetchall():
+                a, s = f"artifact:{digest}", f"step_run:{sid}"
+                if a in graph.nodes:
+                    graph.edges.append((a, s, name) if direction == "in" else (s, a, name))

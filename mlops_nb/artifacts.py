@@ -94,7 +94,7 @@ class Serializer:
         """A short human description of ``obj`` (type and shape)."""
         shape = getattr(obj, "shape", None)
         name = type(obj).__name__
-        if isinstance(shape, tuple):
+        if isinstance(shape, tuple) and shape:
             return f"{name} {'x'.join(str(n) for n in shape)}"
         try:
             return f"{name} len {len(obj)}"
@@ -435,7 +435,6 @@ class ArtifactStore:
 
             self._fs, self.root = fsspec.core.url_to_fs(root)
             self.root = self.root.rstrip("/")
-            self._protocol = root.split("://", 1)[0]
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.uri_root!r})"
@@ -443,7 +442,7 @@ class ArtifactStore:
     @property
     def uri_root(self) -> str:
         """The root as a URI or local path."""
-        return self.root if self._local else f"{self._protocol}://{self.root}"
+        return self.root if self._local else self._fs.unstrip_protocol(self.root)
 
     # paths -------------------------------------------------------------------------------------------------
     def _dir(self, digest: str) -> str:
@@ -455,7 +454,7 @@ class ArtifactStore:
     def uri(self, ref: ArtifactRef) -> str:
         """Where an artifact's bytes live."""
         path = self._path(ref.hash, ref.kind)
-        return path if self._local else f"{self._protocol}://{path}"
+        return path if self._local else self._fs.unstrip_protocol(path)
 
     # writing -----------------------------------------------------------------------------------------------
     def put(self, obj: Any, name: str | None = None) -> ArtifactRef:

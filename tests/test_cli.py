@@ -1,0 +1,119 @@
+"""The mlops-nb command line, driven as a user would: CliRunner in-process and the real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlops_nb.cli import cli
+from mlops_nb.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(home, *args):
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], obj={})
+    return result
+
+
+def test_every_command_has_help_and_is_documented():
+    readme = (ROOT / "README.md").read_text()
+    assert cli.commands, "no commands"
+    for name, command in cli.commands.items():
+        result = CliRunner().invoke(cli, [name, "--help"], obj={})
+        assert result.exit_code == 0, name
+        assert command.help and len(command.help) > 20, f"{name} needs a docstring"
+        assert f"mlops-nb {name}" in readme, f"README does not document `mlops-nb {name}`"
+
+
+def test_init_is_idempotent(tmp_path):
+    result = invoke(tmp_path, "init")
+    assert result.exit_code == 0 and f"Initialised project at {tmp_path}" in result.output
+    result = invoke(tmp_path, "init")
+    assert result.exit_code == 0 and "Project already initialised" in result.output
+
+
+def test_runs_show_lineage(tmp_path):
+    result = invoke(tmp_path, "runs")
+    assert result.exit_code == 0 and "No runs yet" in result.output
+
+    result = invoke(tmp_path, "demo", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    run_id = Project(tmp_path).metadata.list_runs(1)[0].id
+    assert f"Run {run_id} succeeded: accuracy=" in result.output
+
+    result = invoke(tmp_path, "runs")
+    assert result.exit_code == 0
+    header, row = result.output.splitlines()[:2]
+    assert header.split() == ["RUN", "PIPELINE", "STATUS", "STARTED", "(UTC)", "DURATION", "TRIGGER", "STEPS"]
+    assert row.startswith(run_id) and "demo" in row and "succeeded" in row and "4 succeeded" in row
+
+    records = json.loads(invoke(tmp_path, "runs", "--json").output)
+    assert records[0]["id"] == run_id and records[0]["params"]["C"] == 1.0
+
+    result = invoke(tmp_path, "show", run_id[:18])
+    assert result.exit_code == 0
+    assert f"Run {run_id}  pipeline demo  succeeded" in result.output
+    assert "params:    C=1.0, seed=7, test_size=0.25" in result.output
+    assert "metrics:   accuracy=" in result.output
+    assert f"{run_id}.3  train     succeeded" in result.output and "model=" in result.output
+
+    shown = json.loads(invoke(tmp_path, "show", "--json").output)
+    assert shown["id"] == run_id and [s["step"] for s in shown["step_runs"]] == ["load", "features", "train", "evaluate"]
+    model_hash = shown["step_runs"][2]["outputs"]["model"]["hash"]
+
+    result = invoke(tmp_path, "lineage", model_hash[:8], "--direction", "up")
+    assert result.exit_code == 0
+    assert "train [succeeded]" in result.output and "raw.csv (bytes)" in result.output
+
+    graph = json.loads(invoke(tmp_path, "lineage", f"{run_id}/train", "--json").output)
+    labels = {n["label"] for n in graph["nodes"]}
+    assert {"load [succeeded]", "evaluate [succeeded]", "model (pickle)"} <= labels
+
+    mermaid = invoke(tmp_path, "lineage", f"{run_id}/features", "--format", "mermaid").output
+    assert mermaid.startswith("flowchart LR")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "20991231-nope"], "Error: run '20991231-nope' does not exist; list runs with `mlops-nb runs`"),
+        (["lineage", "deadbeef00"], "Error: no recorded artifact has hash 'deadbeef00'"),
+        (["show"], "Error: no runs recorded in"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, args, message):
+    Project(tmp_path).init()
+    result = invoke(tmp_path, *args)
+    assert result.exit_code == 1
+    assert result.output.startswith(message)
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_console_script_error_and_debug(tmp_path):
+    """The installed script: one line on stderr without --debug, the traceback with it."""
+    (tmp_path / "pyproject.toml").write_text("[tool.mlops_nb]\nlock_timeout = 'x'\n")
+    exe = Path(sys.executable).with_name("mlops-nb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
+    plain = subprocess.run([exe, "--home", tmp_path, "runs"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert plain.stderr.startswith("Error: ") and plain.stderr.count("\n") == 1
+    assert "lock_timeout: invalid value 'x'" in plain.stderr
+    debug = subprocess.run([exe, "--home", tmp_path, "--debug", "runs"], capture_output=True, text=True, env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+
+
+def test_import_and_help_stay_light():
+    """DESIGN invariant 8: `import mlops_nb` and `mlops-nb --help` import none of the heavy libraries."""
+    code = (
+        "import sys, mlops_nb, mlops_nb.cli; heavy = {'pandas', 'duckdb', 'mlflow', 'sklearn', 'pyarrow', 'scipy',"
+        " 'dask', 'jupyter_server', 'numpy'}; print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -33,13 +33,18 @@ __all__ = [
     "MetadataStore",
     "MlopsError",
     "NotFoundError",
+    "Pipeline",
+    "PipelineError",
     "Project",
     "Run",
+    "StepFailedError",
     "StepRun",
     "StoreBusyError",
     "StoreError",
     "UnsupportedArtifactError",
     "__version__",
+    "load_ipython_extension",
+    "run",
 ]
 
 _LAZY = {
@@ -50,12 +55,26 @@ _LAZY = {
     "Run": "metadata",
     "StepRun": "metadata",
     "LineageGraph": "metadata",
+    "Pipeline": "pipeline",
+    "PipelineError": "pipeline",
+    "StepFailedError": "runtime",
+    "run": "headless",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .artifacts import ArtifactRef, ArtifactStore
+    from .headless import run
     from .metadata import LineageGraph, MetadataStore, Run, StepRun
+    from .pipeline import Pipeline, PipelineError
     from .project import Project
+    from .runtime import StepFailedError
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext mlops_nb``: register the ``%%mlops`` / ``%mlops`` magics (prints nothing)."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name: str):

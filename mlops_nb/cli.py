@@ -233,6 +233,113 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fm
         click.echo(table(rows, ["DEPTH", "KIND", "ID", "WHAT", "DETAIL"]))
 
 
+def _read_params_file(path: Path) -> dict:
+    from .exceptions import ConfigError
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's to fix
+        raise ConfigError(f"parameters file {path} cannot be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameters file {path} must hold a mapping of NAME: VALUE")
+    return data
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Set a parameter (repeatable); the value is converted to the default's type.",
+)
+@click.option(
+    "-f",
+    "--params-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML or JSON file of parameters (-p wins).",
+)
+@click.option("--no-cache", is_flag=True, help="Run every step; reuse nothing from the cache.")
+@click.option(
+    "--executor",
+    type=click.Choice(["notebook"]),
+    help="How to run the steps (default: the project's executor setting).",
+)
+@click.option("--step-timeout", type=float, help="Seconds any one cell may run.")
+@click.option("--kernel", "kernel_name", help="Jupyter kernel name (default: the notebook's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_context
+def run(
+    ctx, notebook: Path, params, params_file, no_cache: bool, executor, step_timeout, kernel_name, as_json: bool
+) -> None:
+    """Run NOTEBOOK headless with papermill and record it: steps whose cache key did not change are loaded
+    from the cache (when all are, no kernel starts), and every step run says why it ran.
+
+    Example: mlops-nb run notebooks/quickstart.ipynb -p n_rows 500
+    """
+    from .headless import run as run_notebook
+    from .project import Project
+
+    values = _read_params_file(params_file) if params_file else {}
+    values.update(dict(params))
+    project = Project(ctx.obj["home"]) if ctx.obj.get("home") else None
+    record = run_notebook(
+        notebook,
+        values,
+        executor,
+        no_cache=no_cache,
+        project=project,
+        trigger="cli",
+        progress=not as_json,
+        kernel_name=kernel_name,
+        step_timeout=step_timeout,
+    )
+    if as_json:
+        _echo_json(record.to_dict())
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in record.step_counts.items())
+    click.echo(f"Run {record.id} {record.status} in {_duration(record.duration)} ({counts or 'no steps'})")
+    for s in record.step_runs:
+        click.echo(f"  {s.step:<12} {s.status:<9} {_duration(s.duration):>7}  {s.why or ''}")
+    if record.executed_notebook:
+        click.echo(f"  executed notebook: {record.executed_notebook.uri}")
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+def dag(notebook: Path, fmt: str) -> None:
+    """Show NOTEBOOK's pipeline: its steps, what each takes from which step, the files and parameters it reads.
+
+    Example: mlops-nb dag notebooks/quickstart.ipynb --format mermaid
+    """
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline.from_notebook(notebook)
+    if fmt == "json":
+        _echo_json(pipeline.to_dict())
+    elif fmt == "mermaid":
+        click.echo(pipeline.to_mermaid())
+    else:
+        click.echo(pipeline.to_text())
+
+
 @cli.command()
 @click.option(
     "--dir",

@@ -106,6 +106,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX metrics_run ON metrics (run_id);
     """,
+    # 2: the parts of each step run's cache key, to say why a step ran
+    """
+    ALTER TABLE step_runs ADD COLUMN key_parts JSON;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -391,6 +395,7 @@ class MetadataStore:
         from filelock import FileLock
 
         self._lock = FileLock(str(self.path) + ".lock")
+        self._local = threading.local()
         self._open()
 
     def __repr__(self) -> str:
@@ -424,10 +429,38 @@ class MetadataStore:
                 delay = min(delay * 2, 0.05)
 
     @contextmanager
+    def batch(self, write: bool = False) -> Iterator[MetadataStore]:
+        """Run several operations on one connection (and, with ``write``, in one transaction).
+
+        Keep it short: the file stays locked for other processes until the block ends.
+
+        Example::
+
+            with store.batch(write=True):
+                run_id = store.create_run("p")
+                store.record_step(run_id, "a", "cached", ...)
+                store.finish_run(run_id, "succeeded")
+        """
+        if getattr(self._local, "con", None) is not None:
+            raise StoreError("metadata store batches cannot be nested")
+        with self._connect(write=write) as con:
+            self._local.con, self._local.write = con, write
+            try:
+                yield self
+            finally:
+                self._local.con = None
+
+    @contextmanager
     def _connect(self, write: bool = False) -> Iterator[Any]:
         """One short-lived connection; with ``write``, one transaction under the cross-process writer lock."""
         from filelock import Timeout
 
+        batched = getattr(self._local, "con", None)
+        if batched is not None:
+            if write and not self._local.write:
+                raise StoreError("cannot write inside a read-only metadata store batch")
+            yield batched
+            return
         deadline = time.monotonic() + self.lock_timeout
         with _thread_lock:
             if write:
@@ -457,14 +490,18 @@ class MetadataStore:
                     self._lock.release()
 
     def _open(self) -> None:
-        """Create or migrate the schema, refuse a newer one, and mark runs of dead processes interrupted."""
+        """Create or migrate the schema, refuse a newer one, and mark runs of dead processes interrupted.
+
+        A read-only look first: an up-to-date store with no run to mark needs no write lock.
+        """
+        if self.path.exists():
+            with self._connect() as con:
+                version = self._schema_version(con)
+                if version == SCHEMA_VERSION and not self._dead_runs(con):
+                    return
         with self._connect(write=True) as con:
-            has_version = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-            ).fetchall()[0][0]
-            if has_version:
-                version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
-            else:
+            version = self._schema_version(con)
+            if version is None:
                 others = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
                 if others:
                     raise StoreError(
@@ -473,24 +510,38 @@ class MetadataStore:
                     )
                 con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
                 version = 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"metadata store {self.path} has schema version {version}, newer than this mlops_nb knows "
-                    f"({SCHEMA_VERSION}); upgrade mlops_nb (pip install -U mlops-nb)"
-                )
             for target in range(version, SCHEMA_VERSION):
                 con.execute(MIGRATIONS[target])
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [target + 1, utcnow()])
             self._mark_interrupted(con)
 
-    def _mark_interrupted(self, con) -> None:
+    def _schema_version(self, con) -> int | None:
+        """The schema version, None for a file without ``schema_version``; refuses a newer one."""
+        tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'").fetchall()
+        if not tables[0][0]:
+            return None
+        version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"metadata store {self.path} has schema version {version}, newer than this mlops_nb knows "
+                f"({SCHEMA_VERSION}); upgrade mlops_nb (pip install -U mlops-nb)"
+            )
+        return version
+
+    def _dead_runs(self, con) -> list[tuple[str, int]]:
+        """``(run id, pid)`` of runs recorded as running on this host whose process is gone."""
         rows = con.execute(
             "SELECT id, pid, pid_started FROM runs WHERE status = 'running' AND host = ?", [socket.gethostname()]
         ).fetchall()
+        dead = []
         for run_id, pid, pid_started in rows:
             started = _process_started(pid) if pid else None
-            if started is not None and (pid_started is None or abs(started - pid_started) < 1.0):
-                continue  # still running
+            if started is None or (pid_started is not None and abs(started - pid_started) >= 1.0):
+                dead.append((run_id, pid))
+        return dead
+
+    def _mark_interrupted(self, con) -> None:
+        for run_id, pid in self._dead_runs(con):
             now = utcnow()
             reason = f"process {pid} on {socket.gethostname()} ended while the run was running"
             con.execute(
@@ -520,6 +571,7 @@ class MetadataStore:
         trigger: str = "manual",
         run_id: str | None = None,
         pid: int | None = None,
+        git: tuple[str | None, bool | None] | None = None,
     ) -> str:
         """Record a new ``running`` run of ``pipeline`` and return its id.
 
@@ -532,12 +584,13 @@ class MetadataStore:
             trigger: what started it (``manual``, ``cli``, ``schedule``, ``data``, ``drift``).
             run_id: an id to use (default: a new one).
             pid: the process that owns the run (default: this one); when it dies the run becomes interrupted.
+            git: ``(commit, dirty)`` when already known (default: asked of git in the notebook's folder).
         """
         run_id = run_id or new_run_id()
         params = dict(params or {})
         pid = pid or os.getpid()
         folder = Path(notebook).resolve().parent if notebook else None
-        commit, dirty = git_state(folder)
+        commit, dirty = git if git is not None else git_state(folder)
         now = utcnow()
         with self._connect(write=True) as con:
             con.execute(
@@ -573,19 +626,21 @@ class MetadataStore:
 
     @staticmethod
     def _record_artifacts(con, refs: list[ArtifactRef]) -> None:
-        if refs:
-            now = utcnow()
-            con.executemany(
-                "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [[r.hash, r.kind, r.size, r.uri, r.summary, now] for r in refs],
+        if refs:  # one statement: executemany costs a round trip per row
+            unique = list({r.hash: r for r in refs}.values())
+            con.execute(
+                "INSERT INTO artifacts SELECT * FROM (VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?::TIMESTAMP)"] * len(unique))
+                + ") ON CONFLICT DO NOTHING",
+                [v for r in unique for v in (r.hash, r.kind, r.size, r.uri, r.summary, utcnow())],
             )
 
     def _record_events(self, con, step_run_id: str, refs: dict[str, ArtifactRef] | None, direction: str) -> None:
         if refs:
             self._record_artifacts(con, list(refs.values()))
-            con.executemany(
-                "INSERT INTO events VALUES (?, ?, ?, ?)",
-                [[step_run_id, ref.hash, direction, name] for name, ref in refs.items()],
+            con.execute(
+                "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(refs)),
+                [v for name, ref in refs.items() for v in (step_run_id, ref.hash, direction, name)],
             )
 
     def record_artifact(self, ref: ArtifactRef) -> None:
@@ -604,8 +659,12 @@ class MetadataStore:
         cell_index: int | None = None,
         inputs: dict[str, ArtifactRef] | None = None,
         attempt: int = 1,
+        key_parts: dict | None = None,
     ) -> str:
-        """Record the start of a step run and its input artifacts; return the step run's id."""
+        """Record the start of a step run and its input artifacts; return the step run's id.
+
+        ``key_parts`` are the components of ``cache_key`` (kept to explain why a later run of the step ran).
+        """
         self._check_status(status, STATUSES)
         with self._connect(write=True) as con:
             found = con.execute("SELECT count(*) FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]
@@ -614,9 +673,20 @@ class MetadataStore:
             n = con.execute("SELECT count(*) FROM step_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
             step_run_id = f"{run_id}.{n + 1}"
             con.execute(
-                "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, started_at, cell_index, attempt) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [step_run_id, run_id, step, status, why, cache_key, utcnow(), cell_index, attempt],
+                "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, started_at, cell_index, attempt, "
+                "key_parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    step_run_id,
+                    run_id,
+                    step,
+                    status,
+                    why,
+                    cache_key,
+                    utcnow(),
+                    cell_index,
+                    attempt,
+                    json.dumps(key_parts, sort_keys=True) if key_parts is not None else None,
+                ],
             )
             self._record_events(con, step_run_id, inputs, "in")
         return step_run_id
@@ -652,7 +722,7 @@ class MetadataStore:
 
         Keyword arguments are those of :meth:`start_step` and :meth:`finish_step`.
         """
-        start_keys = {"why", "cache_key", "cell_index", "inputs", "attempt"}
+        start_keys = {"why", "cache_key", "cell_index", "inputs", "attempt", "key_parts"}
         step_run_id = self.start_step(
             run_id, step, status=status, **{k: v for k, v in kwargs.items() if k in start_keys}
         )
@@ -918,6 +988,19 @@ class MetadataStore:
                 [cache_key],
             ).fetchall()
             return self._step_runs(con, "id = ?", [rows[0][0]])[0] if rows else None
+
+    def previous_step_run(self, pipeline: str, step: str) -> tuple[StepRun, dict] | None:
+        """The latest step run of ``step`` in any run of ``pipeline`` that recorded its key parts, with them."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT s.id, s.key_parts FROM step_runs s JOIN runs r ON r.id = s.run_id "
+                "WHERE r.pipeline = ? AND s.step = ? AND s.key_parts IS NOT NULL AND s.status <> 'skipped' "
+                "ORDER BY s.seq DESC LIMIT 1",
+                [pipeline, step],
+            ).fetchall()
+            if not rows:
+                return None
+            return self._step_runs(con, "id = ?", [rows[0][0]])[0], json.loads(rows[0][1])
 
     # lineage -------------------------------------------------------------------------------------------------
     _LINEAGE = """

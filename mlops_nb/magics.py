@@ -1,0 +1,267 @@
+"""IPython magics: ``%%mlops step`` runs a cell as a pipeline step; ``%mlops run|dag|runs|lineage`` look around.
+
+Thin over the Python API: the step runtime (``runtime.execute_step``), ``mlops_nb.run``, the metadata store.
+Loading the extension prints nothing. Errors a user can fix show as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+from pathlib import Path
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool
+from traitlets.config import Configurable
+
+from .exceptions import MlopsError
+
+_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage"
+
+
+class MagicUsageError(MlopsError):
+    """A magic was called with arguments it does not take; the message ends with its usage."""
+
+
+def _one_line_error(shell, etype, value, tb, tb_offset=None):
+    """Show an MlopsError as one line (``custom_exceptions`` handler); the cell still fails."""
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def notebook_path(shell) -> Path | None:
+    """The notebook this kernel runs: ``$MLOPS_NB_NOTEBOOK`` (headless), else what Jupyter tells the kernel."""
+    from .runtime import NOTEBOOK_ENV
+
+    for candidate in (
+        os.environ.get(NOTEBOOK_ENV),
+        os.environ.get("JPY_SESSION_NAME"),
+        shell.user_ns.get("__session__") if shell is not None else None,
+    ):
+        if candidate and str(candidate).endswith(".ipynb"):
+            path = Path(candidate)
+            if not path.is_absolute():
+                path = Path.cwd() / path
+                if not path.is_file():
+                    path = Path.cwd() / Path(candidate).name
+            if path.is_file():
+                return path.resolve()
+    return None
+
+
+@magics_class
+class MlopsMagics(Magics, Configurable):
+    """``%%mlops step NAME [options]`` and ``%mlops run|dag|runs|lineage``."""
+
+    quiet = Bool(False, config=True, help="Do not print the one-line status after each step.")
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self._ctx = None
+
+    # the session's run -------------------------------------------------------------------------------------
+    def context(self):
+        """The run this kernel's steps record into: the driver's (headless) or a manual one made on first use."""
+        from .project import Project
+        from .runtime import NO_CACHE_ENV, RUN_ENV, RunContext, load_pipeline
+
+        if self._ctx is not None:
+            return self._ctx
+        path = notebook_path(self.shell)
+        run_id = os.environ.get(RUN_ENV)
+        if run_id:
+            project = Project()
+            pipeline = load_pipeline(path)
+            self._ctx = RunContext(project, run_id, pipeline, no_cache=os.environ.get(NO_CACHE_ENV) == "1")
+            return self._ctx
+        project = Project.discover(path.parent if path else None)
+        pipeline = load_pipeline(path) if path else None
+        if pipeline is None:
+            from .pipeline import Pipeline
+
+            pipeline = Pipeline(Path.cwd() / "interactive.ipynb", [], strict=False)
+        params = {k: self.shell.user_ns.get(k, v) for k, v in pipeline.params.items()}
+        run_id = project.metadata.create_run(
+            pipeline.name,
+            notebook=path,
+            notebook_hash=pipeline.notebook_hash if path else None,
+            params=_jsonable(params),
+            executor="interactive",
+            trigger="manual",
+        )
+        self._ctx = RunContext(project, run_id, pipeline, owns_run=True)
+        atexit.register(self._ctx.finish)
+        return self._ctx
+
+    # %%mlops step ------------------------------------------------------------------------------------------
+    @line_cell_magic
+    def mlops(self, line: str, cell: str | None = None):
+        """``%%mlops step NAME [--inputs a,b] [--outputs x,y] [--reads PATH,...] [--no-cache] [--retries N]``
+        runs the cell as a pipeline step: cached, recorded, with lineage.
+
+        Line magics: ``%mlops run [-p NAME VALUE]... [--no-cache]`` runs this notebook headless;
+        ``%mlops dag`` draws its DAG; ``%mlops runs [N]`` lists runs; ``%mlops lineage NAME`` shows lineage
+        of a variable produced by a step (or an artifact hash / step run id).
+        """
+        __tracebackhide__ = True
+        if cell is not None:
+            return self._step(line, cell)
+        words = shlex.split(line)
+        if not words:
+            raise MagicUsageError(f"%mlops needs a subcommand: {_SUBCOMMANDS}")
+        handler = getattr(self, f"_cmd_{words[0]}", None)
+        if handler is None:
+            raise MagicUsageError(f"unknown %mlops subcommand {words[0]!r}; use one of: {_SUBCOMMANDS}")
+        return handler(words[1:])
+
+    def _step(self, line: str, cell: str):
+        from .inference import analyze
+        from .pipeline import parse_magic_line
+        from .runtime import StepFailedError, execute_step
+
+        try:
+            args = parse_magic_line(line)
+        except ValueError as exc:
+            raise MagicUsageError(
+                f"{exc}; usage: %%mlops step NAME [--inputs a,b] [--outputs x,y] "
+                "[--reads PATH,...] [--no-cache] [--retries N]"
+            ) from None
+        ctx = self.context()
+        pipeline = ctx.pipeline.with_cell(line, cell)
+        step = pipeline.step(args.name)
+        problems = pipeline.problems_of(step.cell_index)
+        if problems:
+            raise MagicUsageError(problems[0])
+        if not pipeline.path.is_file():  # no notebook file: infer from this session
+            analysis = analyze(step.code)
+            if step.declared_inputs is None:
+                step.inputs = [n for n in analysis.reads if n in ctx._produced]
+            if step.declared_outputs is None:
+                step.outputs = sorted(analysis.assigned)
+        ctx.pipeline = pipeline
+
+        def run_body(source: str) -> None:
+            result = self.shell.run_cell(source, store_history=False)
+            if not result.success:
+                raise result.error_in_exec or result.error_before_exec
+
+        echo = (lambda text: None) if self.quiet else print
+        result = execute_step(ctx, step, self.shell.user_ns, run_body, echo=echo)
+        if result.status == "failed":
+            raise StepFailedError(
+                f"step {step.name!r} (cell {step.cell}) failed: {result.error}",
+                step.name,
+                step.cell_index,
+            )
+
+    # line subcommands --------------------------------------------------------------------------------------
+    def _notebook_or_fail(self) -> Path:
+        path = notebook_path(self.shell)
+        if path is None:
+            raise MagicUsageError(
+                "cannot tell which notebook this kernel runs; save the notebook and run it from JupyterLab, or set "
+                "MLOPS_NB_NOTEBOOK to its path"
+            )
+        return path
+
+    def _cmd_run(self, words: list[str]):
+        """``%mlops run [-p NAME VALUE]... [--no-cache]``: run this notebook headless (saved version)."""
+        from . import run as run_notebook
+        from .pipeline import _ArgumentError, _Parser
+
+        parser = _Parser(prog="%mlops run", add_help=False)
+        parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+        parser.add_argument("--no-cache", action="store_true")
+        parser.add_argument("--executor")
+        try:
+            args = parser.parse_args(words)
+        except _ArgumentError as exc:
+            raise MagicUsageError(
+                f"{exc}; usage: %mlops run [-p NAME VALUE]... [--no-cache] [--executor NAME]"
+            ) from None
+        params, no_cache, executor = dict(args.param), args.no_cache, args.executor
+        path = self._notebook_or_fail()
+        kwargs = {"executor": executor} if executor else {}
+        run = run_notebook(path, params=params, no_cache=no_cache, trigger="manual", **kwargs)
+        return _runs_frame([run])
+
+    def _cmd_dag(self, words: list[str]):
+        """``%mlops dag``: the DAG as a mermaid diagram, coloured by the last run's statuses."""
+        from IPython.display import Markdown
+
+        from .pipeline import Pipeline
+
+        path = self._notebook_or_fail()
+        pipeline = Pipeline.from_notebook(path, strict=False)
+        statuses = {}
+        runs = self.context().store.list_runs(1, pipeline=pipeline.name) if self._ctx else []
+        if runs:
+            for step_run in self.context().store.get_run(runs[0].id).step_runs:
+                statuses[step_run.step] = step_run.status
+        return Markdown(f"```mermaid\n{pipeline.to_mermaid(statuses)}\n```")
+
+    def _cmd_runs(self, words: list[str]):
+        """``%mlops runs [N]``: the latest runs as a DataFrame."""
+        from .project import Project
+
+        limit = int(words[0]) if words else 20
+        path = notebook_path(self.shell)
+        project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
+        return _runs_frame(project.metadata.list_runs(limit))
+
+    def _cmd_lineage(self, words: list[str]):
+        """``%mlops lineage NAME``: lineage of a variable a step produced (or an artifact / step run id)."""
+        from IPython.display import Markdown
+
+        if not words:
+            raise MagicUsageError(
+                "usage: %mlops lineage NAME (a variable made by a step, an artifact hash or RUN/STEP)"
+            )
+        target = words[0]
+        ctx = self.context()
+        known = ctx._produced.get(target)
+        node = known[0].hash if known else target
+        graph = ctx.store.lineage(node, direction="up")
+        return Markdown(f"```mermaid\n{graph.to_mermaid()}\n```")
+
+
+def _jsonable(values: dict) -> dict:
+    import json
+
+    out = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+            out[key] = value
+        except TypeError:
+            out[key] = repr(value)
+    return out
+
+
+def _runs_frame(runs):
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "run": r.id,
+                "pipeline": r.pipeline,
+                "status": r.status,
+                "started": r.started_at,
+                "duration_s": r.duration,
+                "trigger": r.trigger,
+                "executor": r.executor,
+                "steps": ", ".join(f"{n} {s}" for s, n in r.step_counts.items()),
+                "params": r.params,
+            }
+            for r in runs
+        ]
+    )
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext mlops_nb``: register the magics; MlopsErrors show as one line. Prints nothing."""
+    ipython.register_magics(MlopsMagics)
+    ipython.set_custom_exc((MlopsError,), _one_line_error)

@@ -1,0 +1,698 @@
+"""A notebook as a pipeline: setup cells, the ``parameters`` cell, and ``%%mlops step`` cells forming a DAG.
+
+``Pipeline.from_notebook(path)`` reads the notebook's JSON, infers each step's inputs and outputs from its
+code (``inference.py``), checks everything a run needs before any kernel starts, and reports every problem at
+once in a :class:`PipelineError`, one line each naming the notebook, the cell and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .exceptions import MlopsError
+
+MAGIC = "%%mlops"
+STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+FORMAT_VERSION = 1  # part of every cache key: bump when the key's meaning changes
+
+
+class PipelineError(MlopsError):
+    """The notebook is not a valid pipeline; ``problems`` lists every problem, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = [" ".join(p.split()) for p in problems]
+        Exception.__init__(self, "\n".join(self.problems))
+
+    @property
+    def message(self) -> str:
+        """Every problem, one per line."""
+        return self.args[0]
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print and exit
+        raise _ArgumentError(message)
+
+
+def step_parser() -> argparse.ArgumentParser:
+    """The parser of ``%%mlops step`` options; the magic's usage line comes from the same definitions."""
+    parser = _Parser(prog="%%mlops step", add_help=False)
+    parser.add_argument("name", help="the step's name, unique in the notebook")
+    parser.add_argument("--inputs", help="comma-separated names this step reads from earlier steps (default: inferred)")
+    parser.add_argument("--outputs", help="comma-separated names this step produces (default: inferred)")
+    parser.add_argument("--reads", help="comma-separated files or folders outside the store that the step reads")
+    parser.add_argument("--no-cache", action="store_true", help="always run the step, never reuse cached outputs")
+    parser.add_argument("--retries", type=int, default=0, help="re-run a failing step up to N more times")
+    return parser
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+_LINE_MAGIC = re.compile(r"^%(?!%)([A-Za-z_]\w*)[ \t]*(.*?)[ \t]*$")
+
+
+def transform(source: str) -> str:
+    """IPython cell source to plain Python (magics and shell escapes become calls), as IPython does.
+
+    Plain Python and cells whose only IPython syntax is top-level ``%line_magic`` lines are handled here;
+    anything else goes through IPython's transformer (importing IPython costs ~0.1 s, which a fully cached run
+    should not pay).
+    """
+    try:
+        ast.parse(source)
+        return source if source.endswith("\n") or not source else source + "\n"
+    except SyntaxError:
+        pass
+    lines = []
+    for line in source.splitlines():
+        match = _LINE_MAGIC.match(line)
+        lines.append(f"get_ipython().run_line_magic({match[1]!r}, {match[2]!r})" if match else line)
+    simple = "\n".join(lines) + "\n"
+    try:
+        ast.parse(simple)
+        return simple
+    except SyntaxError:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+
+
+def sha256(data: bytes | str) -> str:
+    """Hex sha256 of bytes or text."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON of a value (sorted keys, no spaces); unknown types by ``repr``."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+@dataclass
+class Step:
+    """One ``%%mlops step`` cell.
+
+    Attributes:
+        name: the step's name.
+        cell_index: position of the cell in the notebook (0-based, as papermill counts).
+        source: the cell's body, without the magic line.
+        code: the body as plain Python.
+        inputs: names it reads from earlier steps (declared or inferred).
+        outputs: names it produces for later cells (declared or inferred).
+        reads: files or folders outside the store that it reads (``--reads``).
+        no_cache: ``--no-cache`` was given.
+        retries: ``--retries N``.
+        params: parameters (from the ``parameters`` cell) that it reads.
+        upstream: input name -> the step producing it.
+        modules: local module name -> sha256 of its source, for modules the step imports.
+        declared_inputs, declared_outputs: what ``--inputs``/``--outputs`` said, if given.
+    """
+
+    name: str
+    cell_index: int
+    source: str
+    code: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
+    no_cache: bool = False
+    retries: int = 0
+    params: list[str] = field(default_factory=list)
+    upstream: dict[str, str] = field(default_factory=dict)
+    modules: dict[str, str] = field(default_factory=dict)
+    declared_inputs: list[str] | None = None
+    declared_outputs: list[str] | None = None
+
+    @property
+    def cell(self) -> int:
+        """The cell's number as people count (1-based)."""
+        return self.cell_index + 1
+
+    @cached_property
+    def normalized(self) -> str:
+        """The body's AST: formatting and comments do not change it."""
+        from .inference import normalize
+
+        return normalize(self.code)
+
+
+def parse_magic_line(line: str) -> argparse.Namespace:
+    """Parse the options after ``%%mlops`` (``step NAME ...``); raises ValueError with the problem."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise ValueError(f"cannot parse `{MAGIC} {line}`: {exc}") from None
+    if not words or words[0] != "step":
+        raise ValueError(f"`{MAGIC} {line}` is not a step; write `{MAGIC} step NAME [options]`")
+    try:
+        args = step_parser().parse_args(words[1:])
+    except _ArgumentError as exc:
+        options = "--inputs, --outputs, --reads, --no-cache, --retries"
+        raise ValueError(f"{exc} in `{MAGIC} {line.strip()}`; options: {options}") from None
+    if not STEP_NAME.match(args.name):
+        raise ValueError(f"step name {args.name!r} must start with a letter and use letters, digits, _ . -")
+    if args.retries < 0:
+        raise ValueError(f"--retries must be 0 or more, not {args.retries}")
+    return args
+
+
+def step_from_source(name_line: str, body: str, cell_index: int) -> Step:
+    """A :class:`Step` from its magic line (after ``%%mlops``) and body; raises ValueError on a bad line."""
+    args = parse_magic_line(name_line)
+    return Step(
+        name=args.name,
+        cell_index=cell_index,
+        source=body,
+        code=transform(body),
+        reads=_names(args.reads) or [],
+        no_cache=args.no_cache,
+        retries=args.retries,
+        declared_inputs=_names(args.inputs),
+        declared_outputs=_names(args.outputs),
+    )
+
+
+def split_magic(source: str) -> tuple[str, str] | None:
+    """``(options line, body)`` when the cell starts with ``%%mlops``, else None."""
+    stripped = source.lstrip()
+    if not stripped.startswith(MAGIC):
+        return None
+    first, _, body = stripped.partition("\n")
+    rest = first[len(MAGIC) :]
+    if rest and not rest[0].isspace():
+        return None  # some other magic, e.g. %%mlopsx
+    return rest.strip(), body
+
+
+def _find_module(name: str, roots: list[Path]) -> list[Path]:
+    """Source files of a module under ``roots`` (the module and its parent packages), or [] if not local."""
+    parts = name.split(".")
+    for root in roots:
+        base = root.joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                found = [candidate]
+                for i in range(1, len(parts)):
+                    init = root.joinpath(*parts[:i], "__init__.py")
+                    if init.is_file():
+                        found.append(init)
+                return found
+    return []
+
+
+def local_modules(modules: list[tuple[str, int]], roots: list[Path]) -> dict[str, str]:
+    """``{file: sha256}`` of the local modules imported (and those they import, transitively).
+
+    A module is local when its source is under one of ``roots``; files are named relative to the first root.
+    """
+    from .inference import analyze
+
+    hashes: dict[str, str] = {}
+    pending: list[tuple[str, int, Path | None]] = [(name, level, None) for name, level in modules]
+    seen: set[Path] = set()
+    while pending:
+        name, level, importer = pending.pop()
+        if level:
+            if importer is None:
+                continue  # a relative import in a notebook cell
+            base = importer.parent
+            for _ in range(level - 1):
+                base = base.parent
+            files = _find_module(name, [base]) if name else [p for p in [base / "__init__.py"] if p.is_file()]
+        else:
+            files = _find_module(name, roots)
+        for path in files:
+            if path in seen:
+                continue
+            seen.add(path)
+            text = path.read_bytes()
+            try:
+                label = path.relative_to(roots[0]).as_posix()
+            except ValueError:
+                label = str(path)
+            hashes[label] = sha256(text)
+            try:
+                child = analyze(text.decode("utf-8", "replace"))
+            except SyntaxError:
+                continue
+            pending += [(m, lvl, path) for m, lvl in child.modules]
+    return dict(sorted(hashes.items()))
+
+
+class Pipeline:
+    """A notebook's pipeline: setup cells, parameters and steps with their DAG.
+
+    Use :meth:`from_notebook`; construction validates and raises :class:`PipelineError` listing every problem.
+
+    Attributes:
+        path: the notebook.
+        name: the pipeline's name (the notebook's file name without ``.ipynb``).
+        steps: the steps in notebook order.
+        params: parameter name -> default value, from the cell tagged ``parameters``.
+        parameters_cell: that cell's index, if any.
+        setup_cells: indices of setup cells (code cells that are neither steps nor read step outputs).
+        setup_hash: sha256 of the setup cells' normalised source.
+        setup_modules: local modules the setup cells import -> sha256 of their source.
+        notebook_hash: sha256 of the notebook's cells' source.
+    """
+
+    def __init__(self, path: str | os.PathLike, cells: list[dict], name: str | None = None, strict: bool = True):
+        self.path = Path(path).resolve()
+        self.name = name or self.path.stem
+        self.cells = [_plain_cell(c) for c in cells]
+        self.steps: list[Step] = []
+        self.params: dict[str, Any] = {}
+        self.parameters_cell: int | None = None
+        self.setup_cells: list[int] = []
+        self.report_cells: list[int] = []
+        self.setup_hash = ""
+        self.setup_modules: dict[str, str] = {}
+        self.notebook_hash = sha256(canonical([c["source"] for c in self.cells]))
+        self.problems: list[tuple[int | None, str]] = []  # (cell index, message)
+        self._parse()
+        if strict and self.problems:
+            raise PipelineError([message for _, message in self.problems])
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, steps={[s.name for s in self.steps]})"
+
+    @classmethod
+    def from_notebook(cls, path: str | os.PathLike, strict: bool = True) -> Pipeline:
+        """Parse and validate a notebook. Raises :class:`PipelineError` (every problem) or MlopsError.
+
+        With ``strict=False`` problems are kept in :attr:`problems` instead (for interactive use).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise MlopsError(f"notebook {path} does not exist; check the path")
+        try:  # plain JSON: nbformat's import alone takes ~1 s (jsonschema), too slow for a fully cached run
+            data = json.loads(path.read_text(encoding="utf-8"))
+            cells = data["cells"]
+            if not isinstance(cells, list) or data.get("nbformat", 4) < 4:
+                raise ValueError("not an nbformat 4 notebook")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise MlopsError(
+                f"{path} is not a readable Jupyter notebook ({type(exc).__name__}: {exc}); open and save it in Jupyter"
+            ) from None
+        return cls(path, cells, strict=strict)
+
+    def with_cell(self, line: str, body: str) -> Pipeline:
+        """This pipeline with step cell ``%%mlops {line}`` replaced by (or, if new, appended as) this source.
+
+        Used by the magic: a cell edited but not yet saved runs as edited. Never raises for problems.
+        """
+        name = parse_magic_line(line).name
+        cells = [dict(c) for c in self.cells]
+        source = f"{MAGIC} {line}\n{body}"
+        for cell in cells:
+            magic = split_magic(cell.get("source", "")) if cell.get("cell_type") == "code" else None
+            if magic is not None:
+                try:
+                    if parse_magic_line(magic[0]).name == name:
+                        cell["source"] = source
+                        break
+                except ValueError:
+                    continue
+        else:
+            cells.append({"cell_type": "code", "source": source, "metadata": {}})
+        return Pipeline(self.path, cells, name=self.name, strict=False)
+
+    def problems_of(self, cell_index: int) -> list[str]:
+        """The problems found in one cell."""
+        return [message for index, message in self.problems if index == cell_index]
+
+    @property
+    def folder(self) -> Path:
+        """The notebook's folder: relative ``--reads`` paths and local modules are found from here."""
+        return self.path.parent
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        known = ", ".join(s.name for s in self.steps) or "none"
+        raise MlopsError(f"{self.path.name} has no step {name!r}; its steps: {known}")
+
+    def _problem(self, index: int | None, message: str) -> None:
+        self.problems.append((index, message))
+
+    def _where(self, index: int, step: str | None = None) -> str:
+        where = f"{self.path.name} cell {index + 1}"
+        return f"{where}, step {step!r}" if step else where
+
+    # parsing -----------------------------------------------------------------------------------------------
+    def _parse(self) -> None:
+        from .inference import analyze, normalize
+
+        producers: dict[str, Step] = {}  # name -> latest step producing it
+        imported_by: dict[str, Step] = {}
+        assigned_later: dict[str, list[tuple[Step, set[str]]]] = {}
+        setup_names: set[str] = set()
+        setup_sources: list[str] = []
+        setup_modules: list[tuple[str, int]] = []
+        analyses: dict[int, Any] = {}
+        pending_reads: list[tuple[int, Step | None, list[str]]] = []
+        seen_names: dict[str, int] = {}
+
+        index: int | None = None
+        for index, cell in enumerate(self.cells):
+            if cell.get("cell_type") != "code" or not cell.get("source", "").strip():
+                continue
+            source = cell["source"]
+            magic = split_magic(source)
+            if magic is None:
+                try:
+                    code = transform(source)
+                    analysis = analyze(code)
+                except SyntaxError as exc:
+                    self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
+                    continue
+                if "parameters" in cell.get("metadata", {}).get("tags", []):
+                    self._parse_parameters(index, code)
+                    continue
+                reads_steps = [n for n in analysis.reads if n in producers]
+                if reads_steps:
+                    self.report_cells.append(index)
+                    pending_reads.append((index, None, reads_steps))
+                    continue
+                self.setup_cells.append(index)
+                setup_sources.append(normalize(code))
+                setup_names |= analysis.assigned | analysis.imported
+                setup_modules += analysis.modules
+                continue
+            line, body = magic
+            try:
+                step = step_from_source(line, body, index)
+            except ValueError as exc:
+                self._problem(index, f"{self._where(index)}: {exc}")
+                continue
+            except SyntaxError as exc:
+                self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
+                continue
+            if step.name in seen_names:
+                self._problem(
+                    index,
+                    f"{self._where(index, step.name)}: step name {step.name!r} is also used by cell "
+                    f"{seen_names[step.name] + 1}; rename one of them",
+                )
+                continue
+            seen_names[step.name] = index
+            try:
+                analysis = analyze(step.code)
+            except SyntaxError as exc:
+                self._problem(
+                    index, f"{self._where(index, step.name)}: syntax error on line {exc.lineno + 1}: {exc.msg}; fix it"
+                )
+                continue
+            analyses[index] = analysis
+            where = self._where(index, step.name)
+            if analysis.star_import and (step.declared_inputs is None or step.declared_outputs is None):
+                self._problem(
+                    index,
+                    f"{where}: `import *` hides which names the step reads and assigns; declare them with "
+                    "--inputs and --outputs (or move the import to a setup cell)",
+                )
+            # inputs
+            if step.declared_inputs is not None:
+                for name in step.declared_inputs:
+                    if name not in producers:
+                        self._problem(
+                            index,
+                            f"{where}: input {name!r} is not produced by any earlier step; produce it in an earlier "
+                            "step or remove it from --inputs",
+                        )
+                step.inputs = list(step.declared_inputs)
+            else:
+                step.inputs = [n for n in analysis.reads if n in producers]
+            step.upstream = {n: producers[n].name for n in step.inputs if n in producers}
+            for name in analysis.reads:
+                if name in imported_by and name not in producers and name not in setup_names:
+                    self._problem(
+                        index,
+                        f"{where}: uses {name!r}, which step {imported_by[name].name!r} imports; move the import "
+                        "to a setup cell so every step (and a cache hit) has it",
+                    )
+            step.params = [n for n in analysis.reads if n in self.params and n not in producers]
+            pending_reads.append((index, step, [n for n in analysis.reads if n not in producers]))
+            # outputs: declared, or resolved once later cells are known
+            produced = step.declared_outputs if step.declared_outputs is not None else sorted(analysis.assigned)
+            for name in produced:
+                producers[name] = step
+                assigned_later.setdefault(name, []).append((step, set()))
+            for name in analysis.imported:
+                imported_by.setdefault(name, step)
+            self.steps.append(step)
+
+        # a step reading a name that only a later step assigns
+        for index, step, names in pending_reads:
+            if step is None:
+                continue
+            for name in names:
+                if name in setup_names or name in self.params or name in step.inputs:
+                    continue
+                later = [
+                    s
+                    for s in self.steps
+                    if s.cell_index > index
+                    and name
+                    in (s.declared_outputs if s.declared_outputs is not None else analyses[s.cell_index].assigned)
+                ]
+                if later:
+                    self._problem(
+                        index,
+                        f"{self._where(index, step.name)}: reads {name!r}, which only the later step "
+                        f"{later[0].name!r} (cell {later[0].cell}) assigns; move this step after it",
+                    )
+
+        # inferred outputs: names a later cell reads from this step
+        readers: dict[str, set[str]] = {}  # step name -> names later cells take from it
+        for step in self.steps:
+            for name, producer in step.upstream.items():
+                readers.setdefault(producer, set()).add(name)
+        for index in self.report_cells:
+            analysis = analyze(transform(self.cells[index]["source"]))
+            for name in analysis.reads:
+                producer = None
+                for step in self.steps:
+                    if step.cell_index < index and name in (
+                        step.declared_outputs
+                        if step.declared_outputs is not None
+                        else analyses[step.cell_index].assigned
+                    ):
+                        producer = step
+                if producer is not None:
+                    readers.setdefault(producer.name, set()).add(name)
+        for step in self.steps:
+            if step.declared_outputs is not None:
+                step.outputs = list(step.declared_outputs)
+            else:
+                step.outputs = sorted(readers.get(step.name, set()) & analyses[step.cell_index].assigned)
+
+        # --reads paths
+        for step in self.steps:
+            for path in step.reads:
+                if not (self.folder / path).exists():
+                    self._problem(
+                        step.cell_index,
+                        f"{self._where(step.cell_index, step.name)}: --reads {path} does not exist (relative to "
+                        f"{self.folder}); fix the path or create the file",
+                    )
+        roots = [self.folder]
+        self.setup_hash = sha256(canonical(setup_sources))
+        self.setup_modules = local_modules(setup_modules, roots)
+        for step in self.steps:
+            if step.cell_index in analyses:
+                step.modules = local_modules(analyses[step.cell_index].modules, roots)
+
+    def _parse_parameters(self, index: int, code: str) -> None:
+        self.parameters_cell = index
+        for node in ast.parse(code).body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and node.value is not None:
+                        try:
+                            self.params[target.id] = ast.literal_eval(node.value)
+                        except ValueError:
+                            self._problem(
+                                index,
+                                f"{self._where(index)}: parameter {target.id!r} must be a literal value "
+                                "(number, string, bool, None, list or dict), as papermill requires",
+                            )
+
+    # parameters --------------------------------------------------------------------------------------------
+    def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overridden by ``given``; CLI strings are converted to the default's type.
+
+        Raises :class:`PipelineError` naming every unknown parameter and wrong type.
+        """
+        values = dict(self.params)
+        problems = []
+        for name, value in (given or {}).items():
+            if name not in self.params:
+                if self.parameters_cell is None:
+                    problems.append(
+                        f"{self.path.name}: parameter {name!r} given, but no cell is tagged `parameters`; tag the "
+                        "cell that assigns the parameters"
+                    )
+                else:
+                    known = ", ".join(sorted(self.params)) or "none"
+                    problems.append(
+                        f"{self.path.name}: parameter {name!r} is not defined in the parameters cell (cell "
+                        f"{self.parameters_cell + 1}); defined: {known}"
+                    )
+                continue
+            try:
+                values[name] = _coerce(value, self.params[name])
+            except ValueError:
+                default = self.params[name]
+                problems.append(
+                    f"{self.path.name}: parameter {name!r} expects {type(default).__name__} (default {default!r} in "
+                    f"cell {self.parameters_cell + 1}), got {value!r}"
+                )
+        if problems:
+            raise PipelineError(problems)
+        return values
+
+    # the DAG -----------------------------------------------------------------------------------------------
+    def edges(self) -> list[tuple[str, str, str]]:
+        """``(upstream step, downstream step, variable)`` for every input of every step."""
+        return [(up, step.name, name) for step in self.steps for name, up in step.upstream.items()]
+
+    def downstream(self, name: str) -> list[str]:
+        """Steps that depend on step ``name``, directly or not, in notebook order."""
+        found = {name}
+        for step in self.steps:
+            if any(up in found for up in step.upstream.values()):
+                found.add(step.name)
+        return [s.name for s in self.steps if s.name in found and s.name != name]
+
+    def to_dict(self) -> dict:
+        """The pipeline as JSON-able data: steps with inputs, outputs, reads, params, and the edges."""
+        return {
+            "notebook": str(self.path),
+            "name": self.name,
+            "params": self.params,
+            "steps": [
+                {
+                    "name": s.name,
+                    "cell": s.cell,
+                    "inputs": s.inputs,
+                    "outputs": s.outputs,
+                    "reads": s.reads,
+                    "params": s.params,
+                    "upstream": sorted(set(s.upstream.values())),
+                    "no_cache": s.no_cache,
+                    "retries": s.retries,
+                }
+                for s in self.steps
+            ],
+            "edges": [{"from": a, "to": b, "name": n} for a, b, n in self.edges()],
+        }
+
+    def to_mermaid(self, statuses: dict[str, str] | None = None) -> str:
+        """A mermaid flowchart; ``statuses`` (step -> status of its last run) colours the nodes."""
+        statuses = statuses or {}
+        colours = {
+            "succeeded": "#c8e6c9",
+            "cached": "#bbdefb",
+            "failed": "#ffcdd2",
+            "skipped": "#eeeeee",
+            "running": "#fff9c4",
+            "interrupted": "#ffe0b2",
+        }
+        ids = {s.name: f"s{i}" for i, s in enumerate(self.steps)}
+        lines = ["flowchart TD"]
+        for step in self.steps:
+            status = statuses.get(step.name)
+            label = step.name + (f"<br/><i>{status}</i>" if status else "")
+            lines.append(f'  {ids[step.name]}["{label}"]')
+            for path in step.reads:
+                rid = "r" + sha256(path)[:8]
+                lines.append(f'  {rid}[("{path}")] --> {ids[step.name]}')
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for up, down, name in self.edges():
+            grouped.setdefault((up, down), []).append(name)
+        for (up, down), names in grouped.items():
+            lines.append(f"  {ids[up]} -->|{', '.join(names)}| {ids[down]}")
+        for step in self.steps:
+            status = statuses.get(step.name)
+            if status in colours:
+                lines.append(f"  style {ids[step.name]} fill:{colours[status]}")
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        """The DAG for a terminal: one line per step with what it takes from which step."""
+        lines = [f"{self.name} ({self.path.name}): {len(self.steps)} steps"]
+        if self.params:
+            lines.append("  params: " + ", ".join(f"{k}={v!r}" for k, v in self.params.items()))
+        for step in self.steps:
+            takes = ", ".join(f"{n} <- {up}" for n, up in step.upstream.items())
+            extra = []
+            if step.reads:
+                extra.append("reads " + ", ".join(step.reads))
+            if step.params:
+                extra.append("params " + ", ".join(step.params))
+            lines.append(
+                f"  [{step.cell:>2}] {step.name}: {takes or '(no inputs)'} -> {', '.join(step.outputs) or '(no outputs)'}"
+                + (f"  ({'; '.join(extra)})" if extra else "")
+            )
+        return "\n".join(lines)
+
+
+def _plain_cell(cell: dict) -> dict:
+    """A cell as a plain dict whose source is one string (notebook files may store a list of lines)."""
+    source = cell.get("source", "")
+    return {
+        "cell_type": cell.get("cell_type", "code"),
+        "source": "".join(source) if isinstance(source, list) else str(source),
+        "metadata": dict(cell.get("metadata") or {}),
+    }
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """Convert a CLI value to the type of the parameter's default (papermill-like)."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        if (
+            default is not None
+            and not isinstance(value, type(default))
+            and not (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
+        ):
+            raise ValueError
+        return value
+    if isinstance(default, bool):
+        lowered = value.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    try:
+        parsed = json.loads(value) if value.strip()[:1] in "[{" else ast.literal_eval(value)
+    except SyntaxError:
+        raise ValueError(value) from None
+    if not isinstance(parsed, type(default)):
+        raise ValueError
+    return parsed

@@ -1,0 +1,361 @@
+"""The step runtime: the one code path that runs a step, in every mode (DESIGN invariant 1).
+
+Given a step, the namespace it runs in and the run it belongs to, :func:`execute_step` computes the step's cache
+key, says why it runs, loads the outputs of a cache hit into the namespace or runs the body and stores its
+outputs, and records the step run with its input and output artifacts. The ``%%mlops step`` magic calls it for
+manual and headless runs alike; the planner uses :func:`key_parts` to decide, without a kernel, what would run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import ArtifactRef
+from .exceptions import MlopsError
+from .pipeline import FORMAT_VERSION, Pipeline, Step, canonical, sha256
+
+RUN_ENV = "MLOPS_NB_RUN_ID"
+NOTEBOOK_ENV = "MLOPS_NB_NOTEBOOK"
+NO_CACHE_ENV = "MLOPS_NB_NO_CACHE"
+
+
+class StepFailedError(MlopsError):
+    """A step's body raised, or its outputs could not be stored.
+
+    Attributes:
+        step: the step's name.
+        cell_index: the step's cell (0-based).
+        ename, evalue: the exception's type and message.
+    """
+
+    def __init__(self, message: str, step: str = "", cell_index: int | None = None, ename: str = "", evalue: str = ""):
+        super().__init__(message)
+        self.step, self.cell_index, self.ename, self.evalue = step, cell_index, ename, evalue
+
+
+@dataclass
+class StepResult:
+    """What happened to one step.
+
+    Attributes:
+        step: the step's name.
+        status: ``succeeded``, ``cached`` or ``failed``.
+        why: why it ran (or where its outputs came from).
+        step_run_id: its record in the metadata store.
+        cache_key: its cache key.
+        outputs: name -> :class:`ArtifactRef`.
+        duration: seconds.
+        error: the error of a failed step.
+    """
+
+    step: str
+    status: str
+    why: str
+    step_run_id: str | None
+    cache_key: str
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    duration: float = 0.0
+    error: str | None = None
+
+    def line(self) -> str:
+        """One line for people: step, ran/cached/failed, why, duration, outputs with shapes."""
+        mark = {"succeeded": "✔", "cached": "↺", "failed": "✘"}.get(self.status, "·")
+        verb = {"succeeded": "ran", "cached": "cached", "failed": "failed"}.get(self.status, self.status)
+        outs = ", ".join(f"{k}: {r.summary or r.kind}" for k, r in self.outputs.items())
+        text = f"{mark} {self.step} {verb} ({self.why}) in {self.duration:.2f}s"
+        if outs:
+            text += f" → {outs}"
+        if self.error:
+            text += f" — {self.error}"
+        return text
+
+
+# Hashing what a step reads -------------------------------------------------------------------------------------
+_path_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def hash_path(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's sorted (relative path, file hash) list.
+
+    Hashes are remembered per (path, size, mtime) for the life of the process.
+    """
+    if path.is_dir():
+        entries = [(p.relative_to(path).as_posix(), hash_path(p)) for p in sorted(path.rglob("*")) if p.is_file()]
+        return sha256(canonical(entries))
+    stat = path.stat()
+    memo_key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _path_hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _path_hashes[memo_key] = digest.hexdigest()
+    return _path_hashes[memo_key]
+
+
+def key_parts(pipeline: Pipeline, step: Step, inputs: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
+    """The components of a step's cache key (DESIGN.md): normalised source, setup, local modules, input artifact
+    hashes, ``--reads`` content hashes, the parameter values it uses, and the format version."""
+    return {
+        "format": FORMAT_VERSION,
+        "source": sha256(step.normalized),
+        "setup": pipeline.setup_hash,
+        "modules": {**pipeline.setup_modules, **step.modules},
+        "inputs": dict(sorted(inputs.items())),
+        "reads": {p: hash_path(pipeline.folder / p) for p in step.reads},
+        "params": {p: canonical(params.get(p, pipeline.params.get(p))) for p in step.params},
+    }
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """sha256 of the canonical key parts."""
+    return sha256(canonical(parts))
+
+
+def explain(parts: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """Why a step's key differs from its previous run's: ``source changed``, ``input raw changed``, ..."""
+    if previous is None:
+        return "no earlier run"
+    reasons = []
+    if previous.get("format") != parts["format"]:
+        reasons.append("mlops_nb cache format changed")
+    if previous.get("source") != parts["source"]:
+        reasons.append("source changed")
+    if previous.get("setup") != parts["setup"]:
+        reasons.append("setup changed")
+    for group, label in (
+        ("modules", "module {} changed"),
+        ("params", "param {} changed"),
+        ("inputs", "input {} changed"),
+        ("reads", "{} changed"),
+    ):
+        old, new = previous.get(group, {}), parts[group]
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                reasons.append(label.format(name))
+    return ", ".join(reasons)
+
+
+# The run this process's steps belong to ---------------------------------------------------------------------------
+class RunContext:
+    """The run that steps executed in this process record into, and what they produced so far.
+
+    Args:
+        project: the project whose stores are used.
+        run_id: the run (created by a driver, or by :meth:`interactive`).
+        pipeline: the parsed notebook, when known.
+        no_cache: run every step (``--no-cache``).
+        owns_run: whether this process ends the run (an interactive session) or a driver does.
+    """
+
+    def __init__(self, project, run_id: str, pipeline: Pipeline | None, no_cache: bool = False, owns_run: bool = False):
+        self.project = project
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.no_cache = no_cache
+        self.owns_run = owns_run
+        self.results: list[StepResult] = []
+        self._produced: dict[str, tuple[ArtifactRef, int]] = {}  # variable -> (ref, id of the object)
+
+    @property
+    def store(self):
+        """The metadata store."""
+        return self.project.metadata
+
+    @property
+    def artifacts(self):
+        """The artifact store."""
+        return self.project.artifacts
+
+    def remember(self, name: str, ref: ArtifactRef, obj: Any) -> None:
+        """Note that variable ``name`` holds artifact ``ref``."""
+        self._produced[name] = (ref, id(obj))
+
+    def ref_of(self, name: str, namespace: dict) -> ArtifactRef | None:
+        """The artifact the variable holds: the one a step stored, if the variable still holds that object;
+        else the variable's current value is stored. None when the variable does not exist."""
+        if name not in namespace:
+            return None
+        known = self._produced.get(name)
+        if known is not None and known[1] == id(namespace[name]):
+            return known[0]
+        ref = self.artifacts.put(namespace[name], name=name)
+        self._produced[name] = (ref, id(namespace[name]))
+        return ref
+
+    def finish(self) -> None:
+        """End a run this process owns: failed if any step's last result failed, else succeeded."""
+        if not self.owns_run:
+            return
+        last: dict[str, str] = {}
+        for result in self.results:
+            last[result.step] = result.status
+        failed = [s for s, status in last.items() if status == "failed"]
+        error = f"step {failed[0]} failed" if failed else None
+        self.store.finish_run(self.run_id, "failed" if failed else "succeeded", error=error)
+        self.owns_run = False
+
+
+def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
+    """The pipeline of the notebook at ``path``, validated leniently (problems are kept, not raised)."""
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return Pipeline.from_notebook(path, strict=False)
+
+
+# Running one step ------------------------------------------------------------------------------------------------
+def execute_step(
+    ctx: RunContext,
+    step: Step,
+    namespace: dict,
+    run_body: Callable[[str], None],
+    echo: Callable[[str], None] = print,
+) -> StepResult:
+    """Run ``step`` in ``namespace`` as part of ``ctx``'s run and record it; the one code path for every mode.
+
+    Args:
+        ctx: the run.
+        step: the step (its structure from the pipeline, its body as executed).
+        namespace: the variables the step reads and writes (a kernel's ``user_ns``).
+        run_body: runs the body's source in the namespace; raises what the body raises.
+        echo: where the one-line status goes.
+
+    Returns:
+        the :class:`StepResult`; a failed step's result has status ``failed`` (the caller decides how to stop).
+    """
+    pipeline = ctx.pipeline
+    started = time.perf_counter()
+    inputs: dict[str, ArtifactRef] = {}
+    for name in step.inputs:
+        ref = ctx.ref_of(name, namespace)
+        if ref is None:
+            producer = step.upstream.get(name)
+            hint = f"run step {producer!r} first" if producer else "run the step that assigns it first"
+            raise StepFailedError(
+                f"step {step.name!r} (cell {step.cell}) needs input {name!r}, which is not defined; {hint}",
+                step.name,
+                step.cell_index,
+                "NameError",
+                name,
+            )
+        inputs[name] = ref
+    params = {p: namespace.get(p, pipeline.params.get(p) if pipeline else None) for p in step.params}
+    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params)
+    key = cache_key(parts)
+    for path in step.reads:  # external files enter lineage as artifacts that are not copied
+        full = (pipeline.folder / path).resolve()
+        inputs[path] = ArtifactRef(
+            parts["reads"][path], "external", name=path, summary=f"file {path}", uri=full.as_uri()
+        )
+    previous = ctx.store.previous_step_run(pipeline.name, step.name)
+    no_cache = ctx.no_cache or step.no_cache
+
+    if not no_cache:
+        hit = ctx.store.find_cached(key)
+        if (
+            hit is not None
+            and all(n in hit.outputs for n in step.outputs)
+            and all(ctx.artifacts.exists(hit.outputs[n]) for n in step.outputs)
+        ):
+            outputs = {n: hit.outputs[n] for n in step.outputs}
+            for name, ref in outputs.items():
+                value = ctx.artifacts.get(ref)
+                namespace[name] = value
+                ctx.remember(name, ref, value)
+            why = f"cached from run {hit.run_id}"
+            step_run_id = ctx.store.record_step(
+                ctx.run_id,
+                step.name,
+                "cached",
+                why=why,
+                cache_key=key,
+                cell_index=step.cell_index,
+                inputs=inputs,
+                key_parts=parts,
+                outputs=outputs,
+                cached_from=hit.id,
+            )
+            result = StepResult(step.name, "cached", why, step_run_id, key, outputs, time.perf_counter() - started)
+            ctx.results.append(result)
+            echo(result.line())
+            return result
+
+    why = explain(parts, previous[1] if previous else None)
+    if no_cache:
+        why = "--no-cache"
+    elif not why:
+        why = "previous attempt failed" if previous and previous[0].status == "failed" else "cached outputs missing"
+
+    attempts = step.retries + 1
+    for attempt in range(1, attempts + 1):
+        attempt_why = why if attempt == 1 else f"retry {attempt - 1} of {step.retries}"
+        step_run_id = ctx.store.start_step(
+            ctx.run_id,
+            step.name,
+            why=attempt_why,
+            cache_key=key,
+            cell_index=step.cell_index,
+            inputs=inputs,
+            attempt=attempt,
+            key_parts=parts,
+        )
+        t0 = time.perf_counter()
+        try:
+            run_body(step.source)
+            outputs = _store_outputs(ctx, step, namespace)
+        except BaseException as exc:  # noqa: BLE001 - recorded, then reported by the caller
+            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailedError) else exc.message
+            ctx.store.finish_step(step_run_id, "failed", error=error)
+            result = StepResult(step.name, "failed", attempt_why, step_run_id, key, {}, time.perf_counter() - t0, error)
+            ctx.results.append(result)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if attempt < attempts:
+                echo(result.line() + f"; retrying ({attempt} of {step.retries})")
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+                continue
+            echo(result.line())
+            return result
+        ctx.store.finish_step(step_run_id, "succeeded", outputs=outputs)
+        result = StepResult(step.name, "succeeded", attempt_why, step_run_id, key, outputs, time.perf_counter() - t0)
+        ctx.results.append(result)
+        echo(result.line())
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store_outputs(ctx: RunContext, step: Step, namespace: dict) -> dict[str, ArtifactRef]:
+    outputs = {}
+    for name in step.outputs:
+        if name not in namespace:
+            raise StepFailedError(
+                f"step {step.name!r} (cell {step.cell}) did not assign its declared output {name!r}; assign it in "
+                "the step or remove it from --outputs",
+                step.name,
+                step.cell_index,
+                "NameError",
+                name,
+            )
+        value = namespace[name]
+        try:
+            ref = ctx.artifacts.put(value, name=name)
+        except MlopsError as exc:
+            raise StepFailedError(
+                f"step {step.name!r} (cell {step.cell}) output {name!r}: {exc.message}",
+                step.name,
+                step.cell_index,
+                type(exc).__name__,
+                exc.message,
+            ) from None
+        ctx.remember(name, ref, value)
+        outputs[name] = ref
+    return outputs

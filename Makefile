@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
+	@$(BIN)/python -m compileall -q mlops_nb  # PYTHONDONTWRITEBYTECODE=1 here: keep our own imports fast too
 
 $(STAMP): pyproject.toml
 	@set -e; \

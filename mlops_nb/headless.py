@@ -203,7 +203,10 @@ def run(
     try:
         import papermill
         from papermill.exceptions import PapermillExecutionError
+        from traitlets.config import Config
 
+        # IPC sockets: local only, and the kernel does not warn about unencrypted TCP
+        config = Config({"KernelManager": {"transport": "ipc"}})
         with _environment(env):
             try:
                 papermill.execute_notebook(
@@ -216,10 +219,15 @@ def run(
                     kernel_name=kernel_name,
                     on_cell_complete=on_cell_complete,
                     execution_timeout=step_timeout,
+                    config=config,
                 )
             except PapermillExecutionError as exc:
-                status = "failed"
-                failure = _failure(pipeline, store, run_id, exc)
+                if _cell_raised(output):  # not only the traceback of an attempt that a retry then fixed
+                    status = "failed"
+                    failure = _failure(pipeline, store, run_id, exc)
+                    error = failure.message
+            except Exception as exc:  # noqa: BLE001 - the kernel died, a cell timed out: recorded, then raised
+                status, failure = _abort(pipeline, store, run_id, exc, step_timeout)
                 error = failure.message
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user (Ctrl-C)"
@@ -258,6 +266,15 @@ def _progress_bar(total: int, name: str, enabled: bool):
     return tqdm(total=total, desc=name, unit="step", leave=False)
 
 
+def _cell_raised(output: Path) -> bool:
+    """Whether papermill recorded a cell that raised (a step retried to success shows an error output but did
+    not raise)."""
+    import json
+
+    cells = json.loads(output.read_text(encoding="utf-8")).get("cells", [])
+    return any(c.get("metadata", {}).get("papermill", {}).get("exception") for c in cells)
+
+
 def _failure(pipeline: Pipeline, store, run_id: str, exc) -> StepFailedError:
     """The one-line error of a failed headless run, from the failed step's record (or the failing cell)."""
     record = store.get_run(run_id)
@@ -281,6 +298,29 @@ def _failure(pipeline: Pipeline, store, run_id: str, exc) -> StepFailedError:
     )
 
 
+def _abort(pipeline: Pipeline, store, run_id: str, exc: Exception, step_timeout: float | None):
+    """Status and error when papermill stopped without a cell error: a dead kernel or a timeout."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    running = [s for s in store.get_run(run_id).step_runs if s.status == "running"]
+    step = pipeline.step(running[-1].step) if running else None
+    where = f"step {step.name!r} (cell {step.cell})" if step else f"a cell of {pipeline.path.name}"
+    if isinstance(exc, DeadKernelError):
+        status, message = "interrupted", f"the kernel died while running {where}; re-run to resume from the cache"
+    elif isinstance(exc, (CellTimeoutError, TimeoutError)):
+        status, message = (
+            "failed",
+            f"{where} timed out after {step_timeout:g} s (--step-timeout); the kernel was stopped",
+        )
+    else:
+        status, message = "failed", f"running {pipeline.path.name} failed at {where}: {type(exc).__name__}: {exc}"
+    if running:
+        store.finish_step(running[-1].id, "failed" if status == "failed" else "interrupted", error=message)
+    return status, StepFailedError(
+        message, step.name if step else "", step.cell_index if step else None, type(exc).__name__, str(exc)
+    )
+
+
 def _record_skipped(pipeline: Pipeline, store, run_id: str, failure: StepFailedError | None) -> None:
     """Record ``skipped`` for every step that has no step run in this run."""
     record = store.get_run(run_id)
@@ -289,15 +329,16 @@ def _record_skipped(pipeline: Pipeline, store, run_id: str, failure: StepFailedE
     missing = [s for s in pipeline.steps if s.name not in done]
     if not missing:
         return
-    with store.batch(write=True):
-        for step in missing:
-            if step.name in downstream:
-                why = f"upstream step {failure.step} failed"
-            elif failure is not None and failure.step:
-                why = f"not reached: the run stopped at step {failure.step}"
-            else:
-                why = "not reached: the run stopped early"
-            store.record_step(run_id, step.name, "skipped", why=why, cell_index=step.cell_index)
+    records = []
+    for step in missing:
+        if step.name in downstream:
+            why = f"upstream step {failure.step} failed"
+        elif failure is not None and failure.step:
+            why = f"not reached: the run stopped at step {failure.step}"
+        else:
+            why = "not reached: the run stopped early"
+        records.append({"step": step.name, "status": "skipped", "why": why, "cell_index": step.cell_index})
+    store.record_steps(run_id, records)
 
 
 def _record_fully_cached(project, pipeline, planned, params, executor, trigger, progress):
@@ -318,23 +359,24 @@ def _record_fully_cached(project, pipeline, planned, params, executor, trigger, 
             run_id=run_id,
             git=(commit, dirty),
         )
+        records = []
         for p in planned:
             inputs = {n: p.hit.inputs[n] for n in p.step.inputs if n in p.hit.inputs}
-            for path in p.step.reads:
-                if path in p.hit.inputs:
-                    inputs[path] = p.hit.inputs[path]
-            store.record_step(
-                run_id,
-                p.step.name,
-                "cached",
-                why=f"cached from run {p.hit.run_id}",
-                cache_key=p.key,
-                cell_index=p.step.cell_index,
-                inputs=inputs,
-                key_parts=p.parts,
-                outputs={n: p.hit.outputs[n] for n in p.step.outputs},
-                cached_from=p.hit.id,
+            inputs.update({path: p.hit.inputs[path] for path in p.step.reads if path in p.hit.inputs})
+            records.append(
+                {
+                    "step": p.step.name,
+                    "status": "cached",
+                    "why": f"cached from run {p.hit.run_id}",
+                    "cache_key": p.key,
+                    "cell_index": p.step.cell_index,
+                    "inputs": inputs,
+                    "key_parts": p.parts,
+                    "outputs": {n: p.hit.outputs[n] for n in p.step.outputs},
+                    "cached_from": p.hit.id,
+                }
             )
+        store.record_steps(run_id, records)
         store.finish_run(run_id, "succeeded")
     if progress:
         from tqdm.auto import tqdm

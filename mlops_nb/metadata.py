@@ -720,14 +720,74 @@ class MetadataStore:
     def record_step(self, run_id: str, step: str, status: str, **kwargs: Any) -> str:
         """Record a step run that started and ended at once (``cached`` or ``skipped``); return its id.
 
-        Keyword arguments are those of :meth:`start_step` and :meth:`finish_step`.
+        Keyword arguments: ``why``, ``cache_key``, ``cell_index``, ``inputs``, ``outputs``, ``key_parts``,
+        ``cached_from``, ``error``, ``attempt``.
         """
-        start_keys = {"why", "cache_key", "cell_index", "inputs", "attempt", "key_parts"}
-        step_run_id = self.start_step(
-            run_id, step, status=status, **{k: v for k, v in kwargs.items() if k in start_keys}
-        )
-        self.finish_step(step_run_id, status, **{k: v for k, v in kwargs.items() if k not in start_keys})
-        return step_run_id
+        return self.record_steps(run_id, [{"step": step, "status": status, **kwargs}])[0]
+
+    def record_steps(self, run_id: str, records: list[dict[str, Any]]) -> list[str]:
+        """Record several finished step runs of one run in one transaction (see :meth:`record_step`)."""
+        allowed = {
+            "step",
+            "status",
+            "why",
+            "cache_key",
+            "cell_index",
+            "inputs",
+            "outputs",
+            "key_parts",
+            "cached_from",
+            "error",
+            "attempt",
+        }
+        for record in records:
+            unknown = set(record) - allowed
+            if unknown:
+                raise TypeError(f"record_steps() got unexpected keys {sorted(unknown)}")
+            self._check_status(record["status"], STATUSES)
+        now = utcnow()
+        with self._connect(write=True) as con:
+            if not con.execute("SELECT count(*) FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]:
+                raise NotFoundError(f"run {run_id} does not exist; create it with create_run() first")
+            n = con.execute("SELECT count(*) FROM step_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
+            ids = [f"{run_id}.{n + i + 1}" for i in range(len(records))]
+            rows, refs, events = [], [], []
+            for step_run_id, r in zip(ids, records, strict=True):
+                parts = r.get("key_parts")
+                rows.append(
+                    [
+                        step_run_id,
+                        run_id,
+                        r["step"],
+                        r["status"],
+                        r.get("why"),
+                        r.get("cache_key"),
+                        r.get("cached_from"),
+                        now,
+                        now,
+                        r.get("error"),
+                        r.get("cell_index"),
+                        r.get("attempt", 1),
+                        json.dumps(parts, sort_keys=True) if parts is not None else None,
+                    ]
+                )
+                for direction, group in (("in", r.get("inputs") or {}), ("out", r.get("outputs") or {})):
+                    for name, ref in group.items():
+                        refs.append(ref)
+                        events.append([step_run_id, ref.hash, direction, name])
+            for row in rows:  # one at a time: the seq default must follow the order
+                con.execute(
+                    "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, cached_from, started_at, "
+                    "ended_at, error, cell_index, attempt, key_parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            self._record_artifacts(con, refs)
+            if events:
+                con.execute(
+                    "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(events)),
+                    [v for event in events for v in event],
+                )
+        return ids
 
     def finish_run(
         self,

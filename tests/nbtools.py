@@ -1,0 +1,72 @@
+"""Helpers for tests that run real notebooks: write one, copy the quickstart, execute cell by cell with nbclient."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_notebook(path: Path, sources: list[str], parameters: int | None = None) -> Path:
+    """A notebook of code cells; cell ``parameters`` (an index) is tagged ``parameters``."""
+    cells = []
+    for i, source in enumerate(sources):
+        cell = nbformat.v4.new_code_cell(source)
+        if i == parameters:
+            cell.metadata["tags"] = ["parameters"]
+        cells.append(cell)
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def copy_quickstart(folder: Path) -> Path:
+    """The quickstart notebook with its helper module and data, in a project folder of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text("[project]\nname = 'qs'\n")
+    for name in ("quickstart.ipynb", "helpers.py"):
+        shutil.copy(ROOT / "notebooks" / name, folder / name)
+    shutil.copytree(ROOT / "notebooks" / "data", folder / "data")
+    return folder / "quickstart.ipynb"
+
+
+def run_by_hand(path: Path, extra_env: dict[str, str] | None = None) -> list[dict]:
+    """Execute every code cell in order on a real kernel, as a user pressing Shift-Enter would.
+
+    The kernel learns its notebook the way Jupyter tells it (``JPY_SESSION_NAME``). Returns the outputs of each
+    cell (``[{"index", "stream", "errors", "result"}]``); errors do not stop the run.
+    """
+    env = {"JPY_SESSION_NAME": str(path), **(extra_env or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(nb, resources={"metadata": {"path": str(path.parent)}}, allow_errors=True)
+        seen = []
+        with client.setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                client.execute_cell(cell, index)
+                seen.append(
+                    {
+                        "index": index,
+                        "stream": "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream"),
+                        "errors": [(o.ename, o.evalue) for o in cell.outputs if o.output_type == "error"],
+                        "result": [o.data.get("text/plain") for o in cell.outputs if o.output_type == "execute_result"],
+                    }
+                )
+        return seen
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

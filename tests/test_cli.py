@@ -65,7 +65,12 @@ def test_runs_show_lineage(tmp_path):
     assert f"{run_id}.3  train     succeeded" in result.output and "model=" in result.output
 
     shown = json.loads(invoke(tmp_path, "show", "--json").output)
-    assert shown["id"] == run_id and [s["step"] for s in shown["step_runs"]] == ["load", "features", "train", "evaluate"]
+    assert shown["id"] == run_id and [s["step"] for s in shown["step_runs"]] == [
+        "load",
+        "features",
+        "train",
+        "evaluate",
+    ]
     model_hash = shown["step_runs"][2]["outputs"]["model"]["hash"]
 
     result = invoke(tmp_path, "lineage", model_hash[:8], "--direction", "up")

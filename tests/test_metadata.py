@@ -82,8 +82,13 @@ def test_cached_and_skipped_steps(store, artifacts):
 
     second = store.create_run("chain")
     cached = store.record_step(
-        second, "step1", "cached", cache_key="key1", why=f"cached from run {run_id}",
-        cached_from=original.id, outputs=original.outputs,
+        second,
+        "step1",
+        "cached",
+        cache_key="key1",
+        why=f"cached from run {run_id}",
+        cached_from=original.id,
+        outputs=original.outputs,
     )
     skipped = store.record_step(second, "step2", "skipped", why="step1 failed")
     store.finish_run(second, "failed", error="x")
@@ -102,7 +107,10 @@ def test_lineage_up_down_depth(store, artifacts):
     up = store.lineage(last.hash, direction="up")
     assert up.root == f"artifact:{last.hash}"
     assert [n.label for n in up.upstream() if n.kind == "step_run"] == [
-        "step3 [succeeded]", "step2 [succeeded]", "step1 [succeeded]", "step0 [succeeded]",
+        "step3 [succeeded]",
+        "step2 [succeeded]",
+        "step1 [succeeded]",
+        "step0 [succeeded]",
     ]
     assert {n.depth for n in up.upstream()} == {-1, -2, -3, -4}
     assert "raw.csv (bytes)" in [n.label for n in up.nodes.values()]

@@ -66,9 +66,7 @@ def test_discover_from_cwd(tmp_path, monkeypatch):
 
 
 def test_settings_precedence(tmp_path):
-    (tmp_path / "pyproject.toml").write_text(
-        '[tool.mlops_nb]\nlock_timeout = 5\nartifact_root = "store/art"\n'
-    )
+    (tmp_path / "pyproject.toml").write_text('[tool.mlops_nb]\nlock_timeout = 5\nartifact_root = "store/art"\n')
     project = Project(tmp_path, environ={})
     assert project.settings.lock_timeout == 5.0
     assert project.settings.executor == "notebook"
@@ -93,8 +91,16 @@ def test_settings_precedence(tmp_path):
             "seconds to wait",
         ),
         ("[tool.mlops_nb]\nlock_timeout = -1\n", {}, "invalid value -1 (expected a positive number of seconds)"),
-        ("[tool.mlops_nb]\nexecutor = 'spark'\n", {}, "executor: invalid value 'spark' (expected one of notebook, dag, dask)"),
-        ("[tool.mlops_nb]\ncolour = 'red'\n", {}, "[tool.mlops_nb]: unknown setting 'colour'; known settings: artifact_root,"),
+        (
+            "[tool.mlops_nb]\nexecutor = 'spark'\n",
+            {},
+            "executor: invalid value 'spark' (expected one of notebook, dag, dask)",
+        ),
+        (
+            "[tool.mlops_nb]\ncolour = 'red'\n",
+            {},
+            "[tool.mlops_nb]: unknown setting 'colour'; known settings: artifact_root,",
+        ),
         ("[tool.mlops_nb\n", {}, "cannot be read"),
         ("", {"MLOPS_NB_LOCK_TIMEOUT": "abc"}, "environment variable MLOPS_NB_LOCK_TIMEOUT: invalid value 'abc'"),
     ],

@@ -92,7 +92,7 @@ class MlopsMagics(Magics, Configurable):
             trigger="manual",
         )
         self._ctx = RunContext(project, run_id, pipeline, owns_run=True)
-        atexit.register(self._ctx.finish)
+        atexit.register(self._ctx.finish_at_exit)
         return self._ctx
 
     # %%mlops step ------------------------------------------------------------------------------------------

@@ -189,6 +189,13 @@ class RunContext:
         self._produced[name] = (ref, id(namespace[name]))
         return ref
 
+    def finish_at_exit(self) -> None:
+        """:meth:`finish`, for ``atexit``: a store that is gone by then is not worth a traceback."""
+        try:
+            self.finish()
+        except Exception:  # noqa: BLE001 - the interpreter is exiting
+            pass
+
     def finish(self) -> None:
         """End a run this process owns: failed if any step's last result failed, else succeeded."""
         if not self.owns_run:

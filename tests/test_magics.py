@@ -1,0 +1,119 @@
+"""The magics in a real in-process IPython shell: a session is a manual run, steps are cached and recorded."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from nbtools import write_notebook
+
+from mlops_nb import Project
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch, capsys):
+    """A fresh IPython shell whose notebook is ``tmp_path/nb.ipynb``, with the extension loaded."""
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    InteractiveShell.clear_instance()
+    ip = InteractiveShell.instance()
+    result = ip.run_cell("%load_ext mlops_nb")
+    assert result.success
+    assert capsys.readouterr().out == ""  # loading is quiet
+    yield ip
+    ctx = ip.magics_manager.registry["MlopsMagics"]._ctx
+    if ctx is not None:
+        ctx.finish()
+    InteractiveShell.clear_instance()
+
+
+def run(ip, source: str):
+    """Run a cell; return (result, the one-line error shown, if any)."""
+    result = ip.run_cell(source)
+    return result, result.error_in_exec
+
+
+def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_path, monkeypatch, capsys):
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        ["%load_ext mlops_nb", "n = 3", "%%mlops step make\nitems = list(range(n))",
+         "%%mlops step total --outputs total\ntotal = sum(items)"],
+        parameters=1,
+    )
+    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    shell.run_cell("n = 3")
+    shell.run_cell("%%mlops step make\nitems = list(range(n))")
+    shell.run_cell("%%mlops step total --outputs total\ntotal = sum(items)")
+    out = capsys.readouterr().out
+    assert "✔ make ran (no earlier run)" in out and "→ items: list len 3" in out
+    assert shell.user_ns["total"] == 3
+
+    shell.run_cell("%%mlops step make\nitems = list(range(n))  # a comment changes nothing")
+    assert "↺ make cached (cached from run" in capsys.readouterr().out
+    shell.run_cell("%%mlops step make\nitems = list(range(n + 1))")
+    assert "✔ make ran (source changed)" in capsys.readouterr().out
+    shell.run_cell("%%mlops step total --outputs total\ntotal = sum(items)")
+    assert "✔ total ran (input items changed)" in capsys.readouterr().out
+    assert shell.user_ns["total"] == 6
+
+    store = Project(tmp_path).metadata
+    runs = store.list_runs()
+    assert len(runs) == 1 and runs[0].trigger == "manual" and runs[0].status == "running"
+    run_record = store.get_run(runs[0].id)
+    assert [(s.step, s.status) for s in run_record.step_runs] == [
+        ("make", "succeeded"), ("total", "succeeded"), ("make", "cached"), ("make", "succeeded"),
+        ("total", "succeeded"),
+    ]
+    assert run_record.step_runs[0].cell_index == 2
+
+    frame = shell.run_cell("%mlops runs").result
+    assert list(frame["run"]) == [runs[0].id]
+    dag = shell.run_cell("%mlops dag").result
+    assert dag.data.startswith("```mermaid\nflowchart TD") and "fill:#c8e6c9" in dag.data
+    lineage = shell.run_cell("%mlops lineage total").result
+    assert "make [succeeded]" in lineage.data and "-->|items|" in lineage.data
+
+
+def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
+    result, error = run(shell, "%%mlops step boom\nx = 1 / 0")
+    assert not result.success
+    assert type(error).__name__ == "StepFailedError"
+    assert str(error) == "step 'boom' (cell 1) failed: ZeroDivisionError: division by zero"
+    out = capsys.readouterr().out
+    assert "StepFailedError: step 'boom' (cell 1) failed: ZeroDivisionError: division by zero" in out
+    run_record = Project(tmp_path).metadata.get_run("latest")
+    assert run_record.step("boom").status == "failed"
+    assert run_record.step("boom").error == "ZeroDivisionError: division by zero"
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%%mlops step\nx = 1", "the following arguments are required: name in `%%mlops step`"),
+        ("%%mlops step a --colour red\nx = 1", "unrecognized arguments: --colour red in `%%mlops step a --colour red`; "
+                                               "options: --inputs, --outputs, --reads, --no-cache, --retries"),
+        ("%%mlops step a --retries many\nx = 1", "argument --retries: invalid int value: 'many'"),
+        ("%%mlops stop a\nx = 1", "`%%mlops stop a` is not a step; write `%%mlops step NAME [options]`"),
+        ("%%mlops step 'a b'\nx = 1", "step name 'a b' must start with a letter"),
+        ("%%mlops step a --reads missing.csv\nx = 1", "--reads missing.csv does not exist"),
+        ("%%mlops step a --inputs ghost\nx = ghost", "input 'ghost' is not produced by any earlier step"),
+        ("%mlops", "%mlops needs a subcommand: step (cell magic), run, dag, runs, lineage"),
+        ("%mlops fly", "unknown %mlops subcommand 'fly'; use one of: step (cell magic), run, dag, runs, lineage"),
+        ("%mlops run -p n", "argument -p/--param: expected 2 arguments; usage: %mlops run [-p NAME VALUE]..."),
+        ("%mlops lineage", "usage: %mlops lineage NAME"),
+    ],
+)
+def test_usage_errors_are_one_line(shell, capsys, cell, message):
+    result, error = run(shell, cell)
+    assert not result.success and message in str(error)
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and out.count("\n") <= 2
+
+
+def test_without_a_notebook_file_inputs_come_from_the_session(shell, tmp_path, capsys):
+    shell.run_cell("%%mlops step a\nbase = 10")
+    shell.run_cell("%%mlops step b\ndoubled = base * 2")
+    out = capsys.readouterr().out
+    assert "✔ a ran (no earlier run) in" in out and "→ base: 10" in out
+    run_record = Project(tmp_path).metadata.get_run("latest")
+    assert run_record.pipeline == "interactive"
+    assert run_record.step("b").inputs["base"].hash == run_record.step("a").outputs["base"].hash

@@ -1,18 +1,34 @@
 """``mlops-nb demo``: the most complete end-to-end path mlops_nb has, in a fresh project folder.
 
-It writes a small seeded raw data file, then records a pipeline run through the Python API: load raw data,
-build features, train a model, evaluate it. Every output is a content-addressed artifact, every step run and
-its inputs/outputs are in the metadata store, and the model's lineage leads back to the raw file.
+It copies the quickstart notebook (raw data → processed data → features → split → model → evaluation) into
+the folder and runs it headless three times: cold (every step runs), again (every step is a cache hit, no
+kernel starts), and with one parameter changed (only the steps that use it, and what depends on them, run).
+Then it shows the DAG, the runs, and the model's lineage back to the raw data file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+QUICKSTART_FILES = ("quickstart.ipynb", "helpers.py", "data/raw.csv")
 
-def _write_raw_data(path: Path, n_rows: int = 2000, seed: int = 7) -> None:
+
+def notebooks_folder() -> Path:
+    """Where the example notebooks are: inside the installed package, or the repository's ``notebooks/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_notebooks", here.parent / "notebooks"):
+        if (candidate / "quickstart.ipynb").is_file():
+            return candidate
+    from .exceptions import MlopsError
+
+    raise MlopsError("the example notebooks are missing from this installation; reinstall mlops-nb")
+
+
+def write_raw_data(path: Path, n_rows: int = 2000, seed: int = 7) -> None:
+    """The quickstart's seeded synthetic customer table (churn label from a known logistic model)."""
     import numpy as np
     import pandas as pd
 
@@ -32,90 +48,56 @@ def _write_raw_data(path: Path, n_rows: int = 2000, seed: int = 7) -> None:
 
 
 def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], None] = print) -> str:
-    """Create (or reuse) a project in ``folder``, record one pipeline run, print what was recorded.
+    """Set up ``folder`` as a project with the quickstart notebook, run the lifecycle, print what happened.
 
     Returns:
-        the run id.
+        the id of the last run.
     """
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.model_selection import train_test_split
-    from tqdm.auto import tqdm
-
+    from . import run
     from .cli import table
+    from .pipeline import Pipeline
     from .project import Project
 
-    project = Project(Path(folder)).init()
-    echo(f"Project: {project.home}")
-    raw_path = project.home / "data" / "raw.csv"
-    if not raw_path.exists():
-        _write_raw_data(raw_path)
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "pyproject.toml").exists():
+        (folder / "pyproject.toml").write_text('[project]\nname = "mlops-nb-demo"\nversion = "0.1.0"\n')
+    source = notebooks_folder()
+    for name in QUICKSTART_FILES:
+        target = folder / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / name, target)
+    project = Project(folder).init()
+    notebook = folder / "quickstart.ipynb"
+    echo(f"Project {project.home} (stores in {project.mlops_dir})\n")
 
-    artifacts, store = project.artifacts, project.metadata
-    params = {"test_size": 0.25, "C": 1.0, "seed": 7}
-    run_id = store.create_run("demo", params=params, executor="api", trigger="cli", notebook=None)
+    pipeline = Pipeline.from_notebook(notebook)
+    echo("1. The notebook is the pipeline:  mlops-nb dag quickstart.ipynb")
+    echo(pipeline.to_text() + "\n")
 
-    def step(name: str, inputs: dict, body: Callable[[], dict]) -> dict:
-        step_run = store.start_step(run_id, name, inputs={k: v for k, v in inputs.items()}, why="demo step")
-        try:
-            values = body()
-        except Exception as exc:
-            store.finish_step(step_run, "failed", error=f"{type(exc).__name__}: {exc}")
-            store.finish_run(run_id, "failed", error=f"step {name} failed: {exc}")
-            raise
-        refs = {k: artifacts.put(v, name=k) for k, v in values.items()}
-        store.finish_step(step_run, "succeeded", outputs=refs)
-        return refs
+    def step(title: str, params: dict | None = None):
+        echo(title)
+        record = run(notebook, params, project=project, trigger="cli", progress=False)
+        echo(f"   run {record.id} {record.status} in {record.duration:.2f}s")
+        rows = [[s.step, s.status, f"{s.duration or 0:.2f}s", s.why] for s in record.step_runs]
+        echo("   " + table(rows, ["STEP", "STATUS", "TIME", "WHY"]).replace("\n", "\n   ") + "\n")
+        return record
 
-    bar = tqdm(total=4, desc="demo pipeline", unit="step")
-    raw_file = artifacts.put_path(raw_path)
-    refs = step("load", {"raw.csv": raw_file}, lambda: {"raw": pd.read_csv(raw_path)})
-    bar.update()
+    step("2. Headless run (papermill starts a kernel; every step is recorded):  mlops-nb run quickstart.ipynb")
+    step("3. The same run again: every step is a cache hit, so no kernel starts")
+    last = step(
+        "4. One parameter changed (-p C 0.3): only the steps that use it, and what depends on them, run", {"C": 0.3}
+    )
 
-    def features():
-        raw = artifacts.get(refs["raw"])
-        X = raw[["tenure_months", "monthly_spend", "support_calls"]].astype(float)
-        return {"X": X, "y": raw["churned"]}
-
-    refs.update(step("features", {"raw": refs["raw"]}, features))
-    bar.update()
-
-    def train():
-        X, y = artifacts.get(refs["X"]), artifacts.get(refs["y"])
-        X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=params["test_size"], random_state=params["seed"], stratify=y
-        )
-        model = LogisticRegression(C=params["C"], max_iter=500).fit(X_train, y_train)
-        return {"model": model, "X_test": X_test, "y_test": y_test}
-
-    refs.update(step("train", {"X": refs["X"], "y": refs["y"]}, train))
-    bar.update()
-
-    def evaluate():
-        model, X_test, y_test = (artifacts.get(refs[k]) for k in ("model", "X_test", "y_test"))
-        scores = model.predict_proba(X_test)[:, 1]
-        metrics = {
-            "accuracy": float(accuracy_score(y_test, scores > 0.5)),
-            "roc_auc": float(roc_auc_score(y_test, scores)),
-        }
-        store.log_metrics(run_id, metrics)
-        return {"metrics": metrics}
-
-    refs.update(step("evaluate", {k: refs[k] for k in ("model", "X_test", "y_test")}, evaluate))
-    bar.update()
-    bar.close()
-    store.finish_run(run_id, "succeeded")
-
-    run = store.get_run(run_id)
-    echo(f"\nRun {run.id} {run.status}: " + ", ".join(f"{k}={v:.3f}" for k, v in run.metrics.items()))
-    rows = [
-        [s.step, s.status, ", ".join(f"{k}={r.short} ({r.summary})" for k, r in s.outputs.items())]
-        for s in run.step_runs
-    ]
-    echo(table(rows, ["STEP", "STATUS", "OUTPUTS"]))
-    graph = store.lineage(run.step("train").outputs["model"].hash, direction="up")
-    echo("\nLineage of the model (upstream):")
-    echo(table([[n.depth, n.kind, n.label] for n in graph.upstream()], ["DEPTH", "KIND", "WHAT"]))
-    echo(f"\nExplore: mlops-nb --home {project.home} runs | show {run.id} | lineage {run.id}/train")
-    return run_id
+    artifacts = project.artifacts
+    metrics = artifacts.get(last.step("evaluate").outputs["metrics"])
+    echo("5. Metrics of the model: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    model = last.step("train").outputs["model"]
+    graph = project.metadata.lineage(model.hash, direction="up")
+    echo(f"\n6. Lineage of the model {model.short} ({model.summary}), back to the raw file:")
+    rows = [[n.depth, n.kind.replace("_", " "), n.label] for n in graph.upstream()]
+    echo("   " + table(rows, ["DEPTH", "KIND", "WHAT"]).replace("\n", "\n   "))
+    echo(f"\nExplore:  cd {folder} && mlops-nb runs && mlops-nb show latest && mlops-nb lineage latest/train")
+    echo("Open quickstart.ipynb in JupyterLab and run it cell by cell: the steps load from the same cache.")
+    return last.id

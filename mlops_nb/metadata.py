@@ -110,6 +110,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE step_runs ADD COLUMN key_parts JSON;
     """,
+    # 3: a cached step run reuses its outputs (direction 'reuse'); lineage follows the run that made them
+    """
+    UPDATE events SET direction = 'reuse'
+    WHERE direction = 'out' AND step_run_id IN (SELECT id FROM step_runs WHERE status = 'cached');
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -713,7 +718,7 @@ class MetadataStore:
                 "cached_from = ? WHERE id = ?",
                 [status, utcnow(), error, why, cached_from, step_run_id],
             )
-            self._record_events(con, step_run_id, outputs, "out")
+            self._record_events(con, step_run_id, outputs, "reuse" if status == "cached" else "out")
             if metrics:
                 self._insert_metrics(con, rows[0][0], step_run_id, metrics, None)
 
@@ -771,7 +776,8 @@ class MetadataStore:
                         json.dumps(parts, sort_keys=True) if parts is not None else None,
                     ]
                 )
-                for direction, group in (("in", r.get("inputs") or {}), ("out", r.get("outputs") or {})):
+                out = "reuse" if r["status"] == "cached" else "out"
+                for direction, group in (("in", r.get("inputs") or {}), (out, r.get("outputs") or {})):
                     for name, ref in group.items():
                         refs.append(ref)
                         events.append([step_run_id, ref.hash, direction, name])
@@ -1069,7 +1075,8 @@ class MetadataStore:
             SELECT 'artifact' AS src_kind, artifact AS src, 'step_run' AS dst_kind, step_run_id AS dst
             FROM events WHERE direction = 'in'
             UNION ALL
-            SELECT 'step_run', step_run_id, 'artifact', artifact FROM events WHERE direction = 'out'
+            SELECT 'step_run', step_run_id, 'artifact', artifact FROM events
+            WHERE direction = 'out' OR (direction = 'reuse' AND step_run_id = ?)
         ),
         walk(kind, id, hops) AS (
             SELECT ?::VARCHAR, ?::VARCHAR, 0
@@ -1107,7 +1114,7 @@ class MetadataStore:
             for name in ("up", "down") if direction == "both" else (direction,):
                 next_kind, next_id, join, sign = walks[name]
                 query = self._LINEAGE.format(next_kind=next_kind, next_id=next_id, join=join)
-                for k, i, hops in con.execute(query, [kind, ident, max_hops]).fetchall():
+                for k, i, hops in con.execute(query, [ident, kind, ident, max_hops]).fetchall():
                     if hops:
                         found.setdefault((k, i), sign * hops)
             graph = LineageGraph(root=f"{kind}:{ident}")
@@ -1157,5 +1164,5 @@ class MetadataStore:
                 [step_ids],
             ).fetchall():
                 a, s = f"artifact:{digest}", f"step_run:{sid}"
-                if a in graph.nodes:
+                if a in graph.nodes and (direction != "reuse" or s == graph.root):
                     graph.edges.append((a, s, name) if direction == "in" else (s, a, name))

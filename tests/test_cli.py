@@ -39,20 +39,36 @@ def test_init_is_idempotent(tmp_path):
     assert result.exit_code == 0 and "Project already initialised" in result.output
 
 
+def _record_pipeline(home):
+    """A small run recorded through the Python API: load -> train -> evaluate."""
+    project = Project(home).init()
+    store, artifacts = project.metadata, project.artifacts
+    run_id = store.create_run("demo", params={"C": 1.0, "seed": 7}, trigger="cli")
+    raw = {"raw": artifacts.put({"rows": [1, 2, 3]}, name="raw")}
+    previous = raw
+    for step, outputs in (
+        ("load", raw),
+        ("train", {"model": artifacts.put([0.5, 0.25], name="model")}),
+        ("evaluate", {"metrics": artifacts.put({"accuracy": 0.9}, name="metrics")}),
+    ):
+        sr = store.start_step(run_id, step, inputs=previous if step != "load" else None, why="no earlier run")
+        store.finish_step(sr, "succeeded", outputs=outputs)
+        previous = outputs
+    store.log_metrics(run_id, {"accuracy": 0.9})
+    store.finish_run(run_id, "succeeded")
+    return run_id
+
+
 def test_runs_show_lineage(tmp_path):
     result = invoke(tmp_path, "runs")
     assert result.exit_code == 0 and "No runs yet" in result.output
-
-    result = invoke(tmp_path, "demo", "--dir", str(tmp_path))
-    assert result.exit_code == 0, result.output
-    run_id = Project(tmp_path).metadata.list_runs(1)[0].id
-    assert f"Run {run_id} succeeded: accuracy=" in result.output
+    run_id = _record_pipeline(tmp_path)
 
     result = invoke(tmp_path, "runs")
     assert result.exit_code == 0
     header, row = result.output.splitlines()[:2]
     assert header.split() == ["RUN", "PIPELINE", "STATUS", "STARTED", "(UTC)", "DURATION", "TRIGGER", "STEPS"]
-    assert row.startswith(run_id) and "demo" in row and "succeeded" in row and "4 succeeded" in row
+    assert row.startswith(run_id) and "demo" in row and "succeeded" in row and "3 succeeded" in row
 
     records = json.loads(invoke(tmp_path, "runs", "--json").output)
     assert records[0]["id"] == run_id and records[0]["params"]["C"] == 1.0
@@ -60,29 +76,38 @@ def test_runs_show_lineage(tmp_path):
     result = invoke(tmp_path, "show", run_id[:18])
     assert result.exit_code == 0
     assert f"Run {run_id}  pipeline demo  succeeded" in result.output
-    assert "params:    C=1.0, seed=7, test_size=0.25" in result.output
-    assert "metrics:   accuracy=" in result.output
-    assert f"{run_id}.3  train     succeeded" in result.output and "model=" in result.output
+    assert "params:    C=1.0, seed=7" in result.output
+    assert "metrics:   accuracy=0.9" in result.output
+    assert f"{run_id}.2  train     succeeded" in result.output and "model=" in result.output
 
     shown = json.loads(invoke(tmp_path, "show", "--json").output)
-    assert shown["id"] == run_id and [s["step"] for s in shown["step_runs"]] == [
-        "load",
-        "features",
-        "train",
-        "evaluate",
-    ]
-    model_hash = shown["step_runs"][2]["outputs"]["model"]["hash"]
+    assert shown["id"] == run_id and [s["step"] for s in shown["step_runs"]] == ["load", "train", "evaluate"]
+    model_hash = shown["step_runs"][1]["outputs"]["model"]["hash"]
 
     result = invoke(tmp_path, "lineage", model_hash[:8], "--direction", "up")
     assert result.exit_code == 0
-    assert "train [succeeded]" in result.output and "raw.csv (bytes)" in result.output
+    assert "train [succeeded]" in result.output and "raw (json)" in result.output
 
     graph = json.loads(invoke(tmp_path, "lineage", f"{run_id}/train", "--json").output)
     labels = {n["label"] for n in graph["nodes"]}
-    assert {"load [succeeded]", "evaluate [succeeded]", "model (pickle)"} <= labels
+    assert {"load [succeeded]", "evaluate [succeeded]", "model (json)"} <= labels
 
-    mermaid = invoke(tmp_path, "lineage", f"{run_id}/features", "--format", "mermaid").output
+    mermaid = invoke(tmp_path, "lineage", f"{run_id}/train", "--format", "mermaid").output
     assert mermaid.startswith("flowchart LR")
+
+
+@pytest.mark.slow
+def test_demo_runs_the_lifecycle(tmp_path):
+    result = invoke(tmp_path, "demo", "--dir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "quickstart (quickstart.ipynb): 6 steps" in out
+    runs = Project(tmp_path / "demo").metadata.list_runs()
+    assert [r.status for r in runs] == ["succeeded"] * 3
+    assert [r.step_counts for r in runs] == [{"cached": 4, "succeeded": 2}, {"cached": 6}, {"succeeded": 6}]
+    assert "train     succeeded  " in out and "param C changed" in out
+    assert "5. Metrics of the model: accuracy=" in out
+    assert "data/raw.csv (external)" in out
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,12 @@ def run(ip, source: str):
 def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_path, monkeypatch, capsys):
     nb = write_notebook(
         tmp_path / "nb.ipynb",
-        ["%load_ext mlops_nb", "n = 3", "%%mlops step make\nitems = list(range(n))",
-         "%%mlops step total --outputs total\ntotal = sum(items)"],
+        [
+            "%load_ext mlops_nb",
+            "n = 3",
+            "%%mlops step make\nitems = list(range(n))",
+            "%%mlops step total --outputs total\ntotal = sum(items)",
+        ],
         parameters=1,
     )
     monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
@@ -60,7 +64,10 @@ def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_pat
     assert len(runs) == 1 and runs[0].trigger == "manual" and runs[0].status == "running"
     run_record = store.get_run(runs[0].id)
     assert [(s.step, s.status) for s in run_record.step_runs] == [
-        ("make", "succeeded"), ("total", "succeeded"), ("make", "cached"), ("make", "succeeded"),
+        ("make", "succeeded"),
+        ("total", "succeeded"),
+        ("make", "cached"),
+        ("make", "succeeded"),
         ("total", "succeeded"),
     ]
     assert run_record.step_runs[0].cell_index == 2
@@ -89,8 +96,11 @@ def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
     ("cell", "message"),
     [
         ("%%mlops step\nx = 1", "the following arguments are required: name in `%%mlops step`"),
-        ("%%mlops step a --colour red\nx = 1", "unrecognized arguments: --colour red in `%%mlops step a --colour red`; "
-                                               "options: --inputs, --outputs, --reads, --no-cache, --retries"),
+        (
+            "%%mlops step a --colour red\nx = 1",
+            "unrecognized arguments: --colour red in `%%mlops step a --colour red`; "
+            "options: --inputs, --outputs, --reads, --no-cache, --retries",
+        ),
         ("%%mlops step a --retries many\nx = 1", "argument --retries: invalid int value: 'many'"),
         ("%%mlops stop a\nx = 1", "`%%mlops stop a` is not a step; write `%%mlops step NAME [options]`"),
         ("%%mlops step 'a b'\nx = 1", "step name 'a b' must start with a letter"),
@@ -117,3 +127,18 @@ def test_without_a_notebook_file_inputs_come_from_the_session(shell, tmp_path, c
     run_record = Project(tmp_path).metadata.get_run("latest")
     assert run_record.pipeline == "interactive"
     assert run_record.step("b").inputs["base"].hash == run_record.step("a").outputs["base"].hash
+
+
+@pytest.mark.slow
+def test_mlops_run_runs_the_saved_notebook_headless(shell, tmp_path, monkeypatch):
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        ["%load_ext mlops_nb", "n = 3", "%%mlops step make --outputs items\nitems = list(range(n))"],
+        parameters=1,
+    )
+    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    frame = shell.run_cell("%mlops run -p n 5").result
+    assert list(frame["status"]) == ["succeeded"] and frame["params"][0] == {"n": 5}
+    run_record = Project(tmp_path).metadata.get_run(frame["run"][0])
+    assert run_record.trigger == "manual" and run_record.executor == "notebook"
+    assert Project(tmp_path).artifacts.get(run_record.step("make").outputs["items"]) == [0, 1, 2, 3, 4]

@@ -10,6 +10,7 @@ as ``skipped``, and ends the run.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,7 +190,8 @@ def run(
             s = done[-1]
             verb = {"succeeded": "ran", "cached": "cached"}.get(s.status, s.status)
             outs = ", ".join(f"{k}: {r.summary or r.kind}" for k, r in s.outputs.items())
-            bar.write(f"  {name}: {verb} ({s.why}) {s.duration or 0:.2f}s" + (f" → {outs}" if outs else ""))
+            line = f"  {name}: {verb} ({s.why}) {s.duration or 0:.2f}s" + (f" → {outs}" if outs else "")
+            bar.write(line, file=sys.stderr)
         bar.update(1)
 
     output = Path(tempfile.mkdtemp(prefix="mlops_nb-run-")) / path.name
@@ -263,7 +265,7 @@ def _progress_bar(total: int, name: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=name, unit="step", leave=False)
+    return tqdm(total=total, desc=name, unit="step", leave=False, file=sys.stderr)
 
 
 def _cell_raised(output: Path) -> bool:
@@ -382,5 +384,5 @@ def _record_fully_cached(project, pipeline, planned, params, executor, trigger, 
         from tqdm.auto import tqdm
 
         for p in planned:
-            tqdm.write(f"  {p.step.name}: cached (cached from run {p.hit.run_id})")
+            tqdm.write(f"  {p.step.name}: cached (cached from run {p.hit.run_id})", file=sys.stderr)
     return store.get_run(run_id)

@@ -332,12 +332,22 @@ def execute_step(
                 continue
             echo(result.line())
             return result
-        ctx.store.finish_step(step_run_id, "succeeded", outputs=outputs)
+        ctx.store.finish_step(step_run_id, "succeeded", outputs=outputs, metrics=_metrics_of(namespace, step))
         result = StepResult(step.name, "succeeded", attempt_why, step_run_id, key, outputs, time.perf_counter() - t0)
         ctx.results.append(result)
         echo(result.line())
         return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _metrics_of(namespace: dict, step: Step) -> dict[str, float] | None:
+    """An output named ``metrics`` holding a dict of numbers is also logged as the step run's metrics."""
+    value = namespace.get("metrics") if "metrics" in step.outputs else None
+    if isinstance(value, dict) and value and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
+    ):
+        return {k: float(v) for k, v in value.items()}
+    return None
 
 
 def _store_outputs(ctx: RunContext, step: Step, namespace: dict) -> dict[str, ArtifactRef]:

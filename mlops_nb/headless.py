@@ -19,7 +19,7 @@ from typing import Any
 
 from .exceptions import MlopsError
 from .pipeline import Pipeline, Step, parse_magic_line, split_magic
-from .runtime import NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV, StepFailedError, cache_key, key_parts
+from .runtime import NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV, StepFailedError, cache_key, key_parts, reusable
 
 EXECUTORS = ("notebook",)
 
@@ -66,9 +66,7 @@ def plan(project, pipeline: Pipeline, params: dict[str, Any], no_cache: bool = F
             hit = None
             if not (no_cache or step.no_cache):
                 found = store.find_cached(key)
-                if found is not None and all(
-                    n in found.outputs and artifacts.exists(found.outputs[n]) for n in step.outputs
-                ):
+                if reusable(artifacts, found, step):
                     hit = found
             planned[step.name] = PlannedStep(step, key, parts, hit)
     return [planned[s.name] for s in pipeline.steps]

@@ -706,8 +706,12 @@ class MetadataStore:
         error: str | None = None,
         cached_from: str | None = None,
         metrics: dict[str, float] | None = None,
+        inputs: dict[str, ArtifactRef] | None = None,
     ) -> None:
-        """Record how a step run ended, its output artifacts and metrics, in one transaction."""
+        """Record how a step run ended, its output artifacts and metrics, in one transaction.
+
+        ``inputs`` are inputs found while the step ran (a feature view it read), recorded as ``in`` events.
+        """
         self._check_status(status, STATUSES)
         with self._connect(write=True) as con:
             rows = con.execute("SELECT run_id FROM step_runs WHERE id = ?", [step_run_id]).fetchall()
@@ -718,6 +722,7 @@ class MetadataStore:
                 "cached_from = ? WHERE id = ?",
                 [status, utcnow(), error, why, cached_from, step_run_id],
             )
+            self._record_events(con, step_run_id, inputs, "in")
             self._record_events(con, step_run_id, outputs, "reuse" if status == "cached" else "out")
             if metrics:
                 self._insert_metrics(con, rows[0][0], step_run_id, metrics, None)

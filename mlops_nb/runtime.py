@@ -219,6 +219,72 @@ def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
     return Pipeline.from_notebook(path, strict=False)
 
 
+# What a running step touches besides its variables ----------------------------------------------------------------
+@dataclass
+class ActiveStep:
+    """Artifacts a running step read or wrote through other stores (a feature view, a registered model).
+
+    Attributes:
+        step: the step's name.
+        inputs, outputs: name -> :class:`ArtifactRef`, recorded with the step run when it ends.
+    """
+
+    step: str
+    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+
+
+_active: ActiveStep | None = None
+
+
+def active_step() -> ActiveStep | None:
+    """The step running in this process right now, if any (for stores that record lineage)."""
+    return _active
+
+
+def record_input(name: str, ref: ArtifactRef) -> None:
+    """Record ``ref`` as an input of the running step (no-op outside a step). For stores other than the
+    artifact store: the feature store calls it for each view a step reads."""
+    if _active is not None:
+        _active.inputs[name] = ref
+
+
+def record_output(name: str, ref: ArtifactRef) -> None:
+    """Record ``ref`` as an output of the running step (no-op outside a step)."""
+    if _active is not None:
+        _active.outputs[name] = ref
+
+
+# Inputs whose content lives in another store: a cache hit must check they did not change since.
+# kind -> "module:function" taking the recorded ArtifactRef and returning its current hash (None: gone).
+CURRENT_HASH = {"feature_view": "mlops_nb.features:current_view_hash"}
+
+
+def stale_inputs(step_run) -> list[str]:
+    """Names of a step run's inputs from other stores (feature views) whose content changed since it ran."""
+    from importlib import import_module
+
+    stale = []
+    for name, ref in step_run.inputs.items():
+        target = CURRENT_HASH.get(ref.kind)
+        if target is None:
+            continue
+        module, function = target.split(":")
+        if getattr(import_module(module), function)(ref) != ref.hash:
+            stale.append(name)
+    return stale
+
+
+def reusable(ctx_artifacts, hit, step: Step) -> bool:
+    """Whether a cached step run's outputs can stand in for running ``step``: every output is recorded and
+    still stored, and no input from another store changed."""
+    return (
+        hit is not None
+        and all(n in hit.outputs and ctx_artifacts.exists(hit.outputs[n]) for n in step.outputs)
+        and not stale_inputs(hit)
+    )
+
+
 # Running one step ------------------------------------------------------------------------------------------------
 def execute_step(
     ctx: RunContext,
@@ -297,6 +363,8 @@ def execute_step(
             return result
 
     why = explain(parts, previous[1] if previous else None)
+    if previous and previous[0].cache_key == key and stale_inputs(previous[0]):
+        why = ", ".join(f"{name} changed" for name in stale_inputs(previous[0]))
     if no_cache:
         why = "--no-cache"
     elif not why:
@@ -316,12 +384,15 @@ def execute_step(
             key_parts=parts,
         )
         t0 = time.perf_counter()
+        global _active
+        _active = ActiveStep(step.name)
         try:
             run_body(step.source)
             outputs = _store_outputs(ctx, step, namespace)
         except BaseException as exc:  # noqa: BLE001 - recorded, then reported by the caller
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailedError) else exc.message
-            ctx.store.finish_step(step_run_id, "failed", error=error)
+            touched, _active = _active, None
+            ctx.store.finish_step(step_run_id, "failed", error=error, inputs=touched.inputs)
             result = StepResult(step.name, "failed", attempt_why, step_run_id, key, {}, time.perf_counter() - t0, error)
             ctx.results.append(result)
             if isinstance(exc, KeyboardInterrupt):
@@ -332,7 +403,14 @@ def execute_step(
                 continue
             echo(result.line())
             return result
-        ctx.store.finish_step(step_run_id, "succeeded", outputs=outputs, metrics=_metrics_of(namespace, step))
+        touched, _active = _active, None
+        ctx.store.finish_step(
+            step_run_id,
+            "succeeded",
+            outputs={**touched.outputs, **outputs},
+            inputs=touched.inputs,
+            metrics=_metrics_of(namespace, step),
+        )
         result = StepResult(step.name, "succeeded", attempt_why, step_run_id, key, outputs, time.perf_counter() - t0)
         ctx.results.append(result)
         echo(result.line())
@@ -343,8 +421,12 @@ def execute_step(
 def _metrics_of(namespace: dict, step: Step) -> dict[str, float] | None:
     """An output named ``metrics`` holding a dict of numbers is also logged as the step run's metrics."""
     value = namespace.get("metrics") if "metrics" in step.outputs else None
-    if isinstance(value, dict) and value and all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
+    if (
+        isinstance(value, dict)
+        and value
+        and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
+        )
     ):
         return {k: float(v) for k, v in value.items()}
     return None

@@ -286,6 +286,70 @@ def reusable(ctx_artifacts, hit, step: Step) -> bool:
 
 
 # Running one step ------------------------------------------------------------------------------------------------
+@dataclass
+class Decision:
+    """What the cache says about a step about to run.
+
+    Attributes:
+        key: the cache key.
+        parts: its components (recorded, to explain later runs).
+        inputs: name -> artifact the step reads, ``--reads`` files included (kind ``external``).
+        hit: the earlier step run whose outputs can be reused, or None.
+        why: one line: ``cached from run R``, or why the step must run.
+    """
+
+    key: str
+    parts: dict
+    inputs: dict[str, ArtifactRef]
+    hit: Any
+    why: str
+
+
+def decide(
+    store, artifacts, pipeline: Pipeline, step: Step, inputs: dict[str, ArtifactRef], params: dict, no_cache: bool
+) -> Decision:
+    """Compute a step's cache key from its inputs and parameters, look for a reusable earlier run, and say why
+    the step runs when there is none. Reads the metadata store; writes nothing."""
+    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params)
+    key = cache_key(parts)
+    inputs = dict(inputs)
+    for path in step.reads:  # external files enter lineage as artifacts that are not copied
+        full = (pipeline.folder / path).resolve()
+        inputs[path] = ArtifactRef(
+            parts["reads"][path], "external", name=path, summary=f"file {path}", uri=full.as_uri()
+        )
+    no_cache = no_cache or step.no_cache
+    if not no_cache:
+        hit = store.find_cached(key)
+        if reusable(artifacts, hit, step):
+            return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
+    previous = store.previous_step_run(pipeline.name, step.name)
+    why = explain(parts, previous[1] if previous else None)
+    if previous and previous[0].cache_key == key and stale_inputs(previous[0]):
+        why = ", ".join(f"{name} changed" for name in stale_inputs(previous[0]))
+    if no_cache:
+        why = "--no-cache"
+    elif not why:
+        why = "previous attempt failed" if previous and previous[0].status == "failed" else "cached outputs missing"
+    return Decision(key, parts, inputs, None, why)
+
+
+class capture:  # noqa: N801 - used as a context manager, like contextlib's
+    """Make ``step`` the running step while the block runs; ``.touched`` then holds what it recorded."""
+
+    def __init__(self, step: str):
+        self.touched = ActiveStep(step)
+
+    def __enter__(self) -> ActiveStep:
+        global _active
+        _active = self.touched
+        return self.touched
+
+    def __exit__(self, *exc) -> None:
+        global _active
+        _active = None
+
+
 def execute_step(
     ctx: RunContext,
     step: Step,
@@ -321,104 +385,95 @@ def execute_step(
                 name,
             )
         inputs[name] = ref
-    params = {p: namespace.get(p, pipeline.params.get(p) if pipeline else None) for p in step.params}
-    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params)
-    key = cache_key(parts)
-    for path in step.reads:  # external files enter lineage as artifacts that are not copied
-        full = (pipeline.folder / path).resolve()
-        inputs[path] = ArtifactRef(
-            parts["reads"][path], "external", name=path, summary=f"file {path}", uri=full.as_uri()
+    params = {p: namespace.get(p, pipeline.params.get(p)) for p in step.params}
+    decision = decide(ctx.store, ctx.artifacts, pipeline, step, inputs, params, ctx.no_cache)
+
+    if decision.hit is not None:
+        outputs = {n: decision.hit.outputs[n] for n in step.outputs}
+        for name, ref in outputs.items():
+            value = ctx.artifacts.get(ref)
+            namespace[name] = value
+            ctx.remember(name, ref, value)
+        step_run_id = ctx.store.record_step(
+            ctx.run_id,
+            step.name,
+            "cached",
+            why=decision.why,
+            cache_key=decision.key,
+            cell_index=step.cell_index,
+            inputs=decision.inputs,
+            key_parts=decision.parts,
+            outputs=outputs,
+            cached_from=decision.hit.id,
         )
-    previous = ctx.store.previous_step_run(pipeline.name, step.name)
-    no_cache = ctx.no_cache or step.no_cache
-
-    if not no_cache:
-        hit = ctx.store.find_cached(key)
-        if (
-            hit is not None
-            and all(n in hit.outputs for n in step.outputs)
-            and all(ctx.artifacts.exists(hit.outputs[n]) for n in step.outputs)
-        ):
-            outputs = {n: hit.outputs[n] for n in step.outputs}
-            for name, ref in outputs.items():
-                value = ctx.artifacts.get(ref)
-                namespace[name] = value
-                ctx.remember(name, ref, value)
-            why = f"cached from run {hit.run_id}"
-            step_run_id = ctx.store.record_step(
-                ctx.run_id,
-                step.name,
-                "cached",
-                why=why,
-                cache_key=key,
-                cell_index=step.cell_index,
-                inputs=inputs,
-                key_parts=parts,
-                outputs=outputs,
-                cached_from=hit.id,
-            )
-            result = StepResult(step.name, "cached", why, step_run_id, key, outputs, time.perf_counter() - started)
-            ctx.results.append(result)
-            echo(result.line())
-            return result
-
-    why = explain(parts, previous[1] if previous else None)
-    if previous and previous[0].cache_key == key and stale_inputs(previous[0]):
-        why = ", ".join(f"{name} changed" for name in stale_inputs(previous[0]))
-    if no_cache:
-        why = "--no-cache"
-    elif not why:
-        why = "previous attempt failed" if previous and previous[0].status == "failed" else "cached outputs missing"
+        result = StepResult(
+            step.name, "cached", decision.why, step_run_id, decision.key, outputs, time.perf_counter() - started
+        )
+        ctx.results.append(result)
+        echo(result.line())
+        return result
 
     attempts = step.retries + 1
     for attempt in range(1, attempts + 1):
-        attempt_why = why if attempt == 1 else f"retry {attempt - 1} of {step.retries}"
+        why = decision.why if attempt == 1 else f"retry {attempt - 1} of {step.retries}"
         step_run_id = ctx.store.start_step(
             ctx.run_id,
             step.name,
-            why=attempt_why,
-            cache_key=key,
+            why=why,
+            cache_key=decision.key,
             cell_index=step.cell_index,
-            inputs=inputs,
+            inputs=decision.inputs,
             attempt=attempt,
-            key_parts=parts,
+            key_parts=decision.parts,
         )
         t0 = time.perf_counter()
-        global _active
-        _active = ActiveStep(step.name)
+        # a declared output must be assigned by the body, not left over from an earlier execution
+        stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}
+        probe = capture(step.name)
         try:
-            run_body(step.source)
-            outputs = _store_outputs(ctx, step, namespace)
+            with probe:
+                run_body(step.source)
+                outputs = store_outputs(ctx.artifacts, step, namespace)
         except BaseException as exc:  # noqa: BLE001 - recorded, then reported by the caller
-            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailedError) else exc.message
-            touched, _active = _active, None
-            ctx.store.finish_step(step_run_id, "failed", error=error, inputs=touched.inputs)
-            result = StepResult(step.name, "failed", attempt_why, step_run_id, key, {}, time.perf_counter() - t0, error)
+            for name, value in stale.items():
+                namespace.setdefault(name, value)
+            error = exc.message if isinstance(exc, StepFailedError) else f"{type(exc).__name__}: {exc}"
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            ctx.store.finish_step(step_run_id, status, error=error, inputs=probe.touched.inputs)
+            result = StepResult(
+                step.name, "failed", why, step_run_id, decision.key, {}, time.perf_counter() - t0, error
+            )
             ctx.results.append(result)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             if attempt < attempts:
                 echo(result.line() + f"; retrying ({attempt} of {step.retries})")
-                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+                time.sleep(retry_delay(attempt))
                 continue
             echo(result.line())
             return result
-        touched, _active = _active, None
+        for name, ref in outputs.items():
+            ctx.remember(name, ref, namespace[name])
         ctx.store.finish_step(
             step_run_id,
             "succeeded",
-            outputs={**touched.outputs, **outputs},
-            inputs=touched.inputs,
-            metrics=_metrics_of(namespace, step),
+            outputs={**probe.touched.outputs, **outputs},
+            inputs=probe.touched.inputs,
+            metrics=metrics_of(namespace, step),
         )
-        result = StepResult(step.name, "succeeded", attempt_why, step_run_id, key, outputs, time.perf_counter() - t0)
+        result = StepResult(step.name, "succeeded", why, step_run_id, decision.key, outputs, time.perf_counter() - t0)
         ctx.results.append(result)
         echo(result.line())
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _metrics_of(namespace: dict, step: Step) -> dict[str, float] | None:
+def retry_delay(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` + 1: exponential backoff from 0.2 s, at most 5 s."""
+    return min(0.2 * 2 ** (attempt - 1), 5.0)
+
+
+def metrics_of(namespace: dict, step: Step) -> dict[str, float] | None:
     """An output named ``metrics`` holding a dict of numbers is also logged as the step run's metrics."""
     value = namespace.get("metrics") if "metrics" in step.outputs else None
     if (
@@ -432,7 +487,8 @@ def _metrics_of(namespace: dict, step: Step) -> dict[str, float] | None:
     return None
 
 
-def _store_outputs(ctx: RunContext, step: Step, namespace: dict) -> dict[str, ArtifactRef]:
+def store_outputs(artifacts, step: Step, namespace: dict) -> dict[str, ArtifactRef]:
+    """Store each of ``step``'s outputs from ``namespace``; a missing or unstorable one fails the step."""
     outputs = {}
     for name in step.outputs:
         if name not in namespace:
@@ -444,9 +500,8 @@ def _store_outputs(ctx: RunContext, step: Step, namespace: dict) -> dict[str, Ar
                 "NameError",
                 name,
             )
-        value = namespace[name]
         try:
-            ref = ctx.artifacts.put(value, name=name)
+            outputs[name] = artifacts.put(namespace[name], name=name)
         except MlopsError as exc:
             raise StepFailedError(
                 f"step {step.name!r} (cell {step.cell}) output {name!r}: {exc.message}",
@@ -455,6 +510,4 @@ def _store_outputs(ctx: RunContext, step: Step, namespace: dict) -> dict[str, Ar
                 type(exc).__name__,
                 exc.message,
             ) from None
-        ctx.remember(name, ref, value)
-        outputs[name] = ref
     return outputs

@@ -21,7 +21,7 @@ from .exceptions import MlopsError
 from .pipeline import Pipeline, Step, parse_magic_line, split_magic
 from .runtime import NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV, StepFailedError, cache_key, key_parts, reusable
 
-EXECUTORS = ("notebook",)
+EXECUTORS = ("notebook", "dag", "dask")
 
 
 @dataclass
@@ -131,19 +131,34 @@ def run(
     progress: bool = True,
     kernel_name: str | None = None,
     step_timeout: float | None = None,
+    jobs: int | None = None,
+    from_step: str | None = None,
+    to_step: str | None = None,
+    only: list[str] | None = None,
+    retries: int = 0,
+    reuse_kernels: bool = False,
+    scheduler: str | None = None,
 ):
     """Run a notebook headless and record it; return the :class:`~mlops_nb.metadata.Run`.
 
     Args:
         path: the notebook.
         params: parameter values (strings from a command line are converted to the defaults' types).
-        executor: ``notebook`` (default: the project's ``executor`` setting).
+        executor: ``notebook`` (papermill runs the whole notebook in one kernel), ``dag`` (each step in a warm kernel
+            of its own, independent steps in parallel) or ``dask`` (the dag plan on a Dask cluster); default: the
+            project's ``executor`` setting.
         no_cache: run every step.
         project: the project (default: the one the notebook's folder belongs to).
         trigger: what started the run (``api``, ``cli``, ``manual``, ``schedule`` ...).
         progress: show a tqdm progress bar with one line per step.
         kernel_name: the Jupyter kernel (default: the notebook's).
-        step_timeout: seconds any one cell may run.
+        step_timeout: seconds any one cell (dag, dask: step) may run before its kernel is stopped.
+        jobs: steps at once (dag, dask; default: the number of cores).
+        from_step, to_step, only: a partial run (dag, dask): steps from one, up to one, or just these; what they
+            need comes from the cache or the step's latest run.
+        retries: re-run a failing step up to this many more times (dag, dask; a step's ``--retries`` also counts).
+        reuse_kernels: keep a kernel for the next step (namespace reset) instead of a fresh one (dag, dask).
+        scheduler: a Dask scheduler address (dask; default: a local cluster).
 
     Raises:
         PipelineError: the notebook is not a valid pipeline or a parameter is wrong (nothing is recorded).
@@ -160,11 +175,35 @@ def run(
         raise MlopsError(f"executor {executor!r} is not available; use one of: {', '.join(EXECUTORS)}")
     store = project.metadata
     run_params = {k: v for k, v in values.items()}
+    partial = bool(from_step or to_step or only)
+    if executor == "notebook" and (partial or retries or reuse_kernels or jobs or scheduler):
+        raise MlopsError(
+            "--from/--to/--only, --jobs, --retries, --reuse-kernels and --scheduler need --executor dag or dask"
+        )
+
+    if executor != "notebook":
+        return _run_graph(
+            project,
+            pipeline,
+            values,
+            executor,
+            trigger=trigger,
+            no_cache=no_cache,
+            progress=progress,
+            kernel_name=kernel_name,
+            step_timeout=step_timeout,
+            jobs=jobs,
+            from_step=from_step,
+            to_step=to_step,
+            only=only,
+            retries=retries,
+            reuse_kernels=reuse_kernels,
+            scheduler=scheduler,
+        )
 
     planned = plan(project, pipeline, values, no_cache)
     if pipeline.steps and all(p.hit is not None for p in planned):
         return _record_fully_cached(project, pipeline, planned, run_params, executor, trigger, progress)
-
     run_id = store.create_run(
         pipeline.name,
         notebook=path,
@@ -203,10 +242,10 @@ def run(
     try:
         import papermill
         from papermill.exceptions import PapermillExecutionError
-        from traitlets.config import Config
 
-        # IPC sockets: local only, and the kernel does not warn about unencrypted TCP
-        config = Config({"KernelManager": {"transport": "ipc"}})
+        from .executors.kernels import kernel_config
+
+        config = kernel_config()
         with _environment(env):
             try:
                 papermill.execute_notebook(
@@ -253,6 +292,114 @@ def run(
             error = failure.message
         store.finish_run(run_id, status, error=error, executed_notebook=executed_ref)
     if failure is not None:
+        failure.run_id = run_id
+        raise failure
+    return store.get_run(run_id)
+
+
+def preamble(pipeline: Pipeline, values: dict[str, Any]) -> list[str]:
+    """What every step's kernel runs first: the setup cells and the parameters, in notebook order."""
+    cells = []
+    for index in sorted(
+        [*pipeline.setup_cells, *([pipeline.parameters_cell] if pipeline.parameters_cell is not None else [])]
+    ):
+        if index == pipeline.parameters_cell:
+            cells.append("\n".join(f"{name} = {value!r}" for name, value in values.items()))
+        else:
+            cells.append(pipeline.cells[index]["source"])
+    return cells
+
+
+def _run_graph(
+    project,
+    pipeline: Pipeline,
+    values: dict,
+    executor: str,
+    *,
+    trigger: str,
+    no_cache: bool,
+    progress: bool,
+    kernel_name,
+    step_timeout,
+    jobs,
+    from_step,
+    to_step,
+    only,
+    retries,
+    reuse_kernels,
+    scheduler,
+):
+    """The dag and dask executors: prepare (no kernel), record the run, let the graph run, end the run."""
+    import signal
+    import threading
+
+    from .executors.dag import GraphRun, LocalRunner, prepare, select_steps
+
+    store = project.metadata
+    selected = select_steps(pipeline, from_step, to_step, only)
+    prepared = prepare(project, pipeline, values, selected)  # raises before anything is recorded
+    if not (from_step or to_step or only):
+        planned = plan(project, pipeline, values, no_cache)
+        if pipeline.steps and all(p.hit is not None for p in planned):
+            return _record_fully_cached(project, pipeline, planned, values, executor, trigger, progress)
+    run_id = store.create_run(
+        pipeline.name,
+        notebook=pipeline.path,
+        notebook_hash=pipeline.notebook_hash,
+        params=values,
+        executor=executor,
+        trigger=trigger,
+    )
+    jobs = jobs or os.cpu_count() or 1
+    env = {"MLOPS_NB_HOME": str(project.home)}
+    args = (preamble(pipeline, values), jobs, str(pipeline.folder), env, kernel_name, reuse_kernels)
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM ends the run as Ctrl-C does
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        previous_handler = signal.signal(signal.SIGTERM, on_term)
+    status, error = "failed", None
+    try:
+        if executor == "dask":
+            from .executors.dask import DaskRunner
+
+            runner = DaskRunner(*args, address=scheduler, processes=os.environ.get("MLOPS_NB_DASK_PROCESSES") == "1")
+        else:
+            runner = LocalRunner(*args)
+            runner.start()
+        try:
+            status, error = GraphRun(
+                project,
+                pipeline,
+                values,
+                run_id,
+                runner,
+                jobs=jobs,
+                prepared=prepared,
+                retries=retries,
+                no_cache=no_cache,
+                step_timeout=step_timeout,
+                progress=progress,
+            ).execute()
+        finally:
+            runner.close()
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted (Ctrl-C or SIGTERM); re-run to resume from the cache"
+        raise
+    except MlopsError as exc:
+        error = exc.message
+        raise
+    except Exception as exc:
+        error = f"the {executor} executor failed: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        store.finish_run(run_id, status, error=error)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    if status == "failed":
+        failure = StepFailedError(error)
         failure.run_id = run_id
         raise failure
     return store.get_run(run_id)

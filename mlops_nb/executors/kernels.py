@@ -1,0 +1,238 @@
+"""A pool of warm kernels: started ahead of need, with the run's setup cells already executed.
+
+Each :class:`Lane` is a thread that owns one kernel at a time: it starts the kernel, runs the preamble (setup
+cells and parameters), waits for one step, runs it, and then discards the kernel and starts the next one (or,
+with ``reuse``, resets the namespace and runs the preamble again). So a step's start costs a queue hand-off, not
+a kernel boot, as long as kernels warm up faster than steps finish.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..worker import RESULT_MIME
+
+
+@dataclass
+class Executed:
+    """What happened when a lane ran one step's cells.
+
+    Attributes:
+        status: ``succeeded``, ``failed``, ``timeout`` or ``died`` (the kernel died).
+        result: the worker's result display (outputs, inputs touched, metrics), when it succeeded.
+        error: ``Type: message`` of a failure.
+        ename: the exception's type name.
+        cells: the executed preamble and step cells, with outputs (the per-step notebook).
+        started_at, ended_at: UTC, around the step's own cells.
+    """
+
+    status: str
+    result: dict | None = None
+    error: str | None = None
+    ename: str = ""
+    cells: list[dict] = field(default_factory=list)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+def kernel_config():
+    """traitlets config for a kernel on local IPC sockets in a fresh private folder.
+
+    IPC keeps kernels off TCP (and ipykernel's warning about unencrypted TCP off the terminal); a folder per
+    kernel keeps the socket names of kernels started together apart.
+    """
+    import tempfile
+
+    from traitlets.config import Config
+
+    folder = tempfile.mkdtemp(prefix="mlops-nb-kernel-")
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _first_error(cells) -> tuple[str, str] | None:
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return output.get("ename", "Error"), output.get("evalue", "")
+    return None
+
+
+class _Job:
+    def __init__(self, cells: list[str], timeout: float | None):
+        self.cells, self.timeout = cells, timeout
+        self.done = threading.Event()
+        self.executed: Executed | None = None
+
+
+class Lane(threading.Thread):
+    """One warm kernel at a time, in its own thread (nbclient's clients are not shared across threads)."""
+
+    def __init__(self, pool: KernelPool, number: int):
+        super().__init__(name=f"mlops-nb-kernel-{number}", daemon=True)
+        self.pool = pool
+        self.inbox: queue.Queue[_Job | None] = queue.Queue()
+        self.client = None
+
+    def run(self) -> None:
+        while not self.pool.closing:
+            try:
+                self._one_kernel()
+            except Exception as exc:  # noqa: BLE001 - a kernel that cannot start: report through the pool
+                self.pool.startup_error = f"{type(exc).__name__}: {exc}"
+                self.pool.ready.put(self)  # wake a waiting caller, who sees the error
+                return
+
+    def _one_kernel(self) -> None:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+        pool = self.pool
+        preamble = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in pool.preamble])
+        client = NotebookClient(
+            preamble,
+            kernel_name=pool.kernel_name,
+            resources={"metadata": {"path": pool.cwd}},
+            timeout=None,
+            allow_errors=True,
+            config=kernel_config(),
+        )
+        self.client = client
+        try:
+            # the kernel's own log (not the cells' output) goes nowhere: its shutdown noise is not the user's
+            with client.setup_kernel(env={**os.environ, **pool.env}, stderr=subprocess.DEVNULL):
+                while True:
+                    for index, cell in enumerate(preamble.cells):
+                        cell.outputs = []
+                        client.execute_cell(cell, index)
+                    failed = _first_error(preamble.cells)
+                    if pool.closing:
+                        return
+                    pool.ready.put(self)
+                    job = self.inbox.get()
+                    if job is None:
+                        return
+                    step_nb = nbformat.v4.new_notebook(
+                        cells=[copy.deepcopy(c) for c in preamble.cells]
+                        + [nbformat.v4.new_code_cell(src) for src in job.cells]
+                    )
+                    executed = Executed("succeeded", started_at=_utcnow())
+                    if failed:
+                        executed.status, executed.ename = "failed", failed[0]
+                        executed.error = f"a setup cell failed: {failed[0]}: {failed[1]}"
+                    else:
+                        client.nb = step_nb
+                        client.allow_errors = False
+                        client.timeout = job.timeout
+                        try:
+                            for index in range(len(preamble.cells), len(step_nb.cells)):
+                                client.execute_cell(step_nb.cells[index], index)
+                        except CellTimeoutError:
+                            executed.status, executed.ename = "timeout", "TimeoutError"
+                            executed.error = f"timed out after {job.timeout:g} s"
+                        except DeadKernelError:
+                            executed.status, executed.ename, executed.error = (
+                                "died",
+                                "DeadKernelError",
+                                "the kernel died",
+                            )
+                        except CellExecutionError as exc:
+                            executed.status, executed.ename = "failed", exc.ename
+                            executed.error = f"{exc.ename}: {exc.evalue}"
+                        finally:
+                            client.nb, client.allow_errors, client.timeout = preamble, True, None
+                    executed.ended_at = _utcnow()
+                    for output in step_nb.cells[-1].get("outputs", []):
+                        if RESULT_MIME in output.get("data", {}):
+                            executed.result = output["data"][RESULT_MIME]
+                    executed.cells = [dict(c) for c in step_nb.cells]
+                    job.executed = executed
+                    job.done.set()
+                    if executed.status in ("timeout", "died") or not pool.reuse:
+                        return  # discard this kernel; the loop starts a fresh one
+                    client.execute_cell(nbformat.v4.new_code_cell("%reset -f"), 0)
+        finally:
+            self.client = None
+            try:
+                if client.km is not None and client.km.has_kernel:
+                    from jupyter_core.utils import run_sync
+
+                    run_sync(client.km._async_shutdown_kernel)(now=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
+class KernelPool:
+    """Warm kernels for one run: ``size`` lanes, each keeping one kernel with the preamble executed.
+
+    Args:
+        preamble: source of the cells every step needs first (setup cells, parameter assignments).
+        size: number of warm kernels (the executor's ``--jobs``).
+        cwd: the kernels' working folder (the notebook's).
+        env: environment variables added for the kernels.
+        kernel_name: the Jupyter kernel.
+        reuse: keep a kernel after a step (``%reset -f`` and the preamble again) instead of discarding it.
+    """
+
+    def __init__(
+        self,
+        preamble: list[str],
+        size: int,
+        cwd: str,
+        env: dict[str, str] | None = None,
+        kernel_name: str = "python3",
+        reuse: bool = False,
+    ):
+        self.preamble, self.cwd, self.env = list(preamble), cwd, dict(env or {})
+        self.kernel_name, self.reuse = kernel_name or "python3", reuse
+        self.ready: queue.Queue[Lane] = queue.Queue()
+        self.closing = False
+        self.startup_error: str | None = None
+        self.lanes = [Lane(self, i) for i in range(max(1, size))]
+        for lane in self.lanes:
+            lane.start()
+
+    def run(self, cells: list[str], timeout: float | None = None) -> Executed:
+        """Run one step's cells on the next warm kernel; blocks until it is done."""
+        lane = self.ready.get()
+        if self.startup_error:
+            self.ready.put(lane)
+            return Executed("failed", error=f"a kernel could not start: {self.startup_error}", ename="KernelError")
+        job = _Job(cells, timeout)
+        lane.inbox.put(job)
+        job.done.wait()
+        return job.executed
+
+    def close(self, wait: float = 10.0) -> None:
+        """Stop every lane and shut its kernel down."""
+        self.closing = True
+        for lane in self.lanes:
+            lane.inbox.put(None)
+        deadline = time.monotonic() + wait
+        for lane in self.lanes:
+            lane.join(max(0.0, deadline - time.monotonic()))
+        for lane in self.lanes:  # lanes still busy (a step running): stop their kernels now
+            client = lane.client
+            if client is not None and client.km is not None:
+                try:  # kill the process directly: the lane's thread owns the client's event loop
+                    client.km.provisioner.process.kill()
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
+
+    def __enter__(self) -> KernelPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,61 @@
+"""What runs inside a kernel of the ``dag`` and ``dask`` executors, around one step's body.
+
+A per-step notebook is: the setup cells and parameters (already run when the kernel was warmed up), then
+``load_inputs(spec, globals())``, the step's body as its own cell, and ``finish(spec, globals())``. The kernel reads
+and writes only the artifact store; the result goes back to the driver as a display of type
+:data:`RESULT_MIME`, and only the driver writes the metadata store (DESIGN invariant 3).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+RESULT_MIME = "application/vnd.mlops-nb.step-result+json"
+
+
+def _step(spec: dict):
+    from .pipeline import Step
+
+    return Step(name=spec["step"], cell_index=spec["cell_index"], source="", code="", outputs=list(spec["outputs"]))
+
+
+def load_inputs(spec: dict[str, Any], namespace: dict) -> None:
+    """Load the step's inputs from the artifact store into ``namespace`` and make it the running step."""
+    from . import runtime
+    from .artifacts import ArtifactRef, ArtifactStore
+
+    store = ArtifactStore(spec["artifact_root"])
+    for name, ref in spec["inputs"].items():
+        namespace[name] = store.get(ArtifactRef.from_dict(ref))
+    runtime._active = runtime.ActiveStep(spec["step"])
+
+
+def finish(spec: dict[str, Any], namespace: dict) -> dict:
+    """Store the step's outputs and display the result for the driver (outputs, what it touched, metrics)."""
+    from IPython.display import display
+
+    from . import runtime
+    from .artifacts import ArtifactStore
+
+    step = _step(spec)
+    touched = runtime._active or runtime.ActiveStep(step.name)
+    runtime._active = None
+    outputs = runtime.store_outputs(ArtifactStore(spec["artifact_root"]), step, namespace)
+    result = {
+        "outputs": {k: v.to_dict() for k, v in {**touched.outputs, **outputs}.items()},
+        "inputs": {k: v.to_dict() for k, v in touched.inputs.items()},
+        "metrics": runtime.metrics_of(namespace, step),
+    }
+    display({RESULT_MIME: result, "text/plain": f"{step.name}: {', '.join(outputs) or 'no outputs'} stored"}, raw=True)
+    return result
+
+
+def step_cells(spec: dict[str, Any], body: str) -> list[str]:
+    """The three cells that run one step in a warm kernel."""
+    encoded = json.dumps(spec)
+    return [
+        f"import json as _json\nfrom mlops_nb.worker import load_inputs\nload_inputs(_json.loads({encoded!r}), globals())",
+        body,
+        f"from mlops_nb.worker import finish\nfinish(_json.loads({encoded!r}), globals());",
+    ]

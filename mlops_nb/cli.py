@@ -143,8 +143,13 @@ def _refs(refs: dict) -> str:
 @cli.command()
 @click.argument("run", default="latest")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option(
+    "--timeline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the run's timeline (a bar per step run; parallel steps overlap) to this PNG or SVG file.",
+)
 @click.pass_context
-def show(ctx: click.Context, run: str, as_json: bool) -> None:
+def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> None:
     """Show one run: parameters, metrics, and each step run with why it ran and what it made.
 
     RUN is a run id, a unique prefix of one, or `latest` (the default).
@@ -152,6 +157,11 @@ def show(ctx: click.Context, run: str, as_json: bool) -> None:
     Example: mlops-nb show latest
     """
     record = _store(ctx).get_run(run)
+    if timeline is not None:
+        from .plots import timeline as draw_timeline
+
+        draw_timeline(record).savefig(timeline, dpi=110, bbox_inches="tight")
+        click.echo(f"Timeline of run {record.id} written to {timeline}", err=True)
     if as_json:
         _echo_json(record.to_dict())
         return
@@ -271,20 +281,53 @@ def _read_params_file(path: Path) -> dict:
 @click.option("--no-cache", is_flag=True, help="Run every step; reuse nothing from the cache.")
 @click.option(
     "--executor",
-    type=click.Choice(["notebook"]),
-    help="How to run the steps (default: the project's executor setting).",
+    type=click.Choice(["notebook", "dag", "dask"]),
+    help="notebook: papermill runs the whole notebook in one kernel; dag: each step in a warm kernel of its own, "
+    "independent steps in parallel; dask: the dag plan on a Dask cluster (default: the project's executor setting).",
 )
-@click.option("--step-timeout", type=float, help="Seconds any one cell may run.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), help="Steps at once (dag, dask; default: the number of cores)."
+)
+@click.option("--from", "from_step", metavar="STEP", help="Run STEP and everything after it (dag, dask).")
+@click.option("--to", "to_step", metavar="STEP", help="Run STEP and everything it needs (dag, dask).")
+@click.option(
+    "--only", metavar="STEP[,STEP]", help="Run only these steps; their inputs come from the cache (dag, dask)."
+)
+@click.option(
+    "--retries", type=click.IntRange(min=0), default=0, help="Re-run a failing step up to N more times (dag, dask)."
+)
+@click.option(
+    "--reuse-kernels", is_flag=True, help="Reset and reuse a kernel for the next step instead of a fresh one."
+)
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (dask; default: a local cluster).")
+@click.option(
+    "--step-timeout", type=float, help="Seconds a step (notebook executor: a cell) may run before it is stopped."
+)
 @click.option("--kernel", "kernel_name", help="Jupyter kernel name (default: the notebook's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_context
 def run(
-    ctx, notebook: Path, params, params_file, no_cache: bool, executor, step_timeout, kernel_name, as_json: bool
+    ctx,
+    notebook: Path,
+    params,
+    params_file,
+    no_cache: bool,
+    executor,
+    jobs,
+    from_step,
+    to_step,
+    only,
+    retries,
+    reuse_kernels,
+    scheduler,
+    step_timeout,
+    kernel_name,
+    as_json: bool,
 ) -> None:
-    """Run NOTEBOOK headless with papermill and record it: steps whose cache key did not change are loaded
-    from the cache (when all are, no kernel starts), and every step run says why it ran.
+    """Run NOTEBOOK headless and record it: steps whose cache key did not change are loaded from the cache
+    (when all are, no kernel starts), and every step run says why it ran.
 
-    Example: mlops-nb run notebooks/quickstart.ipynb -p n_rows 500
+    Example: mlops-nb run notebooks/quickstart.ipynb -p n_rows 500 --executor dag --jobs 2
     """
     from .headless import run as run_notebook
     from .project import Project
@@ -302,6 +345,13 @@ def run(
         progress=not as_json,
         kernel_name=kernel_name,
         step_timeout=step_timeout,
+        jobs=jobs,
+        from_step=from_step,
+        to_step=to_step,
+        only=[o.strip() for o in only.split(",") if o.strip()] if only else None,
+        retries=retries,
+        reuse_kernels=reuse_kernels,
+        scheduler=scheduler,
     )
     if as_json:
         _echo_json(record.to_dict())

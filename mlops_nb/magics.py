@@ -17,7 +17,7 @@ from traitlets.config import Configurable
 
 from .exceptions import MlopsError
 
-_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage"
+_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline"
 
 
 class MagicUsageError(MlopsError):
@@ -210,6 +210,15 @@ class MlopsMagics(Magics, Configurable):
         path = notebook_path(self.shell)
         project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
         return _runs_frame(project.metadata.list_runs(limit))
+
+    def _cmd_timeline(self, words: list[str]):
+        """``%mlops timeline [RUN]``: a bar per step run of RUN (default: the latest run), parallel steps overlap."""
+        from .plots import timeline
+        from .project import Project
+
+        path = notebook_path(self.shell)
+        project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
+        return timeline(project.metadata.get_run(words[0] if words else "latest"))
 
     def _cmd_lineage(self, words: list[str]):
         """``%mlops lineage NAME``: lineage of a variable a step produced (or an artifact / step run id)."""

@@ -41,7 +41,10 @@ def timeline(run):
     axes.set_title(f"run {run.id} · {run.pipeline} · {run.executor} · {run.status}", fontsize=10)
     used = sorted({s.status for s in step_runs})
     axes.legend(
-        handles=[Patch(color=STATUS_COLOURS.get(u, "#9e9e9e"), label=u) for u in used], loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8
+        handles=[Patch(color=STATUS_COLOURS.get(u, "#9e9e9e"), label=u) for u in used],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=8,
     )
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()

@@ -241,3 +241,19 @@ def test_dask_scheduler_and_worker_processes(tmp_path):
         scheduler.terminate()
         worker.wait(30)
         scheduler.wait(30)
+
+
+def test_reused_kernels_start_each_step_from_a_clean_namespace(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    nb = write_notebook(
+        tmp_path / "reuse.ipynb",
+        [
+            "%load_ext mlops_nb\nimport os\nsetup_value = 7",
+            "%%mlops step a --outputs pa\nleak = 1\npa = os.getpid()",
+            "%%mlops step b --outputs pb\nassert 'leak' not in globals() and setup_value == 7\npb = (os.getpid(), pa)",
+        ],
+    )
+    run = mlops_nb.run(nb, executor="dag", jobs=1, reuse_kernels=True, progress=False)
+    assert statuses(run) == {"a": "succeeded", "b": "succeeded"}
+    pid_b, pid_a = Project(tmp_path).artifacts.get(run.step("b").outputs["pb"])
+    assert pid_a == pid_b  # the same kernel, reset between the steps

@@ -76,6 +76,8 @@ def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_pat
     assert list(frame["run"]) == [runs[0].id]
     dag = shell.run_cell("%mlops dag").result
     assert dag.data.startswith("```mermaid\nflowchart TD") and "fill:#c8e6c9" in dag.data
+    figure = shell.run_cell("%mlops timeline").result
+    assert figure.axes[0].get_title().startswith(f"run {runs[0].id}")
     lineage = shell.run_cell("%mlops lineage total").result
     assert "make [succeeded]" in lineage.data and "-->|items|" in lineage.data
 
@@ -106,8 +108,11 @@ def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
         ("%%mlops step 'a b'\nx = 1", "step name 'a b' must start with a letter"),
         ("%%mlops step a --reads missing.csv\nx = 1", "--reads missing.csv does not exist"),
         ("%%mlops step a --inputs ghost\nx = ghost", "input 'ghost' is not produced by any earlier step"),
-        ("%mlops", "%mlops needs a subcommand: step (cell magic), run, dag, runs, lineage"),
-        ("%mlops fly", "unknown %mlops subcommand 'fly'; use one of: step (cell magic), run, dag, runs, lineage"),
+        ("%mlops", "%mlops needs a subcommand: step (cell magic), run, dag, runs, lineage, timeline"),
+        (
+            "%mlops fly",
+            "unknown %mlops subcommand 'fly'; use one of: step (cell magic), run, dag, runs, lineage, timeline",
+        ),
         ("%mlops run -p n", "argument -p/--param: expected 2 arguments; usage: %mlops run [-p NAME VALUE]..."),
         ("%mlops lineage", "usage: %mlops lineage NAME"),
     ],

@@ -162,7 +162,10 @@ class Lane(threading.Thread):
                     job.done.set()
                     if executed.status in ("timeout", "died") or not pool.reuse:
                         return  # discard this kernel; the loop starts a fresh one
-                    client.execute_cell(nbformat.v4.new_code_cell("%reset -f"), 0)
+                    reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")])
+                    client.nb = reset  # nbclient writes the executed cell into client.nb
+                    client.execute_cell(reset.cells[0], 0)
+                    client.nb = preamble
         finally:
             self.client = None
             try:

@@ -334,6 +334,24 @@ def decide(
     return Decision(key, parts, inputs, None, why)
 
 
+def record_hit(store, run_id: str, step: Step, decision: Decision) -> tuple[str, dict[str, ArtifactRef]]:
+    """Record a cache hit as a ``cached`` step run; return its id and the outputs it reuses."""
+    outputs = {n: decision.hit.outputs[n] for n in step.outputs}
+    step_run_id = store.record_step(
+        run_id,
+        step.name,
+        "cached",
+        why=decision.why,
+        cache_key=decision.key,
+        cell_index=step.cell_index,
+        inputs=decision.inputs,
+        key_parts=decision.parts,
+        outputs=outputs,
+        cached_from=decision.hit.id,
+    )
+    return step_run_id, outputs
+
+
 class capture:  # noqa: N801 - used as a context manager, like contextlib's
     """Make ``step`` the running step while the block runs; ``.touched`` then holds what it recorded."""
 
@@ -389,23 +407,11 @@ def execute_step(
     decision = decide(ctx.store, ctx.artifacts, pipeline, step, inputs, params, ctx.no_cache)
 
     if decision.hit is not None:
-        outputs = {n: decision.hit.outputs[n] for n in step.outputs}
+        step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision)
         for name, ref in outputs.items():
             value = ctx.artifacts.get(ref)
             namespace[name] = value
             ctx.remember(name, ref, value)
-        step_run_id = ctx.store.record_step(
-            ctx.run_id,
-            step.name,
-            "cached",
-            why=decision.why,
-            cache_key=decision.key,
-            cell_index=step.cell_index,
-            inputs=decision.inputs,
-            key_parts=decision.parts,
-            outputs=outputs,
-            cached_from=decision.hit.id,
-        )
         result = StepResult(
             step.name, "cached", decision.why, step_run_id, decision.key, outputs, time.perf_counter() - started
         )

@@ -20,7 +20,7 @@ from typing import Any
 from ..artifacts import ArtifactRef
 from ..exceptions import MlopsError
 from ..pipeline import Pipeline, Step
-from ..runtime import Decision, decide, retry_delay
+from ..runtime import Decision, decide, record_hit, retry_delay
 from ..worker import step_cells
 
 
@@ -227,20 +227,7 @@ class GraphRun:
         inputs = {n: self.outputs[step.upstream[n]][n] for n in step.inputs}
         decision = decide(self.store, self.artifacts, self.pipeline, step, inputs, self.values, self.no_cache)
         if decision.hit is not None:
-            outputs = {n: decision.hit.outputs[n] for n in step.outputs}
-            self.store.record_step(
-                self.run_id,
-                step.name,
-                "cached",
-                why=decision.why,
-                cache_key=decision.key,
-                cell_index=step.cell_index,
-                inputs=decision.inputs,
-                key_parts=decision.parts,
-                outputs=outputs,
-                cached_from=decision.hit.id,
-            )
-            self.outputs[step.name] = outputs
+            _, self.outputs[step.name] = record_hit(self.store, self.run_id, step, decision)
             self.done.add(step.name)
             self._say(f"  {step.name}: cached ({decision.why})")
             return

@@ -26,7 +26,8 @@ class CellAnalysis:
         assigned: names the cell leaves bound (assignments, defs, classes, mutations), without imports and ``del``.
         imported: names bound by ``import`` statements.
         deleted: names the cell deletes and does not bind again.
-        modules: absolute module names the cell imports, with their relative level (``(name, level)``).
+        modules: module names the cell imports anywhere, with their relative level (``(name, level)``);
+            ``from pkg import x`` also lists ``pkg.x``, which may be a submodule.
         star_import: whether the cell does ``from m import *`` (its names cannot be known).
     """
 
@@ -39,8 +40,9 @@ class CellAnalysis:
 
 
 class _Walker(ast.NodeVisitor):
-    def __init__(self):
+    def __init__(self, postponed: bool = False):
         self.result = CellAnalysis()
+        self.postponed = postponed  # `from __future__ import annotations`: annotations are not evaluated
         self.defined: set[str] = set()
         self.scopes: list[set[str]] = []  # comprehension scopes
 
@@ -146,6 +148,8 @@ class _Walker(ast.NodeVisitor):
         if node.value is not None:
             self.visit(node.value)
             self._target(node.target)
+        if not self.postponed:  # a module-level annotation is evaluated
+            self.visit(node.annotation)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         self.visit(node.value)
@@ -193,6 +197,13 @@ class _Walker(ast.NodeVisitor):
         else:
             for default in (*node.args.defaults, *[d for d in node.args.kw_defaults if d is not None]):
                 self.visit(default)
+            if not self.postponed:  # annotations are evaluated when the function is defined
+                args = node.args
+                for arg in (*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg):
+                    if arg is not None and arg.annotation is not None:
+                        self.visit(arg.annotation)
+                if node.returns is not None:
+                    self.visit(node.returns)
         self.store(node.name)
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _definition
@@ -202,10 +213,8 @@ class _Walker(ast.NodeVisitor):
             name = alias.asname or alias.name.split(".")[0]
             self.store(name)
             self.result.imported.add(name)
-            self.result.modules.append((alias.name, 0))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        self.result.modules.append((node.module or "", node.level))
         for alias in node.names:
             if alias.name == "*":
                 self.result.star_import = True
@@ -246,6 +255,38 @@ class _Walker(ast.NodeVisitor):
     visit_Nonlocal = visit_Global
 
 
+def _imported_modules(node: ast.Import | ast.ImportFrom) -> list[tuple[str, int]]:
+    """``(module, level)`` an import may load: ``from pkg import sub`` may import the submodule ``pkg.sub``."""
+    if isinstance(node, ast.Import):
+        return [(alias.name, 0) for alias in node.names]
+    module = node.module or ""
+    found = [(module, node.level)]
+    for alias in node.names:
+        if alias.name != "*":
+            found.append((f"{module}.{alias.name}" if module else alias.name, node.level))
+    return found
+
+
+def _global_updates(tree: ast.AST) -> set[str]:
+    """Names a function or class declares ``global`` and updates (``x += 1``): symtable reports no read for them."""
+    found: set[str] = set()
+    for scope in ast.walk(tree):
+        if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        declared, updated = set(), set()
+        stack: list[ast.AST] = list(scope.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Global):
+                declared.update(node.names)
+            elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+                updated.add(node.target.id)
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.extend(ast.iter_child_nodes(node))
+        found |= declared & updated
+    return found
+
+
 def _deferred(table: symtable.SymbolTable, deferred: bool, reads: set[str], assigns: set[str]) -> None:
     """Global names read and assigned inside functions, lambdas and classes (run when called)."""
     for child in table.get_children():
@@ -263,11 +304,20 @@ def _deferred(table: symtable.SymbolTable, deferred: bool, reads: set[str], assi
 def analyze(code: str) -> CellAnalysis:
     """Analyze plain Python source (IPython syntax already transformed). Raises SyntaxError."""
     tree = ast.parse(code)
-    walker = _Walker()
+    postponed = any(
+        isinstance(stmt, ast.ImportFrom)
+        and stmt.module == "__future__"
+        and any(a.name == "annotations" for a in stmt.names)
+        for stmt in tree.body
+    )
+    walker = _Walker(postponed)
     for stmt in tree.body:
         walker.visit(stmt)
     result = walker.result
-    reads, assigns = set(), set()
+    for node in ast.walk(tree):  # imports anywhere, also inside functions (they run when called)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            result.modules += [m for m in _imported_modules(node) if m not in result.modules]
+    reads, assigns = _global_updates(tree), set()
     _deferred(symtable.symtable(code, "<cell>", "exec"), False, reads, assigns)
     for name in sorted(reads - result.assigned - result.imported):
         if name not in result.reads:

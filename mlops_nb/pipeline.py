@@ -173,6 +173,15 @@ def parse_magic_line(line: str) -> argparse.Namespace:
     return args
 
 
+def _step_name(line: str) -> str | None:
+    """The step's name in a magic line that does not parse, if it has a valid one (to name it in the problem)."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return None
+    return words[1] if len(words) > 1 and words[0] == "step" and STEP_NAME.match(words[1]) else None
+
+
 def step_from_source(name_line: str, body: str, cell_index: int) -> Step:
     """A :class:`Step` from its magic line (after ``%%mlops``) and body; raises ValueError on a bad line."""
     args = parse_magic_line(name_line)
@@ -402,7 +411,7 @@ class Pipeline:
             try:
                 step = step_from_source(line, body, index)
             except ValueError as exc:
-                self._problem(index, f"{self._where(index)}: {exc}")
+                self._problem(index, f"{self._where(index, _step_name(line))}: {exc}")
                 continue
             except SyntaxError as exc:
                 self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
@@ -673,7 +682,7 @@ def _coerce(value: Any, default: Any) -> Any:
     if not isinstance(value, str) or isinstance(default, str) or default is None:
         if (
             default is not None
-            and not isinstance(value, type(default))
+            and (not isinstance(value, type(default)) or (isinstance(value, bool) and not isinstance(default, bool)))
             and not (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
         ):
             raise ValueError

@@ -411,6 +411,11 @@ def demo(ctx: click.Context, folder: Path) -> None:
     run_demo(folder, echo=click.echo)
 
 
+from .features_cli import features as _features  # noqa: E402 - the group lives in its own module
+
+cli.add_command(_features)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mlops-nb`` console script."""
     cli.main(args=argv, prog_name="mlops-nb", obj={})

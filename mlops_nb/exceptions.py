@@ -71,3 +71,24 @@ class NotFoundError(MlopsError):
     """A run, step run or other record named by the user does not exist."""
 
     http_status = 404
+
+
+class FeatureStoreError(MlopsError):
+    """Base of feature store errors."""
+
+
+class FeatureNotFoundError(FeatureStoreError):
+    """No entity, feature view or feature has the given name (or a view has no online data yet)."""
+
+    http_status = 404
+
+
+class ValidationError(FeatureStoreError):
+    """Data or a name given to the feature store is invalid; nothing was written. The message names the view,
+    the column and the row."""
+
+
+class SchemaChangeError(FeatureStoreError):
+    """A feature view or entity was registered again with an incompatible definition."""
+
+    http_status = 409

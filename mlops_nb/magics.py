@@ -235,6 +235,17 @@ class MlopsMagics(Magics, Configurable):
         graph = ctx.store.lineage(node, direction="up")
         return Markdown(f"```mermaid\n{graph.to_mermaid()}\n```")
 
+    def _cmd_features(self, words: list[str]):
+        """``%mlops features [VIEW]``: the feature views as a table, or one view's statistics with histograms."""
+        from .features import report
+        from .project import Project
+
+        if len(words) > 1:
+            raise MagicUsageError("usage: %mlops features [VIEW]")
+        path = notebook_path(self.shell)
+        project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
+        return report(words[0] if words else None, project)
+
 
 def _jsonable(values: dict) -> dict:
     import json

@@ -139,7 +139,10 @@ def _process_started(pid: int) -> float | None:
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None  # dead (killed, say), only not yet reaped by its parent
+        return process.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
         return None
 

@@ -1,0 +1,1105 @@
+"""The feature store: entities, feature views, validated ingestion, point-in-time training sets, online lookups.
+
+Layout under ``<home>/.mlops/``:
+
+* ``features.duckdb``: the catalog (entities, views and their versions, segments with their statistics, the
+  online snapshots). Like the metadata store it is opened for one short transaction at a time (DESIGN invariant 3).
+* ``features/<view>/v<version>/<seq>-<hash>.parquet``: the immutable segments, one per ingest, written to a
+  temporary name, fsynced and renamed. ``<seq>-ties.parquet`` lists rows of older segments a segment supersedes.
+* ``features/<view>/online.parquet``: the online table (the latest value per key), replaced atomically.
+
+**Point-in-time semantics.** For an entity row with label time ``t``, a view answers with its latest row whose
+``event_ts <= t`` and ``event_ts >= t - ttl`` (both inclusive, as Feast). Rows with equal keys and ``event_ts``
+are ties: the one with the latest ``created_timestamp`` wins, then the one ingested last (then the later row of
+one ingest). With ``as_of=T`` only rows created (for a view without ``created_timestamp``: ingested) at or before
+``T`` exist, so late corrections do not leak into a training set built "as of" an earlier time.
+
+**How reads stay near a plain ASOF join.** Ties are resolved when data is ingested, not when it is read: each
+row of a segment carries ``_superseded``, the creation time of the row that replaces it (null if none), and rows
+of older segments that a new segment replaces are listed in the new segment's ties file. A row is visible as of
+``T`` when ``created <= T`` and it is not superseded at or before ``T``; at most one row per key and ``event_ts``
+is then visible, so DuckDB's ``ASOF JOIN`` (which does not break ties) is exact. A read is: the segments filtered
+by that predicate (an anti-join against the small ties list only for segments that have ties), one ``ASOF LEFT
+JOIN`` per view in an in-memory DuckDB connection over the Parquet files, and the TTL as a filter after it. The
+catalog is held only to list the segments, so reads run alongside ingests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .artifacts import ArtifactRef
+from .dbfile import DuckDBFile, utcnow
+from .exceptions import FeatureNotFoundError, SchemaChangeError, StoreBusyError, ValidationError
+from .feature_checks import (
+    KEY_DTYPES,
+    BadRows,
+    cast_series,
+    check_name,
+    fail,
+    label_times,
+    normalize_dtype,
+    quote,
+    read_data_file,
+    validate_frame,
+)
+from .feature_online import online_refs, read_online, to_pandas_values
+from .feature_records import (
+    Entity,
+    FeatureView,
+    IngestResult,
+    MaterializeResult,
+    Segment,
+    aware,
+    differences,
+    iso,
+    naive_utc,
+    parse_feature_refs,
+    parse_ttl,
+    stored_definition,
+    to_utc,
+)
+from .feature_segments import build_segment, fsync_rename, memory, sha256_file, table_hash, visible_sql
+
+__all__ = [
+    "Entity",
+    "FeatureStore",
+    "FeatureView",
+    "IngestResult",
+    "MaterializeResult",
+    "Segment",
+    "current_view_hash",
+    "report",
+]
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE entities (
+        name VARCHAR NOT NULL,
+        join_keys JSON NOT NULL,
+        description VARCHAR,
+        created_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE views (
+        name VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        entity VARCHAR NOT NULL,
+        definition JSON NOT NULL,
+        description VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE view_versions (
+        name VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        definition JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE segments (
+        view VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        path VARCHAR NOT NULL,
+        hash VARCHAR NOT NULL,
+        content_hash VARCHAR NOT NULL,
+        size BIGINT NOT NULL,
+        rows BIGINT NOT NULL,
+        input_rows BIGINT NOT NULL,
+        min_ts TIMESTAMP,
+        max_ts TIMESTAMP,
+        min_created TIMESTAMP,
+        max_created TIMESTAMP,
+        ingested_at TIMESTAMP NOT NULL,
+        ties_path VARCHAR,
+        ties_hash VARCHAR,
+        ties_rows BIGINT NOT NULL DEFAULT 0,
+        tied_segments JSON,
+        source VARCHAR,
+        stats JSON
+    );
+    CREATE TABLE online (
+        view VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        path VARCHAR NOT NULL,
+        hash VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        end_ts TIMESTAMP,
+        materialized_at TIMESTAMP NOT NULL
+    );
+    """,
+]
+
+_US = timedelta(microseconds=1)
+
+
+# Small helpers ----
+_catalog_images: dict[str, tuple[tuple, dict]] = {}
+
+
+def _catalog_key(db: DuckDBFile) -> tuple:
+    """What changes whenever the catalog is written: its write token, and identity, mtime and size of the file
+    and of its WAL (for writes by other tools)."""
+    key: list = [db.generation()]
+    for file in (db.path, db.path.with_name(db.path.name + ".wal")):
+        try:
+            st = os.stat(file)
+            key.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            key.append(None)
+    return tuple(key)
+
+
+def _request_columns(entity_rows) -> dict:
+    """The keys of an online request (list of dicts, dict of lists, or DataFrame) as column -> numpy array."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(entity_rows, pd.DataFrame):
+        return {str(c): entity_rows[c].to_numpy() for c in entity_rows.columns}
+    if isinstance(entity_rows, dict):
+        return {str(k): np.asarray(v) for k, v in entity_rows.items()}
+    rows = list(entity_rows)
+    if not rows or not isinstance(rows[0], dict):
+        raise ValidationError("entity_rows must be a non-empty list of dicts, a dict of lists, or a DataFrame")
+    try:
+        return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
+    except (KeyError, TypeError):
+        raise ValidationError(
+            f"entity_rows must all have the same keys as the first one ({', '.join(map(str, rows[0]))})"
+        ) from None
+
+
+def _segment_ref(segment: Segment) -> ArtifactRef:
+    return ArtifactRef(
+        segment.hash,
+        "feature_segment",
+        size=segment.size,
+        name=segment.view,
+        summary=f"feature segment {segment.view}#{segment.seq}: {segment.rows} rows",
+        uri=segment.path.as_uri(),
+    )
+
+
+def _active_runtime():
+    """The step runtime when it is loaded (a step may be running), else None: no import just to find nothing."""
+    return sys.modules.get("mlops_nb.runtime")
+
+
+# The store ---------------------------------------------------------------------------------------------------------
+class FeatureStore:
+    """Entities, feature views, validated ingestion, point-in-time training sets and an online table.
+
+    Args:
+        project: a :class:`~mlops_nb.project.Project`, a project folder, or None to discover it.
+
+    Example::
+
+        fs = FeatureStore()
+        fs.register_entity("customer", join_keys={"customer_id": "int64"})
+        fs.register_view("customer_stats", "customer", schema={"spend": "float64", "calls": "int64"},
+                         timestamp="event_ts", ttl="90d")
+        fs.ingest("customer_stats", df)
+        train = fs.get_historical_features(labels, ["customer_stats:spend", "customer_stats:calls"])
+        fs.materialize("customer_stats")
+        fs.get_online_features(["customer_stats:spend"], [{"customer_id": 7}])
+    """
+
+    def __init__(self, project: Any = None):
+        from .project import Project
+
+        if not isinstance(project, Project):
+            project = Project(project)
+        self.project = project
+        self.root = project.mlops_dir / "features"
+        self.db = DuckDBFile(project.features_path, project.settings.lock_timeout, "feature store catalog")
+        if not self.db.path.exists() or str(self.db.path) not in _catalog_images:
+            self.db.migrate(MIGRATIONS, "feature store catalog")
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.project.home)!r})"
+
+    # catalog reads -----------------------------------------------------------------------------------------------
+    def _entity(self, con, name: str) -> Entity | None:
+        rows = con.execute("SELECT join_keys, description FROM entities WHERE name = ?", [name]).fetchall()
+        if not rows:
+            return None
+        return Entity(name, dict(json.loads(rows[0][0])), rows[0][1] or "")
+
+    def _view(self, con, name: str) -> FeatureView | None:
+        rows = con.execute("SELECT version, definition, description FROM views WHERE name = ?", [name]).fetchall()
+        if not rows:
+            return None
+        return FeatureView.from_row(name, *rows[0])
+
+    def _view_names(self, con) -> list[str]:
+        return [r[0] for r in con.execute("SELECT name FROM views ORDER BY name").fetchall()]
+
+    def _require_view(self, con, name: str) -> FeatureView:
+        check_name(name, "view")
+        view = self._view(con, name)
+        if view is None:
+            names = self._view_names(con)
+            known = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "") or "none yet"
+            raise FeatureNotFoundError(
+                f"unknown feature view {name!r} (known views: {known}); register it with fs.register_view({name!r}, ...)"
+            )
+        return view
+
+    def _segments(self, con, view: FeatureView) -> list[Segment]:
+        rows = con.execute(
+            "SELECT seq, path, hash, content_hash, size, rows, input_rows, min_ts, max_ts, min_created, max_created, "
+            "ingested_at, ties_path, ties_hash, ties_rows, tied_segments, source, stats FROM segments "
+            "WHERE view = ? AND version = ? ORDER BY seq",
+            [view.name, view.version],
+        ).fetchall()
+        out = []
+        for r in rows:
+            out.append(
+                Segment(
+                    view.name,
+                    view.version,
+                    r[0],
+                    self.root / r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    *r[7:12],
+                    self.root / r[12] if r[12] else None,
+                    r[13],
+                    r[14] or 0,
+                    tuple(json.loads(r[15]) if r[15] else ()),
+                    r[16],
+                    json.loads(r[17]) if r[17] else {},
+                )
+            )
+        return out
+
+    def _snapshot(self, names: list[str]) -> dict[str, tuple[FeatureView, list[Segment]]]:
+        """The named views and their current segments. What is read from the catalog (in one short connection)
+        is kept in memory until the catalog is written again, so repeated reads do not open it."""
+        names = [check_name(n, "view") for n in dict.fromkeys(names)]
+        key = _catalog_key(self.db)  # taken before reading: a write meanwhile makes the next call re-read
+        cached = _catalog_images.get(str(self.db.path))
+        if cached is None or cached[0] != key:
+            cached = _catalog_images[str(self.db.path)] = (key, {})
+        views = cached[1]
+        missing = [n for n in names if n not in views]
+        if missing:
+            with self.db.connect() as con:
+                for name in missing:
+                    view = self._require_view(con, name)
+                    views[name] = (view, self._segments(con, view))
+        return {n: views[n] for n in names}
+
+    def _all_views(self) -> dict[str, tuple[FeatureView, list[Segment]]]:
+        with self.db.connect() as con:
+            names = self._view_names(con)
+        return self._snapshot(names)
+
+    @staticmethod
+    def state_hash(view: FeatureView, segments: list[Segment]) -> str:
+        """The view's state: sha256 of its definition (TTL included) and its segments' hashes."""
+        state = {
+            "view": view.name,
+            "version": view.version,
+            "definition": view.definition(),
+            "ttl_seconds": view.ttl_seconds,
+            "segments": [[s.seq, s.hash, s.ties_hash] for s in segments],
+        }
+        return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+    def view_hash(self, view: str) -> str:
+        """The current state hash of ``view`` (changes with every ingest, TTL change or version bump)."""
+        (v, segments) = self._snapshot([view])[view]
+        return self.state_hash(v, segments)
+
+    def _view_ref(self, view: FeatureView, segments: list[Segment]) -> ArtifactRef:
+        rows = sum(s.rows for s in segments)
+        return ArtifactRef(
+            hash=self.state_hash(view, segments),
+            kind="feature_view",
+            size=sum(s.size for s in segments),
+            name=view.name,
+            summary=f"feature view {view.name} v{view.version}: {len(segments)} segments, {rows} rows",
+            uri=f"features://{view.name}",
+        )
+
+    # registration ------------------------------------------------------------------------------------------------
+    def register_entity(self, name: str, join_keys: str | list[str] | dict[str, str], description: str = "") -> Entity:
+        """Register an entity and its join keys; registering the same one again is a no-op.
+
+        Args:
+            name: the entity's name (an identifier).
+            join_keys: a key column, a list of them, or key column -> dtype (``int64``, ``string``, ``date``...).
+            description: free text.
+
+        Raises:
+            SchemaChangeError: an entity of that name exists with other join keys.
+        """
+        check_name(name, "entity")
+        if isinstance(join_keys, str):
+            join_keys = [join_keys]
+        if isinstance(join_keys, dict):
+            keys = {
+                check_name(k, "join key"): self._key_dtype(v, f"entity {name!r} join key {k!r}")
+                for k, v in join_keys.items()
+            }
+        elif isinstance(join_keys, (list, tuple)):
+            keys = {check_name(k, "join key"): None for k in join_keys}
+        else:
+            raise ValidationError(f"entity {name!r}: join_keys must be a name, a list of names or a dict name -> dtype")
+        if not keys:
+            raise ValidationError(f"entity {name!r} needs at least one join key")
+        entity = Entity(name, keys, description)
+        with self.db.connect(write=True) as con:
+            existing = self._entity(con, name)
+            if existing is not None:
+                if existing.join_keys != keys:
+                    raise SchemaChangeError(
+                        f"entity {name!r} exists with join keys {existing.join_keys}, not {keys}; register the new "
+                        "keys under a new entity name"
+                    )
+                if existing.description != description:
+                    con.execute("UPDATE entities SET description = ? WHERE name = ?", [description, name])
+                return entity
+            con.execute("INSERT INTO entities VALUES (?, ?, ?, ?)", [name, json.dumps(keys), description, utcnow()])
+        return entity
+
+    @staticmethod
+    def _key_dtype(dtype: Any, where: str) -> str:
+        value = normalize_dtype(dtype, where)
+        if value not in KEY_DTYPES:
+            raise ValidationError(f"{where}: dtype {value} cannot be a join key; use one of {', '.join(KEY_DTYPES)}")
+        return value
+
+    def register_view(
+        self,
+        name: str,
+        entity: str,
+        schema: dict[str, Any],
+        timestamp: str = "event_ts",
+        created_timestamp: str | None = None,
+        ttl: Any = None,
+        description: str = "",
+        force: bool = False,
+    ) -> FeatureView:
+        """Register a feature view of ``entity``; registering the same definition again is a no-op.
+
+        Args:
+            name: the view's name (an identifier).
+            entity: the entity it describes (registered with :meth:`register_entity`).
+            schema: column -> dtype of the features; may also give the join keys' dtypes and the timestamps.
+            timestamp: the event-time column.
+            created_timestamp: the column saying when a row was created (ties, ``as_of``), if the data has one.
+            ttl: how long a value stays valid (timedelta, seconds, ``"30d"``); None for ever.
+            description: free text.
+            force: on an incompatible change, start a new version of the view (its data starts empty).
+
+        Returns:
+            the registered :class:`FeatureView`.
+
+        Raises:
+            SchemaChangeError: the view exists with another schema and ``force`` is False; the message lists the
+                differences. TTL and description changes are applied in place.
+        """
+        check_name(name, "view")
+        check_name(timestamp, "timestamp column")
+        if created_timestamp is not None:
+            check_name(created_timestamp, "created_timestamp column")
+            if created_timestamp == timestamp:
+                raise ValidationError(f"view {name!r}: created_timestamp must differ from timestamp {timestamp!r}")
+        if not isinstance(schema, dict) or not schema:
+            raise ValidationError(f"view {name!r}: schema must be a dict column -> dtype with at least one feature")
+        ttl_value = parse_ttl(ttl)
+        with self.db.connect() as con:
+            ent = self._entity(con, check_name(entity, "entity"))
+        if ent is None:
+            raise FeatureNotFoundError(
+                f"view {name!r}: unknown entity {entity!r}; register it first with fs.register_entity({entity!r}, "
+                "join_keys=...)"
+            )
+        keys: dict[str, str] = {}
+        for key, dtype in ent.join_keys.items():
+            given = schema.get(key)
+            if given is not None:
+                given = self._key_dtype(given, f"view {name!r} join key {key!r}")
+            if dtype and given and dtype != given:
+                raise ValidationError(
+                    f"view {name!r} join key {key!r}: schema says {given} but entity {entity!r} says {dtype}; "
+                    "drop it from the schema"
+                )
+            if not (dtype or given):
+                raise ValidationError(
+                    f"view {name!r} join key {key!r} has no dtype; give it in the schema ({key!r}: 'int64') or in "
+                    f"the entity (join_keys={{{key!r}: 'int64'}})"
+                )
+            keys[key] = dtype or given
+        features = {}
+        for column, dtype in schema.items():
+            check_name(column, "column")
+            if column in keys:
+                continue
+            if column in (timestamp, created_timestamp):
+                if normalize_dtype(dtype, f"view {name!r} column {column!r}") not in ("timestamp", "timestamptz"):
+                    raise ValidationError(
+                        f"view {name!r} column {column!r} is a timestamp column; its dtype must be timestamptz"
+                    )
+                continue
+            features[column] = normalize_dtype(dtype, f"view {name!r} column {column!r}")
+        if not features:
+            raise ValidationError(f"view {name!r}: the schema has no feature columns (only keys and timestamps)")
+        view = FeatureView(name, 1, entity, keys, features, timestamp, created_timestamp, ttl_value, description)
+        now = utcnow()
+        with self.db.connect(write=True) as con:
+            existing = self._view(con, name)
+            if existing is not None:
+                diff = differences(existing, view)
+                if not diff:
+                    view = FeatureView(**{**view.__dict__, "version": existing.version})
+                    if existing.ttl != view.ttl or existing.description != view.description:
+                        con.execute(
+                            "UPDATE views SET definition = ?, description = ?, updated_at = ? WHERE name = ?",
+                            [json.dumps(stored_definition(view)), description, now, name],
+                        )
+                    return view
+                if not force:
+                    raise SchemaChangeError(
+                        f"feature view {name!r} v{existing.version} exists with a different schema: {'; '.join(diff)}; "
+                        "register it under a new name, or pass force=True to start version "
+                        f"{existing.version + 1} (its data starts empty)"
+                    )
+                view = FeatureView(**{**view.__dict__, "version": existing.version + 1})
+                con.execute(
+                    "UPDATE views SET version = ?, entity = ?, definition = ?, description = ?, updated_at = ? "
+                    "WHERE name = ?",
+                    [view.version, entity, json.dumps(stored_definition(view)), description, now, name],
+                )
+                con.execute("DELETE FROM online WHERE view = ?", [name])
+            else:
+                con.execute(
+                    "INSERT INTO views VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [name, 1, entity, json.dumps(stored_definition(view)), description, now, now],
+                )
+            con.execute(
+                "INSERT INTO view_versions VALUES (?, ?, ?, ?)",
+                [name, view.version, json.dumps(stored_definition(view)), now],
+            )
+        online = self.root / name / "online.parquet"
+        if online.exists() and view.version > 1:
+            online.unlink(missing_ok=True)
+        return view
+
+    # listing -----------------------------------------------------------------------------------------------------
+    def get_view(self, name: str) -> FeatureView:
+        """The registered view ``name``.
+
+        Raises:
+            FeatureNotFoundError: no such view.
+        """
+        return self._snapshot([name])[name][0]
+
+    def list_entities(self) -> list[Entity]:
+        """The registered entities, by name."""
+        with self.db.connect() as con:
+            rows = con.execute("SELECT name, join_keys, description FROM entities ORDER BY name").fetchall()
+        return [Entity(n, dict(json.loads(k)), d or "") for n, k, d in rows]
+
+    def list_views(self):
+        """A DataFrame with one row per view: version, entity, keys, features, rows, segments, time range, TTL,
+        online keys and description."""
+        import pandas as pd
+
+        image = self._all_views()
+        views = [image[n][0] for n in sorted(image)]
+        segs = {n: image[n][1] for n in image}
+        with self.db.connect() as con:
+            online = dict(con.execute("SELECT view, rows FROM online").fetchall())
+        rows = []
+        for v in views:
+            s = segs[v.name]
+            rows.append(
+                {
+                    "view": v.name,
+                    "version": v.version,
+                    "entity": v.entity,
+                    "join_keys": ", ".join(v.join_keys),
+                    "features": ", ".join(v.features),
+                    "rows": sum(x.rows for x in s),
+                    "segments": len(s),
+                    "first_ts": aware(min((x.min_ts for x in s if x.min_ts), default=None)),
+                    "last_ts": aware(max((x.max_ts for x in s if x.max_ts), default=None)),
+                    "ttl": v.ttl,
+                    "online_keys": online.get(v.name),
+                    "description": v.description,
+                }
+            )
+        columns = ["view", "version", "entity", "join_keys", "features", "rows", "segments", "first_ts", "last_ts"]
+        return pd.DataFrame(rows, columns=[*columns, "ttl", "online_keys", "description"])
+
+    def describe(self, view: str) -> dict:
+        """Everything about ``view``: definition, segments, online table and state hash (JSON-able)."""
+        with self.db.connect() as con:
+            v = self._require_view(con, view)
+            segments = self._segments(con, v)
+            online = con.execute(
+                "SELECT rows, end_ts, materialized_at, hash FROM online WHERE view = ?", [view]
+            ).fetchall()
+            versions = con.execute(
+                "SELECT version, created_at FROM view_versions WHERE name = ? ORDER BY version", [view]
+            ).fetchall()
+        return {
+            **v.to_dict(),
+            "state_hash": self.state_hash(v, segments),
+            "rows": sum(s.rows for s in segments),
+            "segments": [s.to_dict() for s in segments],
+            "online": {
+                "rows": online[0][0],
+                "end": iso(online[0][1]),
+                "materialized_at": iso(online[0][2]),
+                "hash": online[0][3],
+            }
+            if online
+            else None,
+            "versions": [{"version": n, "created_at": iso(t)} for n, t in versions],
+        }
+
+    # ingestion ---------------------------------------------------------------------------------------------------
+    def ingest(self, view: str, data: Any, *, allow_extra: bool = False, assume_utc: bool = False) -> IngestResult:
+        """Validate ``data`` and store it as one immutable segment of ``view``; nothing is written if it is invalid.
+
+        Join keys must be present and not null; the timestamp columns present, parseable and tz-aware (made UTC);
+        every value castable to the schema's dtype; no unknown columns unless ``allow_extra``. Rows of one key and
+        event time collapse to the latest-created one (then the last given). Ingesting data identical to an
+        earlier segment of the view is a no-op. Inside a pipeline step, the segment and the view's new state are
+        recorded as the step's outputs.
+
+        Args:
+            view: the view's name.
+            data: a pandas DataFrame, or the path of a .parquet, .csv or .jsonl file.
+            allow_extra: drop columns the schema does not know instead of refusing the data.
+            assume_utc: take naive timestamps as UTC instead of refusing them.
+
+        Returns:
+            an :class:`IngestResult`.
+
+        Raises:
+            ValidationError: the data is invalid (the message names view, column, row and value).
+            FeatureNotFoundError: no such view.
+        """
+        v = self._snapshot([view])[view][0]
+        source = None
+        if isinstance(data, (str, os.PathLike)):
+            source = Path(data).resolve()
+            data = read_data_file(v.name, source)
+        table = validate_frame(v, data, allow_extra, assume_utc)
+        content_hash = table_hash(table)
+        result, segment, segments = self._write_segment(v, table, content_hash, str(source) if source else None)
+        runtime = _active_runtime()
+        if runtime is not None and runtime.active_step() is not None:
+            if source is not None:
+                runtime.record_input(
+                    source.name,
+                    ArtifactRef(
+                        runtime.hash_path(source),
+                        "external",
+                        name=source.name,
+                        summary=f"file {source.name}",
+                        uri=source.as_uri(),
+                    ),
+                )
+            if segment is not None:
+                runtime.record_output(f"features:{v.name}#{segment.seq}", _segment_ref(segment))
+            runtime.record_output(f"features:{v.name}", self._view_ref(v, segments))
+        return result
+
+    def _view_lock(self, view: str):
+        from filelock import FileLock
+
+        folder = self.root / view
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / ".lock"))
+
+    def _locked(self, view: str):
+        """The view's writer lock (ingest and materialize of one view run one at a time), or StoreBusyError."""
+        from contextlib import contextmanager
+
+        from filelock import Timeout
+
+        lock = self._view_lock(view)
+        timeout = max(self.db.lock_timeout, 60.0)
+
+        @contextmanager
+        def held():
+            try:
+                lock.acquire(timeout=timeout, poll_interval=0.01)
+            except Timeout:
+                raise StoreBusyError(
+                    f"feature view {view!r} is busy: another process ingested or materialized it for more than "
+                    f"{timeout:g} s; retry, or raise lock_timeout in [tool.mlops_nb] (MLOPS_NB_LOCK_TIMEOUT)"
+                ) from None
+            try:
+                yield
+            finally:
+                lock.release()
+
+        return held()
+
+    def _write_segment(self, validated: FeatureView, table, content_hash: str, source: str | None):
+
+        with self._locked(validated.name):
+            with self.db.connect() as con:
+                v = self._require_view(con, validated.name)
+                segments = self._segments(con, v)
+                last = con.execute(
+                    "SELECT max(seq), max(ingested_at) FROM segments WHERE view = ?", [v.name]
+                ).fetchall()[0]
+            if v.definition() != validated.definition():
+                raise SchemaChangeError(
+                    f"feature view {v.name!r} changed to version {v.version} while the data was being validated; "
+                    "ingest again"
+                )
+            for s in segments:
+                if s.content_hash == content_hash:
+                    return self._result(v, s, segments, new=False, superseded=0), None, segments
+            seq = (last[0] or 0) + 1
+            now = utcnow()
+            ingested_at = max(now, last[1] + _US) if last[1] else now
+            folder = self.root / v.name / f"v{v.version}"
+            folder.mkdir(parents=True, exist_ok=True)
+
+            older = [s for s in segments if s.min_ts is not None]
+            built = build_segment(v, table, older, seq, ingested_at, folder)
+            n = table.num_rows
+            rows, min_ts, max_ts, min_created, max_created = built.summary
+            final, seg_hash, stats = built.path, built.hash, built.stats
+            ties_path, ties_hash, superseded, tied = built.ties_path, built.ties_hash, built.superseded, built.tied
+            segment = Segment(
+                v.name,
+                v.version,
+                seq,
+                final,
+                seg_hash,
+                content_hash,
+                final.stat().st_size,
+                rows,
+                n,
+                naive_utc(min_ts),
+                naive_utc(max_ts),
+                naive_utc(min_created),
+                naive_utc(max_created),
+                ingested_at,
+                ties_path,
+                ties_hash,
+                int(superseded),
+                tuple(tied),
+                source,
+                stats,
+            )
+            with self.db.connect(write=True) as con:
+                con.execute(
+                    "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        v.name,
+                        v.version,
+                        seq,
+                        str(final.relative_to(self.root)),
+                        seg_hash,
+                        content_hash,
+                        segment.size,
+                        rows,
+                        n,
+                        segment.min_ts,
+                        segment.max_ts,
+                        segment.min_created,
+                        segment.max_created,
+                        ingested_at,
+                        str(ties_path.relative_to(self.root)) if ties_path else None,
+                        ties_hash,
+                        int(superseded),
+                        json.dumps(tied),
+                        source,
+                        json.dumps(stats),
+                    ],
+                )
+                con.execute("UPDATE views SET updated_at = ? WHERE name = ?", [ingested_at, v.name])
+        segments = [*segments, segment]
+        return self._result(v, segment, segments, new=True, superseded=int(superseded)), segment, segments
+
+    def _result(self, v: FeatureView, s: Segment, segments: list[Segment], new: bool, superseded: int) -> IngestResult:
+        return IngestResult(
+            v.name,
+            v.version,
+            s.seq,
+            s.rows,
+            s.input_rows,
+            superseded,
+            s.hash,
+            s.path,
+            aware(s.min_ts),
+            aware(s.max_ts),
+            aware(s.ingested_at),
+            new,
+            self.state_hash(v, segments),
+        )
+
+    # reading -----------------------------------------------------------------------------------------------------
+    def get_historical_features(
+        self,
+        entity_df,
+        features: list[str],
+        timestamp: str = "event_timestamp",
+        as_of: Any = None,
+        full_feature_names: bool = False,
+    ):
+        """A point-in-time correct training set: ``entity_df``'s rows in their order plus one column per feature.
+
+        For each row and view, the view's latest row with the row's keys and ``event_ts <= label time`` and
+        ``event_ts >= label time - ttl`` gives the values; none gives nulls. Naive label times are taken as UTC.
+
+        Args:
+            entity_df: a DataFrame with the views' join keys and the label-time column.
+            features: ``["view:feature", ...]`` (``"view:*"`` for all of a view's features).
+            timestamp: the label-time column of ``entity_df``.
+            as_of: only data created (ingested, for views without ``created_timestamp``) at or before this time.
+            full_feature_names: name columns ``view__feature`` instead of ``feature``.
+
+        Returns:
+            a pandas DataFrame (``entity_df``'s index and columns, then the features).
+
+        Raises:
+            FeatureNotFoundError: an unknown view or feature.
+            ValidationError: ``entity_df`` lacks a key or the label-time column, or names collide.
+        """
+        import pandas as pd
+
+        refs = parse_feature_refs(features)
+        if not isinstance(entity_df, pd.DataFrame):
+            raise ValidationError(f"entity_df must be a pandas DataFrame, not {type(entity_df).__name__}")
+        if timestamp not in entity_df.columns:
+            raise ValidationError(
+                f"entity_df has no column {timestamp!r} (the label time); add it or pass timestamp='<its column>' "
+                f"(its columns: {', '.join(map(str, entity_df.columns))})"
+            )
+        as_of_value = to_utc(as_of, "as_of") if as_of is not None else None
+        snapshot = self._snapshot([view for view, _ in refs])
+        wanted: dict[str, list[str]] = {}
+        for view, feature in refs:
+            v = snapshot[view][0]
+            names = list(v.features) if feature == "*" else [feature]
+            for name in names:
+                if name not in v.features:
+                    raise FeatureNotFoundError(
+                        f"unknown feature {name!r} in view {view!r} (its features: {', '.join(v.features)})"
+                    )
+                if name not in wanted.setdefault(view, []):
+                    wanted[view].append(name)
+        out_names: dict[tuple[str, str], str] = {}
+        seen: dict[str, str] = {}
+        for view, names in wanted.items():
+            for name in names:
+                out = f"{view}__{name}" if full_feature_names else name
+                if out in seen:
+                    raise ValidationError(
+                        f"feature {name!r} is in views {seen[out]!r} and {view!r}; pass full_feature_names=True"
+                    )
+                if out in entity_df.columns:
+                    raise ValidationError(
+                        f"feature column {out!r} (view {view!r}) is already a column of entity_df; rename that column "
+                        "or pass full_feature_names=True"
+                    )
+                seen[out] = view
+                out_names[(view, name)] = out
+        label = label_times(entity_df[timestamp], timestamp)
+        result = entity_df.copy()
+        mem = memory()
+        try:
+            for index, (view, names) in enumerate(wanted.items()):
+                v, segments = snapshot[view]
+                columns = self._asof(mem, index, v, segments, entity_df, label, names, as_of_value)
+                for name, values in columns.items():
+                    result[out_names[(view, name)]] = values
+        finally:
+            mem.close()
+        runtime = _active_runtime()
+        if runtime is not None and runtime.active_step() is not None:
+            for view in wanted:
+                v, segments = snapshot[view]
+                runtime.record_input(f"features:{view}", self._view_ref(v, segments))
+                for segment in segments:  # lineage: the training set came from these segments
+                    runtime.record_input(f"features:{view}#{segment.seq}", _segment_ref(segment))
+        return result
+
+    def _asof(self, mem, index, v: FeatureView, segments, entity_df, label, names: list[str], as_of) -> dict:
+        """The ASOF join of one view against the entity rows: feature name -> values in entity_df's row order."""
+        import numpy as np
+        import pyarrow as pa
+
+        n = len(entity_df)
+        ent = {"__row": pa.array(np.arange(n, dtype=np.int64))}
+        for key, dtype in v.join_keys.items():
+            if key not in entity_df.columns:
+                raise ValidationError(
+                    f"entity_df has no column {key!r}, the join key of view {v.name!r} (entity {v.entity!r}); add it"
+                )
+            series = entity_df[key].reset_index(drop=True)
+            try:
+                ent[key] = cast_series(series, dtype)
+            except BadRows as bad:
+                raise ValidationError(
+                    str(fail(v.name, key, series, bad)).replace(f"view {v.name!r} column", "entity_df column", 1)
+                ) from None
+        ent["__ts"] = label
+        ttl_filter = ""
+        if v.ttl is not None:
+            ttl_us = int(round(v.ttl_seconds * 1_000_000))
+            lo = pa.compute.subtract(label.cast(pa.int64()), ttl_us).cast(pa.timestamp("us", tz="UTC"))
+            ent["__lo"] = lo
+            ttl_filter = "f.__ts >= e.__lo"
+        name = f"e{index}"
+        mem.register(name, pa.table(ent))
+        feature_sql, params = visible_sql(mem, index, v, segments, as_of)
+        on = " AND ".join([*(f"e.{quote(k)} = f.{quote(k)}" for k in v.join_keys), "e.__ts >= f.__ts"])
+        outs = ", ".join(
+            (f"CASE WHEN {ttl_filter} THEN f.{quote(f)} END" if ttl_filter else f"f.{quote(f)}") + f" AS c{i}"
+            for i, f in enumerate(names)
+        )
+        sql = f"SELECT e.__row, {outs} FROM {name} e ASOF LEFT JOIN ({feature_sql}) f ON {on}"
+        table = mem.sql(sql, params=params).to_arrow_table()
+        mem.unregister(name)
+        rows = table.column("__row").to_numpy()
+        order = np.empty(n, dtype=np.int64)
+        order[rows] = np.arange(n, dtype=np.int64)
+        take = pa.array(order)
+        return {f: to_pandas_values(table.column(f"c{i}").take(take), v.features[f]) for i, f in enumerate(names)}
+
+    # online store ------------------------------------------------------------------------------------------------
+    def materialize(self, view: str, end: Any = None) -> MaterializeResult:
+        """Upsert the latest value per key of ``view`` (event time at or before ``end``) into its online table;
+        a key's value is replaced only by a newer one.
+
+        Args:
+            view: the view's name.
+            end: the latest event time to consider (default: now).
+
+        Returns:
+            a :class:`MaterializeResult`.
+        """
+        import pyarrow.parquet as pq
+
+        end_value = to_utc(end, "end") if end is not None else datetime.now(UTC).replace(microsecond=0)
+        with self._locked(check_name(view, "view")):
+            snapshot = self._snapshot([view])
+            v, segments = snapshot[view]
+            keys = ", ".join(quote(k) for k in v.join_keys)
+            path = self.root / v.name / "online.parquet"
+            mem = memory()
+            try:
+                feature_sql, params = visible_sql(mem, 0, v, segments, None)
+                mem.execute(
+                    f"CREATE TEMP TABLE latest AS SELECT * FROM ({feature_sql}) WHERE __ts <= ? "
+                    f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC, __created DESC) = 1",
+                    [*params, end_value],
+                )
+                current = read_online(path)
+                if current is not None and current.version == v.version:
+                    mem.register("current_online", current.table)
+                    mem.execute(
+                        "CREATE TEMP TABLE merged AS SELECT * EXCLUDE (__src) FROM ("
+                        "SELECT *, 0 AS __src FROM current_online UNION ALL BY NAME SELECT *, 1 AS __src FROM latest) "
+                        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC, __created DESC, __src) = 1"
+                    )
+                    updated = mem.execute(
+                        "SELECT count(*) FROM merged m ANTI JOIN current_online c ON "
+                        + " AND ".join(
+                            [
+                                *(f"m.{quote(k)} = c.{quote(k)}" for k in v.join_keys),
+                                "m.__ts = c.__ts",
+                                "m.__created = c.__created",
+                            ]
+                        )
+                    ).fetchall()[0][0]
+                else:
+                    mem.execute("CREATE TEMP TABLE merged AS SELECT * FROM latest")
+                    updated = mem.execute("SELECT count(*) FROM merged").fetchall()[0][0]
+                order = ", ".join(
+                    [*(quote(k) for k in v.join_keys), "__ts", "__created", *(quote(f) for f in v.features)]
+                )
+                table = mem.sql(f"SELECT {order} FROM merged").to_arrow_table()
+            finally:
+                mem.close()
+            meta = {"view": v.to_dict(), "end": end_value.isoformat()}
+            table = table.replace_schema_metadata({b"mlops_nb": json.dumps(meta).encode()})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".tmp-{uuid.uuid4().hex}.parquet"
+            pq.write_table(table, tmp, compression="zstd")
+            digest = sha256_file(tmp)
+            fsync_rename(tmp, path)
+            with self.db.connect(write=True) as con:
+                con.execute("DELETE FROM online WHERE view = ?", [v.name])
+                con.execute(
+                    "INSERT INTO online VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        v.name,
+                        v.version,
+                        str(path.relative_to(self.root)),
+                        digest,
+                        table.num_rows,
+                        naive_utc(end_value),
+                        utcnow(),
+                    ],
+                )
+        return MaterializeResult(v.name, table.num_rows, int(updated), end_value, path)
+
+    def get_online_features(self, features: list[str], entity_rows: Any, full_feature_names: bool = False):
+        """The online values of ``features`` for a batch of keys (what a scoring server asks at request time).
+
+        Reads only the views' online tables (kept in memory, reloaded when a materialization replaces them).
+
+        Args:
+            features: ``["view:feature", ...]``.
+            entity_rows: the keys: a list of dicts, a dict of lists, or a DataFrame.
+            full_feature_names: name columns ``view__feature`` instead of ``feature``.
+
+        Returns:
+            a DataFrame: the join keys, then one column per feature (null for a key with no online value).
+
+        Raises:
+            FeatureNotFoundError: an unknown view or feature, or a view never materialized.
+        """
+        import pandas as pd
+
+        refs = online_refs(tuple(features) if isinstance(features, (list, tuple)) else features)
+        request = _request_columns(entity_rows)
+        columns: dict[str, Any] = {}
+        key_columns: list[str] = []
+        for view, names in refs.items():
+            online = read_online(self.root / view / "online.parquet")
+            if online is None:
+                with self.db.connect() as con:
+                    self._require_view(con, view)
+                raise FeatureNotFoundError(
+                    f"feature view {view!r} has no online table yet; run fs.materialize({view!r}) "
+                    f"(or mlops-nb features materialize {view})"
+                )
+            for key in online.keys:
+                if key not in request:
+                    raise ValidationError(f"entity_rows have no {key!r}, the join key of view {view!r}; add it")
+                if key not in key_columns:
+                    key_columns.append(key)
+            positions = online.lookup(request)
+            for name in names if names else list(online.features):
+                if name not in online.features:
+                    raise FeatureNotFoundError(
+                        f"unknown feature {name!r} in view {view!r} (its features: {', '.join(online.features)})"
+                    )
+                out = f"{view}__{name}" if full_feature_names else name
+                if out in columns:
+                    raise ValidationError(f"feature {name!r} is in two views; pass full_feature_names=True")
+                columns[out] = online.take(name, positions)
+        result = {k: request[k] for k in key_columns}
+        result.update(columns)
+        return pd.DataFrame(result)
+
+    # statistics --------------------------------------------------------------------------------------------------
+    def stats(self, view: str, by_segment: bool = False):
+        """Feature statistics of ``view``: one row per feature (count, nulls, mean, std, min, quantiles, max,
+        distinct, top values), over the view's current rows; with ``by_segment``, the statistics kept for each
+        segment at ingest (a ``segment`` column first).
+
+        The full statistics, histograms included, are in :meth:`stats_dict`.
+        """
+        import pandas as pd
+
+        from .feature_stats import stats_frame
+
+        if by_segment:
+            segments = self._snapshot([view])[view][1]
+            frames = [stats_frame(s.stats).assign(segment=s.seq) for s in segments]
+            if not frames:
+                return pd.DataFrame(columns=["segment", "feature"])
+            frame = pd.concat(frames, ignore_index=True)
+            return frame[["segment", *[c for c in frame.columns if c != "segment"]]]
+        return stats_frame(self.stats_dict(view))
+
+    def stats_dict(self, view: str) -> dict[str, dict]:
+        """Feature name -> statistics (with ``histogram`` edges and counts, or ``top`` values) over the view's
+        current rows (the latest version of each key and event time)."""
+        from .feature_stats import compute_stats
+
+        v, segments = self._snapshot([view])[view]
+        if len(segments) == 1 and not segments[0].ties_rows and segments[0].stats:
+            return segments[0].stats
+        mem = memory()
+        try:
+            sql, params = visible_sql(mem, 0, v, segments, None)
+            mem.execute(f"CREATE TEMP TABLE current_rows AS {sql}", params)
+            return compute_stats(mem, "current_rows", v.features)
+        finally:
+            mem.close()
+
+
+# Module helpers -----------------------------------------------------------------------------------------------------
+# Lineage: the runtime asks on cache hits whether a step's feature views changed -----------------------------------
+def current_view_hash(ref: ArtifactRef) -> str | None:
+    """The current state hash of the feature view ``ref`` names (in the current project), None when it is gone.
+
+    The step runtime calls it for inputs of kind ``feature_view`` before reusing a cached step: a view that was
+    ingested into, re-registered or had its TTL changed since makes the step run again.
+    """
+    from .project import Project
+
+    if ref.uri.startswith("features://"):  # the name a ref comes back with is the event's (features:VIEW)
+        view = ref.uri.removeprefix("features://")
+    else:
+        view = (ref.name or "").removeprefix("features:")
+    project = Project()
+    if not project.features_path.exists():
+        return None
+    try:
+        return FeatureStore(project).view_hash(view)
+    except (FeatureNotFoundError, ValidationError):
+        return None
+
+
+def report(view: str | None = None, project: Any = None):
+    """What ``%mlops features [VIEW]`` shows: the views as a table, or one view's statistics with histograms."""
+    from .feature_stats import stats_html
+
+    fs = FeatureStore(project)
+
+    class _Report:
+        def __init__(self, text: str, html_text: str):
+            self.text, self.html = text, html_text
+
+        def __repr__(self) -> str:
+            return self.text
+
+        def _repr_html_(self) -> str:
+            return self.html
+
+    if view is None:
+        frame = fs.list_views()
+        if frame.empty:
+            return _Report(
+                "no feature views yet; register one with FeatureStore().register_view(...)",
+                "<p>no feature views yet</p>",
+            )
+        return _Report(frame.to_string(index=False), frame.to_html(index=False))
+    info = fs.describe(view)
+    stats = fs.stats_dict(view)
+    caption = (
+        f"{view} v{info['version']} — entity {info['entity']} ({', '.join(info['join_keys'])}), "
+        f"{info['rows']} rows in {len(info['segments'])} segments, ttl {info['ttl_seconds']} s"
+    )
+    from .feature_stats import stats_frame
+
+    return _Report(caption + "\n" + stats_frame(stats).to_string(index=False), stats_html(view, stats, caption))

@@ -1049,7 +1049,7 @@ class FeatureStore:
 
 # Module helpers -----------------------------------------------------------------------------------------------------
 # Lineage: the runtime asks on cache hits whether a step's feature views changed -----------------------------------
-def current_view_hash(ref: ArtifactRef) -> str | None:
+def current_view_hash(ref: ArtifactRef, project: Any = None) -> str | None:
     """The current state hash of the feature view ``ref`` names (in the current project), None when it is gone.
 
     The step runtime calls it for inputs of kind ``feature_view`` before reusing a cached step: a view that was
@@ -1061,7 +1061,7 @@ def current_view_hash(ref: ArtifactRef) -> str | None:
         view = ref.uri.removeprefix("features://")
     else:
         view = (ref.name or "").removeprefix("features:")
-    project = Project()
+    project = project or Project()
     if not project.features_path.exists():
         return None
     try:

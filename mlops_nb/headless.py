@@ -66,7 +66,7 @@ def plan(project, pipeline: Pipeline, params: dict[str, Any], no_cache: bool = F
             hit = None
             if not (no_cache or step.no_cache):
                 found = store.find_cached(key)
-                if reusable(artifacts, found, step):
+                if reusable(artifacts, found, step, project):
                     hit = found
             planned[step.name] = PlannedStep(step, key, parts, hit)
     return [planned[s.name] for s in pipeline.steps]

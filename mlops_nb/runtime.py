@@ -260,7 +260,7 @@ def record_output(name: str, ref: ArtifactRef) -> None:
 CURRENT_HASH = {"feature_view": "mlops_nb.features:current_view_hash"}
 
 
-def stale_inputs(step_run) -> list[str]:
+def stale_inputs(step_run, project=None) -> list[str]:
     """Names of a step run's inputs from other stores (feature views) whose content changed since it ran."""
     from importlib import import_module
 
@@ -270,18 +270,18 @@ def stale_inputs(step_run) -> list[str]:
         if target is None:
             continue
         module, function = target.split(":")
-        if getattr(import_module(module), function)(ref) != ref.hash:
+        if getattr(import_module(module), function)(ref, project) != ref.hash:
             stale.append(name)
     return stale
 
 
-def reusable(ctx_artifacts, hit, step: Step) -> bool:
+def reusable(ctx_artifacts, hit, step: Step, project=None) -> bool:
     """Whether a cached step run's outputs can stand in for running ``step``: every output is recorded and
     still stored, and no input from another store changed."""
     return (
         hit is not None
         and all(n in hit.outputs and ctx_artifacts.exists(hit.outputs[n]) for n in step.outputs)
-        and not stale_inputs(hit)
+        and not stale_inputs(hit, project)
     )
 
 
@@ -306,7 +306,14 @@ class Decision:
 
 
 def decide(
-    store, artifacts, pipeline: Pipeline, step: Step, inputs: dict[str, ArtifactRef], params: dict, no_cache: bool
+    store,
+    artifacts,
+    pipeline: Pipeline,
+    step: Step,
+    inputs: dict[str, ArtifactRef],
+    params: dict,
+    no_cache: bool,
+    project=None,
 ) -> Decision:
     """Compute a step's cache key from its inputs and parameters, look for a reusable earlier run, and say why
     the step runs when there is none. Reads the metadata store; writes nothing."""
@@ -321,12 +328,13 @@ def decide(
     no_cache = no_cache or step.no_cache
     if not no_cache:
         hit = store.find_cached(key)
-        if reusable(artifacts, hit, step):
+        if reusable(artifacts, hit, step, project):
             return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
     previous = store.previous_step_run(pipeline.name, step.name)
     why = explain(parts, previous[1] if previous else None)
-    if previous and previous[0].cache_key == key and stale_inputs(previous[0]):
-        why = ", ".join(f"{name} changed" for name in stale_inputs(previous[0]))
+    stale = stale_inputs(previous[0], project) if previous and previous[0].cache_key == key else []
+    if stale:
+        why = ", ".join(f"{name} changed" for name in stale)
     if no_cache:
         why = "--no-cache"
     elif not why:
@@ -404,7 +412,7 @@ def execute_step(
             )
         inputs[name] = ref
     params = {p: namespace.get(p, pipeline.params.get(p)) for p in step.params}
-    decision = decide(ctx.store, ctx.artifacts, pipeline, step, inputs, params, ctx.no_cache)
+    decision = decide(ctx.store, ctx.artifacts, pipeline, step, inputs, params, ctx.no_cache, ctx.project)
 
     if decision.hit is not None:
         step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision)

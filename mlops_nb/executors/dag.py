@@ -225,7 +225,9 @@ class GraphRun:
 
     def _start(self, step: Step, threads) -> None:
         inputs = {n: self.outputs[step.upstream[n]][n] for n in step.inputs}
-        decision = decide(self.store, self.artifacts, self.pipeline, step, inputs, self.values, self.no_cache)
+        decision = decide(
+            self.store, self.artifacts, self.pipeline, step, inputs, self.values, self.no_cache, self.project
+        )
         if decision.hit is not None:
             _, self.outputs[step.name] = record_hit(self.store, self.run_id, step, decision)
             self.done.add(step.name)

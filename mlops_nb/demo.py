@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-QUICKSTART_FILES = ("quickstart.ipynb", "helpers.py", "data/raw.csv")
+QUICKSTART_FILES = ("quickstart.ipynb", "features.ipynb", "helpers.py", "data/raw.csv")
 
 
 def notebooks_folder() -> Path:
@@ -98,6 +98,31 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     echo(f"\n6. Lineage of the model {model.short} ({model.summary}), back to the raw file:")
     rows = [[n.depth, n.kind.replace("_", " "), n.label] for n in graph.upstream()]
     echo("   " + table(rows, ["DEPTH", "KIND", "WHAT"]).replace("\n", "\n   "))
+
+    features_nb = folder / "features.ipynb"
+    echo("\n7. Processed data through the feature store into training, each step in a warm kernel of its own:")
+    echo("   mlops-nb run features.ipynb --executor dag")
+    record = run(features_nb, project=project, trigger="cli", progress=False, executor="dag")
+    echo(f"   run {record.id} {record.status} in {record.duration:.2f}s")
+    rows = [[s.step, s.status, f"{s.duration or 0:.2f}s", s.why] for s in record.step_runs]
+    echo("   " + table(rows, ["STEP", "STATUS", "TIME", "WHY"]).replace("\n", "\n   "))
+    from .features import FeatureStore
+    from .plots import timeline
+
+    views = FeatureStore(project).list_views()
+    echo(f"   feature views: {', '.join(views['view'])} ({int(views['rows'].sum())} rows)")
+    model = record.step("train").outputs["model"]
+    kinds = sorted(
+        {
+            n.attrs.get("artifact_kind")
+            for n in project.metadata.lineage(model.hash, "up").upstream()
+            if n.kind == "artifact"
+        }
+    )
+    echo(f"   the model's lineage reaches: {', '.join(k for k in kinds if k)}")
+    png = folder / "timeline.png"
+    timeline(record).savefig(png, dpi=110, bbox_inches="tight")
+    echo(f"   timeline of the run: {png}")
     echo(f"\nExplore:  cd {folder} && mlops-nb runs && mlops-nb show latest && mlops-nb lineage latest/train")
     echo("Open quickstart.ipynb in JupyterLab and run it cell by cell: the steps load from the same cache.")
     return last.id

@@ -103,11 +103,18 @@ def test_demo_runs_the_lifecycle(tmp_path):
     out = result.output
     assert "quickstart (quickstart.ipynb): 6 steps" in out
     runs = Project(tmp_path / "demo").metadata.list_runs()
-    assert [r.status for r in runs] == ["succeeded"] * 3
-    assert [r.step_counts for r in runs] == [{"cached": 4, "succeeded": 2}, {"cached": 6}, {"succeeded": 6}]
+    assert [r.status for r in runs] == ["succeeded"] * 4
+    assert [r.step_counts for r in runs] == [
+        {"succeeded": 7},
+        {"cached": 4, "succeeded": 2},
+        {"cached": 6},
+        {"succeeded": 6},
+    ]
     assert "train     succeeded  " in out and "param C changed" in out
     assert "5. Metrics of the model: accuracy=" in out
     assert "data/raw.csv (external)" in out
+    assert "feature views: customer_activity" in out and "feature_view" in out
+    assert (tmp_path / "demo" / "timeline.png").stat().st_size > 5000
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,843 @@
+"""Benchmark the metadata store's read queries side by side with MLflow's ``search_runs`` on the same runs.
+
+What it measures
+----------------
+It builds one synthetic dataset (default 20,000 runs of a 5-step pipeline, so 100,000 step runs) and records it
+twice: in an mlops_nb :class:`~mlops_nb.metadata.MetadataStore` (DuckDB) and in an MLflow SQLite tracking store.
+Each run has 3 params (``lr`` from a set of 5 values, ``depth``, ``seed``) and 2 metrics (``accuracy``,
+``loss``); about 5 % of the runs fail in their last step. The step runs are chained: step k's output artifact is
+step k+1's input, and step 1 reads a raw dataset shared by 50 consecutive runs.
+
+Then it times three queries, each ``--reps`` times after two warm-up calls, mlops_nb and MLflow taking turns call
+by call (so a busy machine slows both alike), and prints p50 and p95 in ms:
+
+1. the latest 50 runs with their status: ``store.list_runs(50)`` vs ``search_runs(max_results=50, order_by=
+   ["attributes.start_time DESC"])``;
+2. the runs with one param value: ``store.list_runs(None, params={"lr": 0.1})`` vs ``search_runs(filter_string=
+   "params.lr = '0.1'")`` with every match returned (both must return the same runs), and the same with a limit
+   of 50 (the first page of a runs table);
+3. a 5-deep upstream lineage of the last step's output: ``store.lineage(hash, direction="up", depth=5)`` vs what
+   an MLflow user has to do: one ``search_runs`` for the step run whose ``output_artifact`` tag is the hash, then
+   one ``search_runs`` per step following its ``upstream_run`` tag (5 calls in all).
+
+Every mlops_nb call opens and closes a DuckDB connection (that is how the store works, see DESIGN invariant 3), and
+that cost (~13 ms, printed as the floor) is in its timings; MLflow reuses one ``MlflowClient`` and its SQLAlchemy
+connection pool. The targets are p95 <= 50 ms for every mlops_nb query and mlops_nb / MLflow <= 0.1 (at least 10x
+faster). Before timing, the objects the benchmark itself holds (the generated dataset) are moved out of the garbage
+collector's reach with ``gc.freeze()``, so that collections traversing them do not land in either side's timings.
+
+How the data is loaded
+----------------------
+Both stores are bulk-loaded, because logging 100,000 step runs call by call would take far longer than the
+queries being measured (each mlops_nb write opens a DuckDB connection; MLflow takes ~3-4 ms per tracking call):
+
+* mlops_nb: ``MetadataStore(path)`` creates the schema, then one DuckDB connection inserts pandas DataFrames whose
+  columns match the tables exactly (``INSERT ... BY NAME``) and advances ``step_run_seq`` past them. The data is
+  then checked through the public API (``get_run``, ``list_runs``, ``lineage``), and a copy of the file takes a new
+  run written by the API, to show bulk rows and API rows mix.
+* MLflow: the first ``--api-sample`` runs (with their step runs) are logged through the public ``MlflowClient``
+  (``create_run`` + ``log_batch`` + ``set_terminated``); their rate is printed with the time the whole dataset
+  would take that way. The other runs are inserted with ``sqlite3`` into MLflow's ``runs``, ``tags``, ``params``,
+  ``metrics`` and ``latest_metrics`` tables, copying every constant column from a run the API wrote, and
+  ``MlflowClient.get_run`` of a bulk row is checked against an API-logged one.
+
+MLflow keeps the step runs as child runs (tag ``mlflow.parentRunId``) in a second experiment, so that query 1 and
+2 search only the pipeline runs. Examples::
+
+    .venv/bin/python benchmarks/bench_metadata.py --smoke          # 300 runs, 20 repetitions: seconds
+    .venv/bin/python benchmarks/bench_metadata.py                  # 20,000 runs, 100 repetitions: minutes
+    .venv/bin/python benchmarks/bench_metadata.py --runs 5000 --out /tmp/bench --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mlops_nb.metadata import MetadataStore
+
+STEP_NAMES = ("clean", "featurize", "split", "train", "evaluate")
+OUTPUT_NAMES = ("clean", "features", "train_set", "model", "report")
+OUTPUT_KINDS = ("parquet", "parquet", "parquet", "pickle", "json")
+SUMMARIES = {"parquet": "DataFrame 1000x12", "pickle": "RandomForestClassifier", "json": "dict of 4"}
+LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
+FILTER_LR = 0.1
+RUNS_PER_DATASET = 50  # consecutive runs that read the same raw dataset
+RUN_GAP_S = 30  # seconds between run starts
+STEP_GAP_S = 5  # seconds between step starts within a run
+FAIL_RATE = 0.05
+LIMIT = 50
+MAX_LINEAGE_DEPTH = 5
+P95_TARGET_MS = 50.0
+RATIO_TARGET = 0.1
+PIPELINE = "bench"
+MLFLOW_RUNS_EXPERIMENT = "mlops-nb-bench-runs"
+MLFLOW_STEPS_EXPERIMENT = "mlops-nb-bench-steps"
+
+
+# Dataset -----------------------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    """One synthetic dataset, as mlops_nb tables and as the per-run fields MLflow needs.
+
+    Attributes:
+        n_runs, steps: runs and step runs per run.
+        tables: table name -> DataFrame with exactly that table's columns.
+        run_ids: mlops_nb run ids, oldest first.
+        run_status: ``succeeded`` or ``failed`` per run.
+        start_ms, end_ms: run start and end, ms since the epoch.
+        params: per run, name -> value.
+        metrics: per run, name -> value.
+        step_names: the step names in order.
+        step_status: ``(n_runs, steps)`` status of each step run.
+        step_start_ms, step_end_ms: ``(n_runs, steps)`` ms since the epoch.
+        inputs, outputs: ``(n_runs, steps)`` artifact hashes; ``outputs`` is None where a step failed.
+    """
+
+    n_runs: int
+    steps: int
+    tables: dict[str, pd.DataFrame]
+    run_ids: list[str]
+    run_status: np.ndarray
+    start_ms: np.ndarray
+    end_ms: np.ndarray
+    params: list[dict[str, Any]]
+    metrics: list[dict[str, float]]
+    step_names: list[str]
+    step_status: np.ndarray
+    step_start_ms: np.ndarray
+    step_end_ms: np.ndarray
+    inputs: np.ndarray
+    outputs: np.ndarray
+
+    @property
+    def n_step_runs(self) -> int:
+        """Step runs in all."""
+        return self.n_runs * self.steps
+
+    def step_run_id(self, run: int, step: int) -> str:
+        """The mlops_nb id of step ``step`` (0-based) of run ``run``."""
+        return f"{self.run_ids[run]}.{step + 1}"
+
+    def last_succeeded(self) -> int:
+        """Index of the newest run that succeeded."""
+        return int(np.flatnonzero(self.run_status == "succeeded")[-1])
+
+
+def _hex_ids(rng: np.random.Generator, count: int, nbytes: int = 32) -> list[str]:
+    """``count`` random hex strings of ``2 * nbytes`` characters (64 by default, like a sha256)."""
+    text = rng.bytes(nbytes * count).hex()
+    width = 2 * nbytes
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+def _ms(index: pd.DatetimeIndex) -> np.ndarray:
+    """Milliseconds since the epoch of naive UTC timestamps."""
+    return ((index - pd.Timestamp(0)) // pd.Timedelta(1, "ms")).to_numpy().astype(np.int64)
+
+
+def _pick(names: tuple[str, ...], k: int, fallback: str) -> str:
+    return names[k] if k < len(names) else fallback
+
+
+def generate(n_runs: int, steps: int, seed: int, artifact_root: Path) -> Dataset:
+    """Build the dataset: runs, step runs, artifacts, events, params and metrics, in mlops_nb's id formats."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(n_runs)
+    started = pd.Timestamp("2026-01-01") + pd.to_timedelta(index * RUN_GAP_S, unit="s")
+    suffixes = _hex_ids(rng, n_runs, 4)
+    run_ids = [f"{stamp}{suffix}" for stamp, suffix in zip(started.strftime("%Y%m%d-%H%M%S-"), suffixes, strict=True)]
+    failed = rng.random(n_runs) < FAIL_RATE
+    failed[-1] = False  # the newest run succeeds, so there is a full chain to trace
+    run_status = np.where(failed, "failed", "succeeded")
+
+    step_names = [_pick(STEP_NAMES, k, f"step{k + 1}") for k in range(steps)]
+    out_names = [_pick(OUTPUT_NAMES, k, f"out{k + 1}") for k in range(steps)]
+    in_names = ["raw", *out_names[:-1]]
+    out_kinds = [_pick(OUTPUT_KINDS, k, "parquet") for k in range(steps)]
+
+    # step runs, row-major: run r, step k -> row r * steps + k
+    run_of = np.repeat(index, steps)
+    step_of = np.tile(np.arange(steps), n_runs)
+    step_start = started[run_of] + pd.to_timedelta(step_of * STEP_GAP_S, unit="s")
+    step_end = step_start + pd.Timedelta(seconds=STEP_GAP_S - 1)
+    ended = step_end[steps - 1 :: steps]
+    last_failed = (step_of == steps - 1) & failed[run_of]
+    step_status = np.where(last_failed, "failed", "succeeded")
+    step_ids = [f"{run_ids[r]}.{k + 1}" for r, k in zip(run_of, step_of, strict=True)]
+
+    outputs = np.array(_hex_ids(rng, n_runs * steps), dtype=object).reshape(n_runs, steps)
+    outputs[failed, steps - 1] = None
+    raw = _hex_ids(rng, math.ceil(n_runs / RUNS_PER_DATASET))
+    inputs = np.empty((n_runs, steps), dtype=object)
+    inputs[:, 0] = [raw[r // RUNS_PER_DATASET] for r in index]
+    inputs[:, 1:] = outputs[:, :-1]
+
+    lr = np.array(LRS)[rng.integers(0, len(LRS), n_runs)]
+    depth = rng.integers(3, 13, n_runs)
+    params = [{"lr": float(a), "depth": int(b), "seed": int(c)} for a, b, c in zip(lr, depth, index, strict=True)]
+    accuracy = rng.uniform(0.6, 0.99, n_runs)
+    loss = rng.uniform(0.05, 1.0, n_runs)
+    metrics = [{"accuracy": float(a), "loss": float(b)} for a, b in zip(accuracy, loss, strict=True)]
+    metric_step = max(0, steps - 2)  # the train step logs them
+
+    git_commit = _hex_ids(rng, 1, 20)[0]
+    notebook_hash = _hex_ids(rng, 1)[0]
+    error = "ValueError: evaluation failed"
+    runs = pd.DataFrame(
+        {
+            "id": run_ids,
+            "pipeline": PIPELINE,
+            "notebook": "pipeline.ipynb",
+            "notebook_hash": notebook_hash,
+            "params": [json.dumps(p, sort_keys=True) for p in params],
+            "executor": "notebook",
+            "trigger": "manual",
+            "status": run_status,
+            "started_at": started,
+            "ended_at": ended,
+            "host": "bench-host",
+            "pid": 10_000 + index,
+            "pid_started": _ms(started) / 1000.0,
+            "git_commit": git_commit,
+            "git_dirty": False,
+            "error": np.where(failed, error, None),
+            "executed_notebook": None,
+        }
+    )
+    step_runs = pd.DataFrame(
+        {
+            "id": step_ids,
+            "seq": np.arange(1, n_runs * steps + 1, dtype=np.int64),
+            "run_id": [run_ids[r] for r in run_of],
+            "step": [step_names[k] for k in step_of],
+            "status": step_status,
+            "why": "no cached result",
+            "cache_key": _hex_ids(rng, n_runs * steps),
+            "cached_from": None,
+            "started_at": step_start,
+            "ended_at": step_end,
+            "error": np.where(last_failed, error, None),
+            "cell_index": (step_of + 1).astype(np.int32),
+            "attempt": np.ones(n_runs * steps, dtype=np.int32),
+            "key_parts": None,
+            "executed_notebook": None,
+        }
+    )
+    has_out = outputs.reshape(-1) != None  # noqa: E711 - elementwise on an object array
+    out_hashes = outputs.reshape(-1)[has_out]
+    out_kind = np.array(out_kinds, dtype=object)[step_of[has_out]]
+    artifacts = pd.DataFrame(
+        {
+            "hash": [*raw, *out_hashes],
+            "kind": ["parquet"] * len(raw) + list(out_kind),
+            "size": rng.integers(1_000, 100_000_000, len(raw) + len(out_hashes)),
+            "summary": ["DataFrame 100000x20"] * len(raw) + [SUMMARIES[k] for k in out_kind],
+            "created_at": pd.DatetimeIndex([pd.Timestamp("2025-12-31")] * len(raw)).append(step_end[has_out]),
+        }
+    )
+    artifacts["uri"] = [f"{artifact_root}/{h[:2]}/{h}.{k}" for h, k in zip(artifacts.hash, artifacts.kind, strict=True)]
+    events = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "step_run_id": step_ids,
+                    "artifact": inputs.reshape(-1),
+                    "direction": "in",
+                    "name": [in_names[k] for k in step_of],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "step_run_id": np.array(step_ids, dtype=object)[has_out],
+                    "artifact": out_hashes,
+                    "direction": "out",
+                    "name": [out_names[k] for k in step_of[has_out]],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    params_table = pd.DataFrame(
+        [(run_ids[r], name, json.dumps(value)) for r in index for name, value in params[r].items()],
+        columns=["run_id", "name", "value"],
+    )
+    metric_rows = run_of[step_of == metric_step]
+    metrics_table = pd.DataFrame(
+        [
+            (run_ids[r], f"{run_ids[r]}.{metric_step + 1}", name, value, step_end[r * steps + metric_step])
+            for r in metric_rows
+            for name, value in metrics[r].items()
+        ],
+        columns=["run_id", "step_run_id", "name", "value", "logged_at"],
+    )
+    metrics_table.insert(4, "step", pd.array([pd.NA] * len(metrics_table), dtype="Int64"))
+    pipelines = pd.DataFrame({"name": [PIPELINE], "notebook": ["pipeline.ipynb"], "created_at": [started[0]]})
+    return Dataset(
+        n_runs=n_runs,
+        steps=steps,
+        tables={
+            "pipelines": pipelines,
+            "runs": runs,
+            "step_runs": step_runs,
+            "artifacts": artifacts,
+            "events": events,
+            "params": params_table,
+            "metrics": metrics_table,
+        },
+        run_ids=run_ids,
+        run_status=run_status,
+        start_ms=_ms(started),
+        end_ms=_ms(ended),
+        params=params,
+        metrics=metrics,
+        step_names=step_names,
+        step_status=step_status.reshape(n_runs, steps),
+        step_start_ms=_ms(step_start).reshape(n_runs, steps),
+        step_end_ms=_ms(step_end).reshape(n_runs, steps),
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+# mlops_nb ----------------------------------------------------------------------------------------------------
+def load_ours(path: Path, data: Dataset) -> MetadataStore:
+    """Create the store through the API, bulk-insert the dataset on one DuckDB connection, and return the store."""
+    import duckdb
+
+    store = MetadataStore(path)  # creates the schema; it holds no connection between calls
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for table, frame in data.tables.items():
+            columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+            if sorted(columns) != sorted(frame.columns):
+                raise RuntimeError(f"{table}: generated columns {sorted(frame.columns)} != table's {sorted(columns)}")
+            con.register("frame", frame)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+            con.unregister("frame")
+        # the API numbers step runs from this sequence: move it past the bulk rows
+        con.execute("SELECT max(nextval('step_run_seq')) FROM range(?)", [data.n_step_runs]).fetchall()
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return store
+
+
+def verify_ours(store: MetadataStore, data: Dataset, depth: int) -> None:
+    """Check the bulk rows through the public API, and that an API write on a copy of the file fits with them."""
+    from mlops_nb.artifacts import ArtifactRef
+
+    r = data.last_succeeded()
+    run = store.get_run(data.run_ids[r])
+    if len(run.step_runs) != data.steps or run.params != data.params[r] or set(run.metrics) != set(data.metrics[r]):
+        raise AssertionError(f"get_run({run.id}) does not match the generated run")
+    for k, step_run in enumerate(run.step_runs):
+        if step_run.id != data.step_run_id(r, k) or step_run.step != data.step_names[k]:
+            raise AssertionError(f"step run {k + 1} of {run.id} is {step_run.id} {step_run.step}")
+        if [ref.hash for ref in step_run.inputs.values()] != [data.inputs[r, k]]:
+            raise AssertionError(f"inputs of {step_run.id}: {step_run.inputs}")
+        if [ref.hash for ref in step_run.outputs.values()] != [data.outputs[r, k]]:
+            raise AssertionError(f"outputs of {step_run.id}: {step_run.outputs}")
+        if k and step_run.inputs != run.step_runs[k - 1].outputs:
+            raise AssertionError(f"{step_run.id} does not read what the step before it wrote")
+    failed = np.flatnonzero(data.run_status == "failed")
+    if len(failed):
+        bad = store.get_run(data.run_ids[failed[-1]])
+        if bad.status != "failed" or bad.step_runs[-1].status != "failed" or bad.step_runs[-1].outputs:
+            raise AssertionError(f"failed run {bad.id} reads back as {bad.status}")
+    latest = store.list_runs(3)
+    if [x.id for x in latest] != data.run_ids[::-1][:3] or latest[0].step_counts.get("succeeded") != data.steps:
+        raise AssertionError(f"list_runs(3) returned {[(x.id, x.step_counts) for x in latest]}")
+    graph = store.lineage(data.outputs[r, -1], direction="up", depth=depth)
+    if len(graph.nodes) != 2 * depth + 1 or len(graph.edges) != 2 * depth:
+        raise AssertionError(f"lineage: {len(graph.nodes)} nodes, {len(graph.edges)} edges; want {2 * depth + 1}")
+
+    with tempfile.TemporaryDirectory() as folder:  # an API write next to the bulk rows, on a copy
+        copy = Path(folder) / "copy.duckdb"
+        shutil.copy(store.path, copy)
+        other = MetadataStore(copy)
+        new = other.create_run(PIPELINE, params=data.params[r])
+        last = other.find_artifact(data.outputs[r, -1])
+        step_run = other.start_step(new, "reuse", inputs={"report": last})
+        other.finish_step(step_run, "succeeded", outputs={"copy": ArtifactRef("ab" * 32, "json")})
+        other.finish_run(new, "succeeded")
+        back = other.get_run(new)
+        if other.list_runs(1)[0].id != new or back.step_runs[0].id != f"{new}.1":
+            raise AssertionError("a run written by the API after the bulk load reads back wrongly")
+        down = other.lineage(data.outputs[r, -1], direction="down", depth=1)
+        if f"step_run:{new}.1" not in down.nodes:
+            raise AssertionError("the API-written step run is not downstream of the bulk artifact it read")
+        seq = other.sql("SELECT seq FROM step_runs WHERE id = ?", [f"{new}.1"]).iloc[0, 0]
+        if seq <= data.n_step_runs:
+            raise AssertionError(f"step_run_seq was not advanced past the bulk rows (new seq {seq})")
+
+
+# MLflow ------------------------------------------------------------------------------------------------------
+def _mlflow_status(status: str) -> str:
+    return {"succeeded": "FINISHED", "failed": "FAILED"}[status]
+
+
+def _run_tags(data: Dataset, r: int) -> dict[str, str]:
+    return {"mlops_run_id": data.run_ids[r], "pipeline": PIPELINE}
+
+
+def _step_tags(data: Dataset, r: int, k: int, parent: str, upstream: str | None) -> dict[str, str]:
+    tags = {
+        "mlflow.parentRunId": parent,
+        "step": data.step_names[k],
+        "mlops_step_run_id": data.step_run_id(r, k),
+        "input_artifact": data.inputs[r, k],
+    }
+    if data.outputs[r, k] is not None:
+        tags["output_artifact"] = data.outputs[r, k]
+    if upstream:
+        tags["upstream_run"] = upstream  # the MLflow run that produced this step's input
+    return tags
+
+
+def log_mlflow_api(client, data: Dataset, exp_runs: str, exp_steps: str, count: int) -> tuple[list[str], list[str]]:
+    """Log the first ``count`` runs and their step runs through ``MlflowClient``; return their MLflow run ids."""
+    from mlflow.entities import Metric, Param
+
+    run_uuids, step_uuids = [], []
+    for r in tqdm(range(count), desc="MLflow API", unit="run", leave=False):
+        parent = client.create_run(
+            exp_runs, start_time=int(data.start_ms[r]), tags=_run_tags(data, r), run_name=data.run_ids[r]
+        ).info.run_id
+        client.log_batch(
+            parent,
+            params=[Param(k, str(v)) for k, v in data.params[r].items()],
+            metrics=[Metric(k, v, int(data.end_ms[r]), 0) for k, v in data.metrics[r].items()],
+        )
+        upstream = None
+        for k in range(data.steps):
+            child = client.create_run(
+                exp_steps,
+                start_time=int(data.step_start_ms[r, k]),
+                tags=_step_tags(data, r, k, parent, upstream),
+                run_name=data.step_run_id(r, k),
+            ).info.run_id
+            client.set_terminated(child, _mlflow_status(data.step_status[r, k]), end_time=int(data.step_end_ms[r, k]))
+            step_uuids.append(child)
+            upstream = child
+        client.set_terminated(parent, _mlflow_status(data.run_status[r]), end_time=int(data.end_ms[r]))
+        run_uuids.append(parent)
+    return run_uuids, step_uuids
+
+
+def load_mlflow_bulk(
+    db: Path, data: Dataset, exp_runs: str, exp_steps: str, start: int, template_run: str, template_step: str
+) -> None:
+    """Insert runs ``start..`` with sqlite3 into MLflow's tables, in the form the API wrote the template runs."""
+    con = sqlite3.connect(db)
+    try:
+        columns = [row[1] for row in con.execute("PRAGMA table_info(runs)")]
+        templates = {}
+        for key, run_uuid in (("run", template_run), ("step", template_step)):
+            row = con.execute("SELECT * FROM runs WHERE run_uuid = ?", [run_uuid]).fetchone()
+            templates[key] = (run_uuid, dict(zip(columns, row, strict=True)))
+        insert_run = f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+        def run_row(kind: str, run_uuid: str, name: str, status: str, start_ms: int, end_ms: int) -> list:
+            template_uuid, template = templates[kind]
+            row = dict(template, run_uuid=run_uuid, name=name, status=status, start_time=start_ms, end_time=end_ms)
+            row["artifact_uri"] = template["artifact_uri"].replace(template_uuid, run_uuid)
+            return [row[c] for c in columns]
+
+        chunk = 1000
+        with tqdm(total=data.n_runs - start, desc="MLflow bulk", unit="run", leave=False) as bar:
+            for first in range(start, data.n_runs, chunk):
+                runs, tags, params, metrics = [], [], [], []
+                for r in range(first, min(first + chunk, data.n_runs)):
+                    parent = uuid.uuid4().hex
+                    runs.append(
+                        run_row(
+                            "run",
+                            parent,
+                            data.run_ids[r],
+                            _mlflow_status(data.run_status[r]),
+                            int(data.start_ms[r]),
+                            int(data.end_ms[r]),
+                        )
+                    )
+                    tags += [
+                        (k, v, parent) for k, v in {"mlflow.runName": data.run_ids[r], **_run_tags(data, r)}.items()
+                    ]
+                    params += [(k, str(v), parent) for k, v in data.params[r].items()]
+                    metrics += [(k, v, int(data.end_ms[r]), 0, False, parent) for k, v in data.metrics[r].items()]
+                    upstream = None
+                    for k in range(data.steps):
+                        child = uuid.uuid4().hex
+                        runs.append(
+                            run_row(
+                                "step",
+                                child,
+                                data.step_run_id(r, k),
+                                _mlflow_status(data.step_status[r, k]),
+                                int(data.step_start_ms[r, k]),
+                                int(data.step_end_ms[r, k]),
+                            )
+                        )
+                        step_tags = {"mlflow.runName": data.step_run_id(r, k)}
+                        step_tags |= _step_tags(data, r, k, parent, upstream)
+                        tags += [(key, value, child) for key, value in step_tags.items()]
+                        upstream = child
+                with con:  # one transaction per chunk
+                    con.executemany(insert_run, runs)
+                    con.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", tags)
+                    con.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", params)
+                    for table in ("metrics", "latest_metrics"):
+                        con.executemany(
+                            f"INSERT INTO {table} (key, value, timestamp, step, is_nan, run_uuid) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            metrics,
+                        )
+                bar.update(min(chunk, data.n_runs - first))
+    finally:
+        con.close()
+
+
+def _shape(run) -> dict:
+    """What must agree between an API-logged and a bulk-loaded MLflow run (ids and values left out)."""
+    info = run.info
+    return {
+        "params": sorted(run.data.params),
+        "metrics": sorted(run.data.metrics),
+        "tags": sorted(k for k in run.data.tags if k not in ("output_artifact", "upstream_run")),
+        "user_id": info.user_id,
+        "lifecycle_stage": info.lifecycle_stage,
+        "artifact_uri": info.artifact_uri.replace(info.run_id, "RUN"),
+        "experiment_id": info.experiment_id,
+        "ended": info.status in ("FINISHED", "FAILED") and info.end_time is not None,
+    }
+
+
+def verify_mlflow(client, data: Dataset, exp_runs: str, api_runs: list[str]) -> None:
+    """Check a bulk-loaded MLflow run reads back like an API-logged one, and every run is there."""
+    found = client.search_runs([exp_runs], filter_string=f"attributes.run_name = '{data.run_ids[-1]}'")
+    if len(found) != 1:
+        raise AssertionError(f"MLflow has {len(found)} runs named {data.run_ids[-1]}")
+    bulk, api = found[0], client.get_run(api_runs[0])
+    if _shape(bulk) != _shape(api):
+        raise AssertionError(f"bulk MLflow run {_shape(bulk)} != API-logged {_shape(api)}")
+    if bulk.data.params != {k: str(v) for k, v in data.params[-1].items()}:
+        raise AssertionError(f"MLflow params of the newest run: {bulk.data.params}")
+    total = len(search_all(client, exp_runs, None))
+    if total != data.n_runs:
+        raise AssertionError(f"MLflow holds {total} pipeline runs, want {data.n_runs}")
+
+
+def search_all(client, experiment: str, filter_string: str | None) -> list:
+    """Every run of ``experiment`` matching ``filter_string``, newest first, paging past MLflow's 50,000 cap."""
+    from mlflow.store.tracking import SEARCH_MAX_RESULTS_THRESHOLD
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment],
+            filter_string=filter_string or "",
+            max_results=SEARCH_MAX_RESULTS_THRESHOLD,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def mlflow_lineage(client, experiment: str, digest: str, depth: int) -> list:
+    """The step runs up to ``depth`` steps upstream of artifact ``digest``, found as an MLflow user would."""
+    found = client.search_runs([experiment], filter_string=f"tags.output_artifact = '{digest}'", max_results=1)
+    chain = list(found)
+    while chain and len(chain) < depth and "upstream_run" in chain[-1].data.tags:
+        upstream = chain[-1].data.tags["upstream_run"]
+        chain += client.search_runs([experiment], filter_string=f"attributes.run_id = '{upstream}'", max_results=1)
+    return chain
+
+
+# Timing and report -------------------------------------------------------------------------------------------
+def timed(*fns: Callable[[], Any], reps: int, warmup: int = 2) -> list[np.ndarray]:
+    """Milliseconds of ``reps`` calls of each of ``fns`` after ``warmup`` untimed ones.
+
+    The functions take turns call by call (in an order that rotates), so that a busy machine slows each alike.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    out = [np.empty(reps) for _ in fns]
+    for i in range(reps):
+        for j in range(len(fns)):
+            k = (i + j) % len(fns)
+            t0 = time.perf_counter()
+            fns[k]()
+            out[k][i] = (time.perf_counter() - t0) * 1000
+    return out
+
+
+@dataclass
+class Result:
+    """p50/p95 of one query on both stores."""
+
+    query: str
+    rows: str
+    ours: np.ndarray
+    theirs: np.ndarray
+
+    def line(self) -> list[str]:
+        """The table row."""
+        o50, o95 = np.percentile(self.ours, [50, 95])
+        m50, m95 = np.percentile(self.theirs, [50, 95])
+        return [
+            self.query,
+            self.rows,
+            f"{o50:.1f}",
+            f"{o95:.1f}",
+            f"{m50:.1f}",
+            f"{m95:.1f}",
+            f"{o50 / m50:.3f}",
+            f"{o95 / m95:.3f}",
+            "yes" if o95 <= P95_TARGET_MS else "NO",
+            "yes" if o50 / m50 <= RATIO_TARGET and o95 / m95 <= RATIO_TARGET else "NO",
+        ]
+
+    @property
+    def met(self) -> bool:
+        """Both targets met."""
+        line = self.line()
+        return line[-2] == "yes" and line[-1] == "yes"
+
+
+def print_table(results: list[Result]) -> None:
+    """Print the results as an aligned text table."""
+    header = [
+        "query",
+        "rows",
+        "ours p50",
+        "ours p95",
+        "MLflow p50",
+        "MLflow p95",
+        "ours/MLflow p50",
+        "ours/MLflow p95",
+        f"p95<={P95_TARGET_MS:g}ms",
+        f"<={RATIO_TARGET:g}x",
+    ]
+    lines = [header] + [r.line() for r in results]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for n, line in enumerate(lines):
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def run_queries(store: MetadataStore, client, data: Dataset, exp_runs: str, exp_steps: str, depth: int, reps: int):
+    """Check both stores answer each query alike, then time them; return the results."""
+    import duckdb
+
+    ours_latest = store.list_runs(LIMIT)
+    theirs_latest = client.search_runs([exp_runs], max_results=LIMIT, order_by=["attributes.start_time DESC"])
+    ours_pairs = [(r.id, _mlflow_status(r.status)) for r in ours_latest]
+    if ours_pairs != [(r.info.run_name, r.info.status) for r in theirs_latest]:
+        raise AssertionError("the latest runs differ between mlops_nb and MLflow")
+
+    flt = f"params.lr = '{FILTER_LR}'"
+    ours_filtered = {r.id for r in store.list_runs(None, params={"lr": FILTER_LR})}
+    theirs_filtered = {r.info.run_name for r in search_all(client, exp_runs, flt)}
+    expected = {data.run_ids[i] for i, p in enumerate(data.params) if p["lr"] == FILTER_LR}
+    if not ours_filtered == theirs_filtered == expected:
+        raise AssertionError(f"lr filter: ours {len(ours_filtered)}, MLflow {len(theirs_filtered)}")
+
+    ours_page = [r.id for r in store.list_runs(LIMIT, params={"lr": FILTER_LR})]
+    theirs_page = client.search_runs(
+        [exp_runs], filter_string=flt, max_results=LIMIT, order_by=["attributes.start_time DESC"]
+    )
+    if ours_page != [r.info.run_name for r in theirs_page]:
+        raise AssertionError("the first page of the lr filter differs between mlops_nb and MLflow")
+
+    r = data.last_succeeded()
+    digest = data.outputs[r, -1]
+    graph = store.lineage(digest, direction="up", depth=depth)
+    chain = mlflow_lineage(client, exp_steps, digest, depth)
+    ours_steps = {n.id for n in graph.nodes.values() if n.kind == "step_run"}
+    theirs_steps = {run.data.tags["mlops_step_run_id"] for run in chain}
+    theirs_artifacts = {run.data.tags["input_artifact"] for run in chain} | {chain[0].data.tags["output_artifact"]}
+    ours_artifacts = {n.id for n in graph.nodes.values() if n.kind == "artifact"}
+    if ours_steps != theirs_steps or ours_artifacts != theirs_artifacts or len(ours_steps) != depth:
+        raise AssertionError("the lineage differs between mlops_nb and MLflow")
+
+    queries = [
+        (
+            f"latest {LIMIT} runs + status",
+            str(len(ours_latest)),
+            lambda: store.list_runs(LIMIT),
+            lambda: client.search_runs([exp_runs], max_results=LIMIT, order_by=["attributes.start_time DESC"]),
+        ),
+        (
+            f"filter lr = {FILTER_LR}, all",
+            str(len(ours_filtered)),
+            lambda: store.list_runs(None, params={"lr": FILTER_LR}),
+            lambda: search_all(client, exp_runs, flt),
+        ),
+        (
+            f"filter lr = {FILTER_LR}, latest {LIMIT}",
+            str(len(ours_page)),
+            lambda: store.list_runs(LIMIT, params={"lr": FILTER_LR}),
+            lambda: client.search_runs(
+                [exp_runs], filter_string=flt, max_results=LIMIT, order_by=["attributes.start_time DESC"]
+            ),
+        ),
+        (
+            f"lineage up, depth {depth}",
+            f"{len(graph.nodes)} nodes",
+            lambda: store.lineage(digest, direction="up", depth=depth),
+            lambda: mlflow_lineage(client, exp_steps, digest, depth),
+        ),
+    ]
+    gc.collect()
+    gc.freeze()  # the dataset the benchmark holds is no part of either store's cost
+    (floor,) = timed(lambda: duckdb.connect(str(store.path), read_only=True).close(), reps=reps)
+    print(
+        f"  floor of every mlops_nb call, opening + closing a DuckDB connection: p50 {np.percentile(floor, 50):.1f} "
+        f"ms, p95 {np.percentile(floor, 95):.1f} ms"
+    )
+    results = []
+    for name, rows, ours, theirs in queries:
+        print(f"  timing {name} ({reps} reps each) ...", flush=True)
+        results.append(Result(name, rows, *timed(ours, theirs, reps=reps)))
+    return results
+
+
+# Main --------------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring for what is measured and how the data is loaded.",
+    )
+    parser.add_argument("--runs", type=int, help="pipeline runs (default 20000; 300 with --smoke)")
+    parser.add_argument("--steps-per-run", type=int, default=5, help="step runs per run, chained (default 5)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per query (default 100; 20 with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="a small dataset that runs in seconds")
+    parser.add_argument("--out", type=Path, help="folder for metadata.duckdb and mlflow.db (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the default temp dir (--out is always kept)")
+    parser.add_argument(
+        "--api-sample", type=int, default=20, help="runs logged through MlflowClient before the bulk load (default 20)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the dataset (default 0)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    args.runs = args.runs or (300 if args.smoke else 20_000)
+    args.reps = args.reps or (20 if args.smoke else 100)
+    if args.runs < 1 or args.steps_per_run < 1 or args.reps < 1:
+        parser.error("--runs, --steps-per-run and --reps must be positive")
+    args.api_sample = max(1, min(args.api_sample, args.runs))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build both stores, check them, time the queries and print the comparison."""
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    temp = args.out is None
+    out = Path(tempfile.mkdtemp(prefix="bench_metadata-")) if temp else args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("metadata.duckdb", "metadata.duckdb.lock", "metadata.duckdb.wal", "mlflow.db"):
+        (out / name).unlink(missing_ok=True)
+    depth = min(MAX_LINEAGE_DEPTH, args.steps_per_run)
+    print(
+        f"bench_metadata: {args.runs:,} runs x {args.steps_per_run} steps = {args.runs * args.steps_per_run:,} step "
+        f"runs; {args.reps} reps per query; out {out}"
+    )
+    try:
+        t0 = time.perf_counter()
+        data = generate(args.runs, args.steps_per_run, args.seed, out / "artifacts")
+        t_gen = time.perf_counter() - t0
+        rows = {table: len(frame) for table, frame in data.tables.items()}
+        print(f"generated in {t_gen:.1f} s: " + ", ".join(f"{t} {n:,}" for t, n in rows.items()))
+
+        t0 = time.perf_counter()
+        store = load_ours(out / "metadata.duckdb", data)
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        verify_ours(store, data, depth)
+        t_verify = time.perf_counter() - t0
+        size = (out / "metadata.duckdb").stat().st_size / 1e6
+        print(f"mlops_nb: bulk load {t_ours:.1f} s ({size:.0f} MB), API checks {t_verify:.1f} s")
+
+        t0 = time.perf_counter()
+        import mlflow
+        from mlflow import MlflowClient
+
+        for logger in ("mlflow", "alembic"):  # MLflow sets its levels on import; quiet its migration messages
+            logging.getLogger(logger).setLevel(logging.WARNING)
+        t_import = time.perf_counter() - t0
+        mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+        client = MlflowClient()
+        t0 = time.perf_counter()
+        location = (out / "mlartifacts").as_uri()
+        exp_runs = client.create_experiment(MLFLOW_RUNS_EXPERIMENT, artifact_location=location)  # creates the DB
+        exp_steps = client.create_experiment(MLFLOW_STEPS_EXPERIMENT, artifact_location=location)
+        t_create = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        api_runs, api_steps = log_mlflow_api(client, data, exp_runs, exp_steps, args.api_sample)
+        t_api = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        load_mlflow_bulk(out / "mlflow.db", data, exp_runs, exp_steps, args.api_sample, api_runs[0], api_steps[0])
+        t_bulk = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        verify_mlflow(client, data, exp_runs, api_runs)
+        t_mverify = time.perf_counter() - t0
+        per_run = t_api / args.api_sample
+        calls = 2 + 2 * args.steps_per_run + 1
+        size = (out / "mlflow.db").stat().st_size / 1e6
+        print(
+            f"MLflow: import {t_import:.1f} s, create DB {t_create:.1f} s; API-logged {args.api_sample} runs in "
+            f"{t_api:.1f} s ({per_run * 1000:.0f} ms per run with its {args.steps_per_run} step runs, {calls} calls; "
+            f"all {args.runs:,} runs that way: ~{per_run * args.runs / 60:.1f} min); sqlite3 bulk load of the other "
+            f"{args.runs - args.api_sample:,} in {t_bulk:.1f} s ({size:.0f} MB); checks {t_mverify:.1f} s"
+        )
+
+        results = run_queries(store, client, data, exp_runs, exp_steps, depth, args.reps)
+        print()
+        print(
+            f"Query times in ms over {args.reps} reps (ours includes opening a DuckDB connection per call; "
+            f"targets: ours p95 <= {P95_TARGET_MS:g} ms and ours/MLflow <= {RATIO_TARGET:g}):"
+        )
+        print_table(results)
+        missed = [r.query for r in results if not r.met]
+        print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+        return 1 if missed and args.strict else 0
+    finally:
+        if temp and not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            print(f"kept {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -122,7 +122,21 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_thread_lock = threading.RLock()  # one connection at a time per process (DuckDB shares instances in-process)
+_thread_lock = threading.RLock()  # one store operation at a time per process
+_memory: tuple[int, Any] | None = None  # (pid, connection)
+
+
+def _memory_connection():
+    """This process's in-memory DuckDB connection, which store files are attached to while they are used.
+
+    A forked child makes its own: DuckDB connections do not survive a fork.
+    """
+    global _memory
+    if _memory is None or _memory[0] != os.getpid():
+        import duckdb
+
+        _memory = (os.getpid(), duckdb.connect(":memory:"))
+    return _memory[1]
 
 
 def utcnow() -> datetime:
@@ -410,6 +424,7 @@ class MetadataStore:
 
         self._lock = FileLock(str(self.path) + ".lock")
         self._local = threading.local()
+        self._alias = f"mdb_{secrets.token_hex(4)}"  # this store's name in the process's in-memory connection
         self._open()
 
     def __repr__(self) -> str:
@@ -422,13 +437,23 @@ class MetadataStore:
             "lock_timeout in [tool.mlops_nb] (MLOPS_NB_LOCK_TIMEOUT)"
         )
 
-    def _connect_duckdb(self, deadline: float, read_only: bool):
+    def _attach(self, deadline: float, read_only: bool):
+        """Attach the file to this process's in-memory DuckDB connection (retrying a lock held elsewhere).
+
+        Creating a DuckDB instance costs ~12 ms; attaching a file to one that exists costs ~3 ms, and holds the
+        file's lock exactly as long as a connection of its own would (until :meth:`_detach`).
+        """
         import duckdb
 
+        memory = _memory_connection()
+        path = str(self.path).replace("'", "''")
+        statement = f"ATTACH '{path}' AS {self._alias}" + (" (READ_ONLY)" if read_only else "")
         delay = 0.002
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                memory.execute(statement)
+                memory.execute(f"USE {self._alias}")
+                return memory
             except duckdb.Error as exc:
                 text = str(exc)
                 if "lock" not in text.lower():
@@ -441,6 +466,10 @@ class MetadataStore:
                     raise self._busy("another process held the database open") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+
+    def _detach(self, memory) -> None:
+        memory.execute("USE memory")
+        memory.execute(f"DETACH {self._alias}")
 
     @contextmanager
     def batch(self, write: bool = False) -> Iterator[MetadataStore]:
@@ -483,13 +512,19 @@ class MetadataStore:
                 except Timeout:
                     raise self._busy("another process held its write lock") from None
             try:
-                con = self._connect_duckdb(deadline, read_only=not write and self.path.exists())
+                con = self._attach(deadline, read_only=not write and self.path.exists())
                 try:
+                    # With the file open for writing no other process has it open, so a WAL now is one a killed
+                    # writer left. DuckDB replays it on every open but no longer checkpoints it on close: it grows
+                    # with every write and makes every connection slower until checkpointed here.
+                    leftover_wal = write and self._wal_path.exists()
                     if write:
                         con.execute("BEGIN TRANSACTION")
                     yield con
                     if write:
                         con.execute("COMMIT")
+                        if leftover_wal:
+                            self._checkpoint(con)
                 except BaseException:
                     if write:
                         try:
@@ -498,25 +533,40 @@ class MetadataStore:
                             pass
                     raise
                 finally:
-                    con.close()
+                    self._detach(con)
             finally:
                 if write:
                     self._lock.release()
 
+    @property
+    def _wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".wal")
+
+    def _checkpoint(self, con) -> None:
+        import duckdb
+
+        try:
+            con.execute(f"CHECKPOINT {self._alias}")
+        except duckdb.Error:
+            pass  # the data is committed and safe in the WAL; the next write tries again
+
     def _open(self) -> None:
         """Create or migrate the schema, refuse a newer one, and mark runs of dead processes interrupted.
 
-        A read-only look first: an up-to-date store with no run to mark needs no write lock.
+        A read-only look first: an up-to-date store with no run to mark and no WAL left by a killed writer (see
+        :meth:`_connect`) needs no write lock.
         """
         if self.path.exists():
             with self._connect() as con:
                 version = self._schema_version(con)
-                if version == SCHEMA_VERSION and not self._dead_runs(con):
+                if version == SCHEMA_VERSION and not self._dead_runs(con) and not self._wal_path.exists():
                     return
         with self._connect(write=True) as con:
             version = self._schema_version(con)
             if version is None:
-                others = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
+                others = con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ?", [self._alias]
+                ).fetchall()[0][0]
                 if others:
                     raise StoreError(
                         f"{self.path} is a DuckDB file but not an mlops_nb metadata store (no schema_version "
@@ -531,7 +581,10 @@ class MetadataStore:
 
     def _schema_version(self, con) -> int | None:
         """The schema version, None for a file without ``schema_version``; refuses a newer one."""
-        tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'").fetchall()
+        tables = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND database_name = ?",
+            [self._alias],
+        ).fetchall()
         if not tables[0][0]:
             return None
         version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0

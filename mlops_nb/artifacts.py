@@ -541,6 +541,26 @@ class ArtifactStore:
             if fs.exists(tmp):
                 fs.rm(tmp)
 
+    def remove_stale_temp(self, max_age: float = 3600.0) -> int:
+        """Delete ``.tmp-*`` files older than ``max_age`` seconds (left by a writer that was killed); return how
+        many. They are never visible as artifacts; this only frees their space. Local roots only."""
+        if not self._local or not os.path.isdir(self.root):
+            return 0
+        import time
+
+        removed, cutoff = 0, time.time() - max_age
+        for folder in os.scandir(self.root):
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder.path):
+                if entry.name.startswith(".tmp-") and entry.stat().st_mtime < cutoff:
+                    try:
+                        os.unlink(entry.path)
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
+
     # reading -----------------------------------------------------------------------------------------------
     def _listdir(self, folder: str) -> list[str]:
         if self._local:

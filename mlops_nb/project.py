@@ -265,6 +265,7 @@ class Project:
             folder.mkdir(parents=True, exist_ok=True)
         if "://" not in self.artifact_root:
             Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+            self.artifacts.remove_stale_temp()  # what killed writers left behind
         self.metadata  # noqa: B018 - opening creates and migrates metadata.duckdb
         if (self.home / ".git").exists():
             self._ignore_in_git()

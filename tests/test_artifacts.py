@@ -240,3 +240,17 @@ def test_fsspec_roots(uri, tmp_path):
         fs.pipe_file(ref.uri, b"tampered")
         with pytest.raises(ArtifactCorruptedError):
             store.get(ref)
+
+
+def test_stale_temp_files_are_removed(artifacts):
+    import os
+    import time
+
+    ref = artifacts.put({"a": 1})
+    folder = Path(ref.uri).parent
+    old, new = folder / ".tmp-old", folder / ".tmp-new"
+    old.write_bytes(b"partial")
+    new.write_bytes(b"being written")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert artifacts.remove_stale_temp() == 1
+    assert not old.exists() and new.exists() and artifacts.get(ref) == {"a": 1}

@@ -525,9 +525,7 @@ def _record_fully_cached(project, pipeline, planned, params, executor, trigger, 
             )
         store.record_steps(run_id, records)
         store.finish_run(run_id, "succeeded")
-    if progress:
-        from tqdm.auto import tqdm
-
+    if progress:  # plain lines: a bar (and importing tqdm, ~50 ms) is not worth it for a run without a kernel
         for p in planned:
-            tqdm.write(f"  {p.step.name}: cached (cached from run {p.hit.run_id})", file=sys.stderr)
+            print(f"  {p.step.name}: cached (cached from run {p.hit.run_id})", file=sys.stderr)
     return store.get_run(run_id)

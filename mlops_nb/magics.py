@@ -129,7 +129,12 @@ class MlopsMagics(Magics, Configurable):
                 "[--reads PATH,...] [--no-cache] [--retries N]"
             ) from None
         ctx = self.context()
-        pipeline = ctx.pipeline.with_cell(line, cell)
+        known = {s.name: s for s in ctx.pipeline.steps}.get(args.name)
+        source = f"%%mlops {line}\n{cell}"
+        if known is not None and ctx.pipeline.cells[known.cell_index]["source"].strip() == source.strip():
+            pipeline = ctx.pipeline  # the cell as parsed (always so in a headless run): no re-parse
+        else:
+            pipeline = ctx.pipeline.with_cell(line, cell)
         step = pipeline.step(args.name)
         problems = pipeline.problems_of(step.cell_index)
         if problems:

@@ -321,7 +321,8 @@ class LocalRunner:
 
         if self._pool is None:
             preamble, jobs, cwd, env, kernel_name, reuse = self._args
-            self._pool = KernelPool(preamble, jobs, cwd, env, kernel_name, reuse)
+            # a spare warm kernel per job: a fresh one warms up while the next step already runs on the spare
+            self._pool = KernelPool(preamble, jobs if reuse else 2 * jobs, cwd, env, kernel_name, reuse)
 
     def run(self, cells: list[str], timeout: float | None):
         """Run one step's cells on a warm kernel."""

@@ -82,7 +82,8 @@ class DaskRunner:
                 "`dask worker ADDRESS`, or leave out --scheduler for a local cluster"
             ) from None
         self.plugin_name = f"mlops-nb-kernels-{uuid.uuid4().hex[:8]}"
-        plugin = KernelPoolPlugin(preamble, cwd, env, kernel_name or "python3", reuse)
+        # two warm kernels per worker (one per job with reuse): the next step need not wait for a kernel to start
+        plugin = KernelPoolPlugin(preamble, cwd, env, kernel_name or "python3", reuse, size=1 if reuse else 2)
         self.client.register_plugin(plugin, name=self.plugin_name)
 
     def start(self) -> None:

@@ -360,6 +360,22 @@ def record_hit(store, run_id: str, step: Step, decision: Decision) -> tuple[str,
     return step_run_id, outputs
 
 
+def record_start(store, run_id: str, step: Step, decision: Decision, attempt: int, retries: int) -> tuple[str, str]:
+    """Record that attempt ``attempt`` of ``step`` starts; return the step run's id and its why line."""
+    why = decision.why if attempt == 1 else f"retry {attempt - 1} of {retries}"
+    step_run_id = store.start_step(
+        run_id,
+        step.name,
+        why=why,
+        cache_key=decision.key,
+        cell_index=step.cell_index,
+        inputs=decision.inputs,
+        attempt=attempt,
+        key_parts=decision.parts,
+    )
+    return step_run_id, why
+
+
 class capture:  # noqa: N801 - used as a context manager, like contextlib's
     """Make ``step`` the running step while the block runs; ``.touched`` then holds what it recorded."""
 
@@ -429,17 +445,7 @@ def execute_step(
 
     attempts = step.retries + 1
     for attempt in range(1, attempts + 1):
-        why = decision.why if attempt == 1 else f"retry {attempt - 1} of {step.retries}"
-        step_run_id = ctx.store.start_step(
-            ctx.run_id,
-            step.name,
-            why=why,
-            cache_key=decision.key,
-            cell_index=step.cell_index,
-            inputs=decision.inputs,
-            attempt=attempt,
-            key_parts=decision.parts,
-        )
+        step_run_id, why = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries)
         t0 = time.perf_counter()
         # a declared output must be assigned by the body, not left over from an earlier execution
         stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}

@@ -20,7 +20,7 @@ from typing import Any
 from ..artifacts import ArtifactRef
 from ..exceptions import MlopsError
 from ..pipeline import Pipeline, Step
-from ..runtime import Decision, decide, record_hit, retry_delay
+from ..runtime import Decision, decide, record_hit, record_start, retry_delay
 from ..worker import step_cells
 
 
@@ -236,17 +236,7 @@ class GraphRun:
         self._submit(step, decision, 1, threads, delay=0.0)
 
     def _submit(self, step: Step, decision: Decision, attempt: int, threads, delay: float) -> None:
-        why = decision.why if attempt == 1 else f"retry {attempt - 1} of {self._retries(step)}"
-        step_run_id = self.store.start_step(
-            self.run_id,
-            step.name,
-            why=why,
-            cache_key=decision.key,
-            cell_index=step.cell_index,
-            inputs=decision.inputs,
-            attempt=attempt,
-            key_parts=decision.parts,
-        )
+        step_run_id, _ = record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))
         spec = {
             "step": step.name,
             "cell_index": step.cell_index,

@@ -570,6 +570,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def source_state() -> str:
+    """The commit of the mlops_nb being timed, and whether its files differ from it."""
+    here = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", "mlops_nb"], capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit}" + (" + uncommitted changes under mlops_nb/" if dirty else "")
+
+
 def load_average() -> str:
     """1, 5 and 15 minute load averages: other work on the machine skews every timing here."""
     try:
@@ -595,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} ({sys.executable}) on {platform.platform()}")
     print(f"nproc {affinity} (os.cpu_count {os.cpu_count()}); load average {load_average()}")
     print(versions())
+    print(f"mlops_nb source: {source_state()}")
 
     reps, one = calibrate(args.elements, args.step_seconds)
     print(

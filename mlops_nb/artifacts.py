@@ -351,6 +351,10 @@ class SerializerRegistry:
         self._user: list[Serializer] | None = None
         self._builtin = _builtin_serializers()
 
+    def load_plugins(self) -> None:
+        """Register the entry point serializers now (a kernel template does it once for the kernels it forks)."""
+        self._ensure()
+
     def _ensure(self) -> list[Serializer]:
         if self._user is None:
             self._user = []

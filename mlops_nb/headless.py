@@ -365,9 +365,14 @@ def _run_graph(
         if executor == "dask":
             from .executors.dask import DaskRunner
 
-            runner = DaskRunner(*args, address=scheduler, processes=os.environ.get("MLOPS_NB_DASK_PROCESSES") == "1")
+            runner = DaskRunner(
+                *args,
+                address=scheduler,
+                processes=os.environ.get("MLOPS_NB_DASK_PROCESSES") == "1",
+                fork=project.settings.fork_kernels,
+            )
         else:
-            runner = LocalRunner(*args)
+            runner = LocalRunner(*args, fork=project.settings.fork_kernels)
             runner.start()
         try:
             status, error = GraphRun(

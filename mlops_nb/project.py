@@ -59,6 +59,17 @@ def _optional_str(value: Any) -> str | None:
     return value.strip() or None
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in choices:
@@ -94,6 +105,13 @@ SETTINGS: dict[str, Setting] = {
             _choice("notebook", "dag", "dask"),
             "notebook",
             "default executor of headless runs",
+        ),
+        Setting(
+            "fork_kernels",
+            _bool,
+            True,
+            "dag/dask executors fork each step's kernel from a template that already imported the setup cells' "
+            "modules; false starts every kernel from scratch (for libraries that are not fork-safe, such as CUDA)",
         ),
     ]
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,9 +116,42 @@ def prepare(project, pipeline: Pipeline, values: dict, selected: set[str]) -> Pr
 @dataclass
 class _Running:
     step: Step
-    step_run_id: str
+    step_run_id: Future  # of the step run's id, once the writer recorded its start
     attempt: int
     decision: Decision
+
+
+class _Writer:
+    """The driver's store writes, in order, on one thread of their own: the driver hands the next step to a kernel
+    while the previous one's records are written (each still its own short transaction). A write that fails is
+    raised by the next :meth:`check` or :meth:`drain`."""
+
+    def __init__(self):
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-writer")
+        self._futures: list[Future] = []
+
+    def submit(self, function, *args, **kwargs) -> Future:
+        """Queue one write; its future holds the result."""
+        future = self._thread.submit(function, *args, **kwargs)
+        self._futures.append(future)
+        return future
+
+    def check(self) -> None:
+        """Raise the error of a write that failed."""
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+        self._futures = [f for f in self._futures if not f.done()]
+
+    def drain(self) -> None:
+        """Wait for every queued write; raise the first error."""
+        for future in self._futures:
+            future.exception()
+        self.check()
+
+    def close(self) -> None:
+        """Finish the queued writes and stop the thread."""
+        self._thread.shutdown(wait=True)
 
 
 def _delayed(delay: float, function, *args):
@@ -168,6 +201,7 @@ class GraphRun:
         self.skipped: set[str] = set()
         self.running: dict[Any, _Running] = {}
         self.bar = None
+        self.writer = _Writer()
 
     def _say(self, text: str) -> None:
         if self.bar is not None:
@@ -177,7 +211,7 @@ class GraphRun:
     def execute(self) -> tuple[str, str | None]:
         """Run the selected steps; return the run's status and error (None when it succeeded)."""
         if self.prepared.records:
-            self.store.record_steps(self.run_id, self.prepared.records)
+            self.writer.submit(self.store.record_steps, self.run_id, self.prepared.records)
         pending = [s for s in self.pipeline.steps if s.name in self.prepared.selected]
         if self.progress:
             from tqdm.auto import tqdm
@@ -200,16 +234,19 @@ class GraphRun:
                     if len(pending) == before:  # nothing can start and nothing runs: a bug, not a hang
                         raise MlopsError(f"steps {[s.name for s in pending]} cannot start; please report this")
                     continue
+                self.writer.check()
                 finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
                 for future in finished:
                     self._finish(self.running.pop(future), future.result(), threads)
+            self.writer.drain()
         except BaseException:
             self.runner.close()
             for item in self.running.values():
-                self.store.finish_step(item.step_run_id, "interrupted", error="the run was interrupted")
+                self.writer.submit(self._interrupted, item)
             threads.shutdown(wait=False, cancel_futures=True)
             raise
         finally:
+            self.writer.close()
             if self.bar is not None:
                 self.bar.close()
         threads.shutdown(wait=True)
@@ -218,9 +255,15 @@ class GraphRun:
             return "failed", self.failed[name]
         return "succeeded", None
 
+    def _interrupted(self, item: _Running) -> None:
+        if item.step_run_id.exception() is None:
+            self.store.finish_step(item.step_run_id.result(), "interrupted", error="the run was interrupted")
+
     def _skip(self, step: Step, why: str) -> None:
         self.skipped.add(step.name)
-        self.store.record_step(self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index)
+        self.writer.submit(
+            self.store.record_step, self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index
+        )
         self._say(f"  {step.name}: skipped ({why})")
 
     def _start(self, step: Step, threads) -> None:
@@ -229,14 +272,14 @@ class GraphRun:
             self.store, self.artifacts, self.pipeline, step, inputs, self.values, self.no_cache, self.project
         )
         if decision.hit is not None:
-            _, self.outputs[step.name] = record_hit(self.store, self.run_id, step, decision)
+            self.writer.submit(record_hit, self.store, self.run_id, step, decision)
+            self.outputs[step.name] = {n: decision.hit.outputs[n] for n in step.outputs}
             self.done.add(step.name)
             self._say(f"  {step.name}: cached ({decision.why})")
             return
         self._submit(step, decision, 1, threads, delay=0.0)
 
     def _submit(self, step: Step, decision: Decision, attempt: int, threads, delay: float) -> None:
-        step_run_id, _ = record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))
         spec = {
             "step": step.name,
             "cell_index": step.cell_index,
@@ -245,32 +288,46 @@ class GraphRun:
             "artifact_root": self.artifacts.uri_root,
         }
         future = threads.submit(_delayed, delay, self.runner.run, step_cells(spec, step.source), self.step_timeout)
-        self.running[future] = _Running(step, step_run_id, attempt, decision)
+        # recorded while the kernel already works: the step's own times come from the kernel (_finish)
+        start = self.writer.submit(
+            lambda: record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))[0]
+        )
+        self.running[future] = _Running(step, start, attempt, decision)
 
     def _retries(self, step: Step) -> int:
         return max(step.retries, self.retries)
 
-    def _finish(self, item: _Running, executed, threads) -> None:
+    def _record_end(self, item: _Running, executed, status: str, **fields) -> None:
+        """In the writer: store the executed per-step notebook, then record how the step run ended."""
         import nbformat
 
-        step = item.step
         notebook = None
         if executed.cells:
             nb = nbformat.v4.new_notebook(cells=[nbformat.from_dict(c) for c in executed.cells])
-            notebook = self.artifacts.put(nb, name=f"{step.name} (executed)")
-        times = {"started_at": executed.started_at, "ended_at": executed.ended_at}
+            notebook = self.artifacts.put(nb, name=f"{item.step.name} (executed)")
+        self.store.finish_step(
+            item.step_run_id.result(),
+            status,
+            executed_notebook=notebook,
+            started_at=executed.started_at,
+            ended_at=executed.ended_at,
+            **fields,
+        )
+
+    def _finish(self, item: _Running, executed, threads) -> None:
+        step = item.step
         if executed.status == "succeeded" and executed.result is not None:
             result = executed.result
             outputs = {k: ArtifactRef.from_dict(v) for k, v in result["outputs"].items()}
             inputs = {k: ArtifactRef.from_dict(v) for k, v in result["inputs"].items()}
-            self.store.finish_step(
-                item.step_run_id,
+            self.writer.submit(
+                self._record_end,
+                item,
+                executed,
                 "succeeded",
                 outputs=outputs,
                 inputs=inputs,
                 metrics=result.get("metrics"),
-                executed_notebook=notebook,
-                **times,
             )
             self.outputs[step.name] = {n: outputs[n] for n in step.outputs}
             self.done.add(step.name)
@@ -285,7 +342,7 @@ class GraphRun:
             error = f"step {step.name!r}: the kernel died (out of memory, os._exit, or a lost worker)"
         else:
             error = executed.error or "the step did not report a result"
-        self.store.finish_step(item.step_run_id, "failed", error=error, executed_notebook=notebook, **times)
+        self.writer.submit(self._record_end, item, executed, "failed", error=error)
         if item.attempt <= self._retries(step):
             self._say(f"  {step.name}: failed ({error}); retrying")
             if self.bar is not None:
@@ -300,9 +357,17 @@ class LocalRunner:
     """Runs steps on a pool of warm local kernels (created on first use, so a fully cached run starts none)."""
 
     def __init__(
-        self, preamble: list[str], jobs: int, cwd: str, env: dict, kernel_name: str | None, reuse: bool = False
+        self,
+        preamble: list[str],
+        jobs: int,
+        cwd: str,
+        env: dict,
+        kernel_name: str | None,
+        reuse: bool = False,
+        fork: bool = True,
     ):
         self._args = (preamble, jobs, cwd, env, kernel_name or "python3", reuse)
+        self._fork = fork
         self._pool = None
 
     def start(self) -> None:
@@ -312,7 +377,9 @@ class LocalRunner:
         if self._pool is None:
             preamble, jobs, cwd, env, kernel_name, reuse = self._args
             # a spare warm kernel per job: a fresh one warms up while the next step already runs on the spare
-            self._pool = KernelPool(preamble, jobs if reuse else 2 * jobs, cwd, env, kernel_name, reuse)
+            self._pool = KernelPool(
+                preamble, jobs if reuse else 2 * jobs, cwd, env, kernel_name, reuse, fork=self._fork
+            )
 
     def run(self, cells: list[str], timeout: float | None):
         """Run one step's cells on a warm kernel."""

@@ -18,9 +18,11 @@ from ..exceptions import MlopsError
 class KernelPoolPlugin(WorkerPlugin):
     """Keeps warm kernels on each worker for one run."""
 
-    def __init__(self, preamble: list[str], cwd: str, env: dict, kernel_name: str, reuse: bool, size: int = 1):
+    def __init__(
+        self, preamble: list[str], cwd: str, env: dict, kernel_name: str, reuse: bool, size: int = 1, fork: bool = True
+    ):
         self.preamble, self.cwd, self.env = preamble, cwd, env
-        self.kernel_name, self.reuse, self.size = kernel_name, reuse, size
+        self.kernel_name, self.reuse, self.size, self.fork = kernel_name, reuse, size, fork
         self.pool = None
 
     def setup(self, worker) -> None:
@@ -28,7 +30,7 @@ class KernelPoolPlugin(WorkerPlugin):
         from .kernels import KernelPool
 
         cwd = self.cwd if os.path.isdir(self.cwd) else os.getcwd()
-        self.pool = KernelPool(self.preamble, self.size, cwd, self.env, self.kernel_name, self.reuse)
+        self.pool = KernelPool(self.preamble, self.size, cwd, self.env, self.kernel_name, self.reuse, fork=self.fork)
 
     def teardown(self, worker) -> None:
         """Stop the worker's kernels."""
@@ -51,6 +53,7 @@ class DaskRunner:
         jobs: workers of the LocalCluster (ignored with ``address``).
         address: a running scheduler (``tcp://127.0.0.1:8786``).
         processes: LocalCluster workers as processes (True) or threads (False; enough, since kernels do the work).
+        fork: each worker forks its kernels from a template (see ``template.py``).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class DaskRunner:
         reuse: bool = False,
         address: str | None = None,
         processes: bool = False,
+        fork: bool = True,
     ):
         from distributed import Client, LocalCluster
 
@@ -83,7 +87,9 @@ class DaskRunner:
             ) from None
         self.plugin_name = f"mlops-nb-kernels-{uuid.uuid4().hex[:8]}"
         # two warm kernels per worker (one per job with reuse): the next step need not wait for a kernel to start
-        plugin = KernelPoolPlugin(preamble, cwd, env, kernel_name or "python3", reuse, size=1 if reuse else 2)
+        plugin = KernelPoolPlugin(
+            preamble, cwd, env, kernel_name or "python3", reuse, size=1 if reuse else 2, fork=fork
+        )
         self.client.register_plugin(plugin, name=self.plugin_name)
 
     def start(self) -> None:

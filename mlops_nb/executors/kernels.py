@@ -86,16 +86,23 @@ class Lane(threading.Thread):
         self.client = None
 
     def run(self) -> None:
+        job = None
         while not self.pool.closing:
             try:
-                self._one_kernel()
+                job = self._one_kernel(job)
             except Exception as exc:  # noqa: BLE001 - a kernel that cannot start: report through the pool
                 self.pool.startup_error = f"{type(exc).__name__}: {exc}"
+                if job is not None:  # the job this lane took when its warm kernel turned out dead
+                    job.executed = Executed("failed", error=f"a kernel could not start: {exc}", ename="KernelError")
+                    job.done.set()
                 self.pool.ready.put(self)  # wake a waiting caller, who sees the error
                 return
 
-    def _one_kernel(self) -> None:
+    def _one_kernel(self, job: _Job | None = None) -> _Job | None:
+        """Start a kernel, run the preamble, then run ``job`` or the next job from the inbox (and more with
+        ``reuse``). Returns a job taken but not run because the warm kernel had died meanwhile."""
         import nbformat
+        from jupyter_core.utils import run_sync
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -103,27 +110,29 @@ class Lane(threading.Thread):
         preamble = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in pool.preamble])
         client = NotebookClient(
             preamble,
-            kernel_name=pool.kernel_name,
+            km=pool.kernel_manager(),
             resources={"metadata": {"path": pool.cwd}},
             timeout=None,
             allow_errors=True,
-            config=kernel_config(),
         )
         self.client = client
         try:
             # the kernel's own log (not the cells' output) goes nowhere: its shutdown noise is not the user's
-            with client.setup_kernel(env={**os.environ, **pool.env}, stderr=subprocess.DEVNULL):
+            with client.setup_kernel(env={**os.environ, **pool.env}, stderr=subprocess.DEVNULL, cleanup_kc=True):
                 while True:
                     for index, cell in enumerate(preamble.cells):
                         cell.outputs = []
                         client.execute_cell(cell, index)
                     failed = _first_error(preamble.cells)
                     if pool.closing:
-                        return
-                    pool.ready.put(self)
-                    job = self.inbox.get()
+                        return None
                     if job is None:
-                        return
+                        pool.ready.put(self)
+                        job = self.inbox.get()
+                    if job is None:
+                        return None
+                    if not run_sync(client.km.is_alive)():  # died while idle (killed, out of memory): a new one
+                        return job
                     step_nb = nbformat.v4.new_notebook(
                         cells=[copy.deepcopy(c) for c in preamble.cells]
                         + [nbformat.v4.new_code_cell(src) for src in job.cells]
@@ -160,8 +169,9 @@ class Lane(threading.Thread):
                     executed.cells = [dict(c) for c in step_nb.cells]
                     job.executed = executed
                     job.done.set()
+                    job = None
                     if executed.status in ("timeout", "died") or not pool.reuse:
-                        return  # discard this kernel; the loop starts a fresh one
+                        return None  # discard this kernel; the loop starts a fresh one
                     reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")])
                     client.nb = reset  # nbclient writes the executed cell into client.nb
                     client.execute_cell(reset.cells[0], 0)
@@ -170,8 +180,6 @@ class Lane(threading.Thread):
             self.client = None
             try:
                 if client.km is not None and client.km.has_kernel:
-                    from jupyter_core.utils import run_sync
-
                     run_sync(client.km._async_shutdown_kernel)(now=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
@@ -187,6 +195,8 @@ class KernelPool:
         env: environment variables added for the kernels.
         kernel_name: the Jupyter kernel.
         reuse: keep a kernel after a step (``%reset -f`` and the preamble again) instead of discarding it.
+        fork: fork kernels from a template that imported the preamble's modules (``template.py``), when the
+            kernel spec allows it; else start each kernel from scratch.
     """
 
     def __init__(
@@ -197,15 +207,44 @@ class KernelPool:
         env: dict[str, str] | None = None,
         kernel_name: str = "python3",
         reuse: bool = False,
+        fork: bool = True,
     ):
         self.preamble, self.cwd, self.env = list(preamble), cwd, dict(env or {})
         self.kernel_name, self.reuse = kernel_name or "python3", reuse
+        self.template = self._template() if fork else None
         self.ready: queue.Queue[Lane] = queue.Queue()
         self.closing = False
         self.startup_error: str | None = None
         self.lanes = [Lane(self, i) for i in range(max(1, size))]
         for lane in self.lanes:
             lane.start()
+
+    def _template(self):
+        """A template process for this pool's kernels, or None when the kernel spec is not a forkable Python."""
+        import sys
+
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        from .forking import forkable
+        from .template import Template, imported_modules
+
+        try:
+            argv = list(KernelSpecManager().get_kernel_spec(self.kernel_name).argv)
+        except NoSuchKernel:
+            return None  # the kernel manager reports it, with jupyter_client's message
+        if not forkable(argv):
+            return None
+        if argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
+            argv[0] = sys.executable  # as jupyter_client's format_kernel_cmd does
+        return Template(argv[0], self.cwd, imported_modules(self.preamble, self.cwd), {**os.environ, **self.env})
+
+    def kernel_manager(self):
+        """A kernel manager for one kernel: forked from the template when there is one."""
+        from .forking import ForkingKernelManager
+
+        km = ForkingKernelManager(kernel_name=self.kernel_name, config=kernel_config())
+        km.template = self.template
+        return km
 
     def run(self, cells: list[str], timeout: float | None = None) -> Executed:
         """Run one step's cells on the next warm kernel; blocks until it is done."""
@@ -223,6 +262,8 @@ class KernelPool:
         self.closing = True
         for lane in self.lanes:
             lane.inbox.put(None)
+        if self.template is not None:  # it kills the kernels it forked at once: nothing of theirs is pending
+            self.template.close()
         deadline = time.monotonic() + wait
         for lane in self.lanes:
             lane.join(max(0.0, deadline - time.monotonic()))

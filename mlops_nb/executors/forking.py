@@ -1,0 +1,157 @@
+"""jupyter_client's side of forked kernels: a provisioner that asks a :class:`~.template.Template` for the kernel
+process instead of starting one, and the kernel manager that installs it.
+
+Everything else — the connection file, the ZMQ channels, interrupts, shutdown, restarts — is jupyter_client's own
+(:class:`LocalProvisioner`); only ``launch_kernel`` differs, and it falls back to the usual launch when the template
+cannot serve (a kernel spec that is not ``python -m ipykernel_launcher``, or a template that failed to start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from queue import Empty
+from typing import Any
+
+import psutil
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import DottedObjectName, Type
+
+from .template import Template
+
+
+def forkable(argv: list[str]) -> bool:
+    """Whether a kernel spec's command is one a template can fork (``PYTHON -m ipykernel_launcher ...``)."""
+    return len(argv) >= 3 and argv[1:3] == ["-m", "ipykernel_launcher"]
+
+
+class ForkedProcess:
+    """The ``Popen``-like handle jupyter_client keeps for a kernel forked by the template (not our child)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = self.stdout = self.stderr = None
+        try:
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self._process = None
+
+    def poll(self) -> int | None:
+        """None while the kernel runs, else an exit code (the template reaped it: the real code is not known)."""
+        if self.returncode is None:
+            try:
+                alive = self._process is not None and self._process.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                alive = False
+            if not alive:
+                self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the kernel is gone."""
+        if self._process is not None and self.poll() is None:
+            try:
+                self._process.wait(timeout)
+            except psutil.NoSuchProcess:
+                pass
+        return self.poll() if self.poll() is not None else 0
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the kernel alone."""
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        """SIGTERM."""
+        self.send_signal(signal.SIGTERM)
+
+
+class ForkProvisioner(LocalProvisioner):
+    """A :class:`LocalProvisioner` whose kernel process is forked from a warm template."""
+
+    template: Template | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any):
+        """Fork the kernel from the template; the usual launch when the template cannot serve."""
+        if self.template is None or not forkable(cmd):
+            return await super().launch_kernel(cmd, **kwargs)
+        env = dict(kwargs.get("env") or os.environ)
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        try:
+            pid = await asyncio.to_thread(self.template.spawn, cmd[3:], cwd, env, kwargs.get("stderr") is None)
+        except OSError:
+            return await super().launch_kernel(cmd, **kwargs)
+        self.process = ForkedProcess(pid)
+        self.pid = self.pgid = pid  # the child called setsid(): its group is its pid
+        self.cwd = cwd
+        return self.connection_info
+
+
+class ReadyClient(AsyncKernelClient):
+    """A kernel client that knows sooner when a new kernel is ready.
+
+    jupyter_client's ``wait_for_ready`` asks for ``kernel_info`` and then waits 0.2 s for a message on IOPub, to be
+    sure the subscription is live (ZMQ drops what a PUB socket sends before a subscriber joined); when the kernel's
+    status message went out too early, the 0.2 s are lost and it asks again. This client asks again after 20 ms.
+    The guarantee is the same: it returns once a reply and an IOPub message have both arrived.
+    """
+
+    async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        self.kernel_info()
+        asked = time.monotonic()
+        while True:
+            try:  # short polls: a kernel that died while starting is noticed within 50 ms
+                reply = await self.shell_channel.get_msg(timeout=0.05)
+            except Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                try:
+                    await self.iopub_channel.get_msg(timeout=0.02)
+                except Empty:  # IOPub not subscribed yet when the kernel's status went out: ask again
+                    asked = 0.0
+                else:
+                    self._handle_kernel_info_reply(reply)
+                    while True:  # drop what else IOPub holds from the probes
+                        try:
+                            await self.iopub_channel.get_msg(timeout=0.005)
+                        except Empty:
+                            return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+            if time.monotonic() - asked > 1.0:
+                self.kernel_info()
+                asked = time.monotonic()
+
+    wait_for_ready = _async_wait_for_ready
+
+
+class ForkingKernelManager(AsyncKernelManager):
+    """An async kernel manager whose kernels come from ``template`` (set it before starting the kernel)."""
+
+    template: Template | None = None
+    client_class = DottedObjectName("mlops_nb.executors.forking.ReadyClient")
+    client_factory = Type(ReadyClient, klass=AsyncKernelClient)
+
+    async def _async_pre_start_kernel(self, **kw: Any):
+        if self.provisioner is None and self.template is not None:
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            provisioner = ForkProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+            provisioner.template = self.template
+            self.provisioner = provisioner
+        return await super()._async_pre_start_kernel(**kw)
+
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        # a kernel shut down gracefully is gone in a few ms: poll at 10 ms, not jupyter_client's 100 ms
+        await super()._async_wait(pollinterval=min(pollinterval, 0.01))

@@ -1,0 +1,165 @@
+"""Warm kernels forked from a template process (``executors/template.py``, ``executors/forking.py``): real kernels,
+real fork, real processes killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+from nbtools import copy_quickstart
+
+import mlops_nb
+from mlops_nb.executors.kernels import KernelPool
+from mlops_nb.executors.template import imported_modules
+
+PREAMBLE = ["import os\nimport numpy as np\nimport helpers", "%load_ext mlops_nb\nLIMIT = 3"]
+PROBE = (
+    "import json, sys\n"
+    "print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(), 'cwd': os.getcwd(), 'rand': float(np.random.rand()),"
+    " 'leak': 'leak' in globals(), 'env': os.environ.get('PROBE_ENV'), 'helper': helpers.VALUE,"
+    " 'numpy_preloaded': 'numpy' in sys.modules}))\n"
+    "leak = 1"
+)
+
+
+def probe(pool: KernelPool) -> dict:
+    executed = pool.run([PROBE])
+    assert executed.status == "succeeded", executed.error
+    return json.loads(executed.cells[-1]["outputs"][0]["text"])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "helpers.py").write_text("VALUE = 'from the notebook folder'\n")
+    return tmp_path
+
+
+def test_imported_modules_of_setup_cells(tmp_path):
+    (tmp_path / "helpers.py").write_text("")
+    (tmp_path / "localpkg").mkdir()
+    cells = [
+        "%load_ext mlops_nb\nimport pandas as pd, numpy\nfrom sklearn.linear_model import LogisticRegression",
+        "import helpers\nfrom localpkg import thing\nfrom . import rel\n!pip list",
+        "def f(:\n  broken",  # does not parse: adds nothing
+        "from os.path import *\nimport os.path",
+    ]
+    assert imported_modules(cells, str(tmp_path)) == [
+        "pandas",
+        "numpy",
+        "sklearn.linear_model",
+        "sklearn.linear_model.LogisticRegression",
+        "os.path",
+    ]
+
+
+@pytest.mark.slow
+def test_forked_kernels_are_fresh_isolated_processes(folder):
+    with KernelPool(PREAMBLE, 2, str(folder), {"PROBE_ENV": "given"}, fork=True) as pool:
+        assert pool.template is not None
+        first, second, third = probe(pool), probe(pool), probe(pool)
+    template_pid = first["ppid"]
+    assert template_pid != os.getpid()  # forked by the template, not started by this process
+    assert len({first["pid"], second["pid"], third["pid"]}) == 3  # a kernel per step
+    for seen in (first, second, third):
+        assert seen["ppid"] == template_pid
+        assert seen["cwd"] == str(folder) and seen["env"] == "given" and seen["helper"] == "from the notebook folder"
+        assert seen["leak"] is False  # nothing of an earlier step's namespace
+    assert len({first["rand"], second["rand"], third["rand"]}) == 3  # numpy's global generator is reseeded
+    assert not psutil.pid_exists(template_pid)  # closing the pool stops the template
+    for seen in (first, second, third):
+        assert not psutil.pid_exists(seen["pid"]) or psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+def test_fork_off_starts_kernels_from_scratch(folder):
+    with KernelPool(PREAMBLE, 1, str(folder), {"PROBE_ENV": "given"}, fork=False) as pool:
+        assert pool.template is None
+        seen = probe(pool)
+    assert seen["ppid"] == os.getpid() and seen["helper"] == "from the notebook folder"
+
+
+@pytest.mark.slow
+def test_a_template_that_died_falls_back_to_usual_kernels(folder):
+    with KernelPool(PREAMBLE, 1, str(folder), {}, fork=True) as pool:
+        first = probe(pool)
+        os.kill(first["ppid"], signal.SIGKILL)  # the template; the warm kernel it forked notices within a second
+        time.sleep(1.5)
+        second = probe(pool)  # the lane finds its warm kernel dead and starts one the usual way
+        third = probe(pool)
+    assert first["ppid"] != os.getpid()
+    assert second["ppid"] == third["ppid"] == os.getpid() and third["helper"] == "from the notebook folder"
+    assert second["leak"] is False and third["leak"] is False
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_kernel_behind(folder):
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from mlops_nb.executors.kernels import KernelPool
+        pool = KernelPool({PREAMBLE!r}, 2, {str(folder)!r}, {{}}, fork=True)
+        executed = pool.run([{PROBE!r}])
+        print(executed.cells[-1]["outputs"][0]["text"], flush=True)
+        time.sleep(600)
+        """
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=folder)
+    try:
+        seen = json.loads(driver.stdout.readline())
+        template = psutil.Process(seen["ppid"])
+        warm = template.children()  # the spare warm kernels
+        assert warm
+    finally:
+        driver.kill()
+        driver.wait()
+    gone, alive = psutil.wait_procs([template, *warm], timeout=15)
+    assert not alive, f"still running after the driver was killed: {alive}"
+
+
+@pytest.mark.slow
+def test_dag_run_is_the_same_with_and_without_fork(tmp_path, monkeypatch):
+    runs = {}
+    for fork in ("1", "0"):
+        monkeypatch.setenv("MLOPS_NB_FORK_KERNELS", fork)
+        nb = copy_quickstart(tmp_path / f"fork{fork}")
+        runs[fork] = mlops_nb.run(nb, {"n_rows": 600}, "dag", progress=False)
+    for run in runs.values():
+        assert {s.status for s in run.step_runs} == {"succeeded"}
+    hashes = {f: {s.step: {k: r.hash for k, r in s.outputs.items()} for s in r.step_runs} for f, r in runs.items()}
+    assert hashes["1"] == hashes["0"]
+    assert runs["1"].metrics == runs["0"].metrics
+
+
+def test_fork_kernels_setting(tmp_path, monkeypatch):
+    from mlops_nb import Project
+    from mlops_nb.exceptions import ConfigError
+
+    assert Project(tmp_path).settings.fork_kernels is True
+    (tmp_path / "pyproject.toml").write_text("[tool.mlops_nb]\nfork_kernels = false\n")
+    assert Project(tmp_path).settings.fork_kernels is False
+    monkeypatch.setenv("MLOPS_NB_FORK_KERNELS", "yes")
+    assert Project(tmp_path).settings.fork_kernels is True
+    monkeypatch.setenv("MLOPS_NB_FORK_KERNELS", "sometimes")
+    with pytest.raises(ConfigError, match="MLOPS_NB_FORK_KERNELS.*expected true or false"):
+        Project(tmp_path).settings  # noqa: B018 - loading the settings is the test
+
+
+def test_template_exits_when_its_stdin_closes(tmp_path):
+    template = subprocess.Popen(
+        [sys.executable, "-m", "mlops_nb.executors.template", json.dumps(["json"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert template.stdout.readline() == b"ready\n"
+    template.stdin.write(b"not json\n")
+    template.stdin.flush()
+    assert b"error" in template.stdout.readline()  # a bad request is answered, not fatal
+    template.stdin.close()
+    assert template.wait(10) == 0

@@ -243,6 +243,70 @@ def test_dask_scheduler_and_worker_processes(tmp_path):
         scheduler.wait(30)
 
 
+KILL_WORKER = """
+import pathlib, psutil
+def kill_my_worker():
+    # the kernel's parents: the kernel template (when forked), then the Dask worker process under its nanny
+    me = psutil.Process()
+    worker = next(p for p in me.parents() if "mlops_nb.executors.template" not in " ".join(p.cmdline()))
+    worker.kill()
+    time.sleep(60)
+"""
+
+
+def test_dask_worker_lost_mid_step(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    bin_dir = Path(sys.executable).parent
+    port = 9786 + os.getpid() % 500
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}  # two deaths: KilledWorker
+    scheduler = subprocess.Popen(
+        [bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    # a nanny restarts its worker when it dies: the lost step then runs again on the new worker
+    worker = subprocess.Popen(
+        [bin_dir / "dask", "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"]
+        + ["--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"tcp://127.0.0.1:{port}"
+    try:
+        once = write_notebook(
+            tmp_path / "once.ipynb",
+            [
+                "%load_ext mlops_nb\nimport time" + KILL_WORKER,
+                "%%mlops step fragile --outputs a\nmarker = pathlib.Path('attempted')\n"
+                "if not marker.exists():\n    marker.write_text('1')\n    kill_my_worker()\na = 1",
+            ],
+        )
+        run = mlops_nb.run(once, executor="dask", scheduler=address, progress=False)
+        assert run.status == "succeeded" and statuses(run) == {"fragile": "succeeded"}
+        assert (tmp_path / "attempted").exists()  # the first attempt did run, and lost its worker
+        always = write_notebook(
+            tmp_path / "always.ipynb",
+            [
+                "%load_ext mlops_nb\nimport time" + KILL_WORKER,
+                "%%mlops step doomed --outputs b\nkill_my_worker()\nb = 1",
+            ],
+        )
+        with pytest.raises(mlops_nb.StepFailedError, match="Dask workers running it died 2 times"):
+            mlops_nb.run(always, executor="dask", scheduler=address, progress=False)
+        run = Project(tmp_path).metadata.get_run("latest")
+        assert run.status == "failed" and statuses(run) == {"doomed": "failed"}
+        assert "\n" not in run.error
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # a nanny busy restarting its worker may not stop on SIGTERM
+                process.kill()
+                process.wait()
+
+
 def test_reused_kernels_start_each_step_from_a_clean_namespace(tmp_path):
     (tmp_path / "pyproject.toml").write_text("")
     nb = write_notebook(

@@ -339,7 +339,7 @@ class GraphRun:
                 f"step {step.name!r} timed out after {self.step_timeout:g} s (--step-timeout); its kernel was stopped"
             )
         elif executed.status == "died":
-            error = f"step {step.name!r}: the kernel died (out of memory, os._exit, or a lost worker)"
+            error = f"step {step.name!r}: " + (executed.error or "the kernel died (out of memory or os._exit)")
         else:
             error = executed.error or "the step did not report a result"
         self.writer.submit(self._record_end, item, executed, "failed", error=error)

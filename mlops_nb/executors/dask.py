@@ -105,7 +105,13 @@ class DaskRunner:
         try:
             return future.result()
         except KilledWorker as exc:
-            return Executed("died", error=f"the Dask worker running it was lost: {exc}", ename="KilledWorker")
+            worker = getattr(exc.last_worker, "address", exc.last_worker)
+            return Executed(
+                "died",
+                error=f"the Dask workers running it died {exc.allowed_failures + 1} times (last {worker}); "
+                "see the workers' logs (out of memory?)",
+                ename="KilledWorker",
+            )
 
     def close(self) -> None:
         """Stop the workers' kernels and, for a LocalCluster, the cluster."""

@@ -124,12 +124,11 @@ class Lane(threading.Thread):
                         cell.outputs = []
                         client.execute_cell(cell, index)
                     failed = _first_error(preamble.cells)
-                    if pool.closing:
-                        return None
-                    if job is None:
+                    if job is None and not pool.closing:
                         pool.ready.put(self)
                         job = self.inbox.get()
-                    if job is None:
+                    if job is None:  # the pool closes: a kernel that ran no step need not shut down gracefully
+                        client.shutdown_kernel = "immediate"
                         return None
                     if not run_sync(client.km.is_alive)():  # died while idle (killed, out of memory): a new one
                         return job
@@ -152,11 +151,8 @@ class Lane(threading.Thread):
                             executed.status, executed.ename = "timeout", "TimeoutError"
                             executed.error = f"timed out after {job.timeout:g} s"
                         except DeadKernelError:
-                            executed.status, executed.ename, executed.error = (
-                                "died",
-                                "DeadKernelError",
-                                "the kernel died",
-                            )
+                            executed.status, executed.ename = "died", "DeadKernelError"
+                            executed.error = "the kernel died (out of memory, os._exit or killed)"
                         except CellExecutionError as exc:
                             executed.status, executed.ename = "failed", exc.ename
                             executed.error = f"{exc.ename}: {exc.evalue}"
@@ -262,7 +258,12 @@ class KernelPool:
         self.closing = True
         for lane in self.lanes:
             lane.inbox.put(None)
-        if self.template is not None:  # it kills the kernels it forked at once: nothing of theirs is pending
+        # a lane waiting for a step stops at once; one still starting its kernel or running the preamble gets a
+        # moment to finish (stopping a kernel under nbclient costs its one-second dead-kernel poll)
+        deadline = time.monotonic() + min(wait, 0.5)
+        for lane in self.lanes:
+            lane.join(max(0.0, deadline - time.monotonic()))
+        if self.template is not None:  # it kills the kernels it forked that still run
             self.template.close()
         deadline = time.monotonic() + wait
         for lane in self.lanes:

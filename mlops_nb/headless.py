@@ -102,6 +102,9 @@ def _engine():
                     on_cell_complete(cell)
 
                 nb_man.cell_complete = cell_complete
+            from .executors.forking import ForkingKernelManager  # with no template: a kernel that is ready sooner
+
+            kwargs.setdefault("kernel_manager_class", ForkingKernelManager)
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register("mlops_nb", MlopsEngine)

@@ -101,9 +101,21 @@ class ReadyClient(AsyncKernelClient):
 
     jupyter_client's ``wait_for_ready`` asks for ``kernel_info`` and then waits 0.2 s for a message on IOPub, to be
     sure the subscription is live (ZMQ drops what a PUB socket sends before a subscriber joined); when the kernel's
-    status message went out too early, the 0.2 s are lost and it asks again. This client asks again after 20 ms.
+    status message went out too early, the 0.2 s are lost and it asks again. This client asks again after 20 ms,
+    and its sockets retry a connection every 10 ms (ZMQ's default is 100 ms) while the kernel is not yet listening.
     The guarantee is the same: it returns once a reply and an IOPub message have both arrived.
     """
+
+    def _context_default(self):
+        import zmq
+        import zmq.asyncio
+
+        self._created_context = True
+        context = zmq.asyncio.Context()
+        # the client connects before a new kernel has bound its sockets; ZMQ retries a failed connect after
+        # RECONNECT_IVL (100 ms by default), which would be most of a forked kernel's start
+        context.setsockopt(zmq.RECONNECT_IVL, 10)
+        return context
 
     async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
@@ -138,7 +150,11 @@ class ReadyClient(AsyncKernelClient):
 
 
 class ForkingKernelManager(AsyncKernelManager):
-    """An async kernel manager whose kernels come from ``template`` (set it before starting the kernel)."""
+    """An async kernel manager whose kernels come from ``template`` (set it before starting the kernel).
+
+    Without a template it starts kernels as jupyter_client does, and still knows sooner that one is ready
+    (:class:`ReadyClient`) or gone (10 ms polls): the ``notebook`` executor's papermill runs use it too.
+    """
 
     template: Template | None = None
     client_class = DottedObjectName("mlops_nb.executors.forking.ReadyClient")

@@ -84,17 +84,23 @@ class Lane(threading.Thread):
         self.pool = pool
         self.inbox: queue.Queue[_Job | None] = queue.Queue()
         self.client = None
+        self.job: _Job | None = None  # taken from the inbox and not finished yet
 
     def run(self) -> None:
-        job = None
+        failures = 0
         while not self.pool.closing:
             try:
-                job = self._one_kernel(job)
-            except Exception as exc:  # noqa: BLE001 - a kernel that cannot start: report through the pool
+                self.job = self._one_kernel(self.job)
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - a kernel that would not start or broke: try another
+                failures += 1
+                if failures < 3 and not self.pool.closing:
+                    continue  # a kernel killed while it warmed up, say; the job (if any) goes to the next one
                 self.pool.startup_error = f"{type(exc).__name__}: {exc}"
-                if job is not None:  # the job this lane took when its warm kernel turned out dead
-                    job.executed = Executed("failed", error=f"a kernel could not start: {exc}", ename="KernelError")
-                    job.done.set()
+                if self.job is not None and not self.job.done.is_set():
+                    error = f"a kernel could not start: {exc}"
+                    self.job.executed = Executed("failed", error=error, ename="KernelError")
+                    self.job.done.set()
                 self.pool.ready.put(self)  # wake a waiting caller, who sees the error
                 return
 
@@ -126,7 +132,7 @@ class Lane(threading.Thread):
                     failed = _first_error(preamble.cells)
                     if job is None and not pool.closing:
                         pool.ready.put(self)
-                        job = self.inbox.get()
+                        job = self.job = self.inbox.get()
                     if job is None:  # the pool closes: a kernel that ran no step need not shut down gracefully
                         client.shutdown_kernel = "immediate"
                         return None
@@ -165,7 +171,7 @@ class Lane(threading.Thread):
                     executed.cells = [dict(c) for c in step_nb.cells]
                     job.executed = executed
                     job.done.set()
-                    job = None
+                    job = self.job = None
                     if executed.status in ("timeout", "died") or not pool.reuse:
                         return None  # discard this kernel; the loop starts a fresh one
                     reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")])

@@ -159,6 +159,9 @@ def _child(request: dict) -> None:
         if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS, so do we
             sys.modules["numpy"].random.seed()
         sys.argv = ["ipykernel_launcher", *request["argv"]]
+        import gc
+
+        gc.enable()
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance(argv=request["argv"])
@@ -173,8 +176,10 @@ def _child(request: dict) -> None:
 
 def main() -> None:
     """Import the preload list, say ``ready``, then fork one kernel per request until stdin closes."""
+    import gc
     import importlib
 
+    gc.disable()  # no collection while importing: it would only touch (and later copy) the template's pages
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # as a kernel would set it
     for name in json.loads(sys.argv[1]) if len(sys.argv) > 1 else []:
         try:
@@ -199,6 +204,8 @@ def main() -> None:
                 return
             children.discard(pid)
 
+    gc.freeze()  # the imported objects move out of the collector's sight: a kernel's collections skip them,
+    # so forked kernels neither spend time on them nor copy the pages they live on
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout.buffer

@@ -1,22 +1,24 @@
 """A DuckDB file used the way every mlops_nb store uses one: short-lived connections (DESIGN invariant 3).
 
 DuckDB lets one process at a time open a file for writing, and while it does no other process can open it at
-all, not even read-only. So a store opens a connection per operation and closes it at once: writers are
-serialised across processes by a file lock next to the database, and both readers and writers retry a locked file
-with backoff for at most ``lock_timeout`` seconds before raising :class:`~mlops_nb.exceptions.StoreBusyError`.
-Within one process, connections to a file are taken one at a time (DuckDB refuses a second connection to the same
-file with a different configuration).
+all, not even read-only. So a store opens its file for one operation and closes it at once: writers are serialised
+across processes by a file lock next to the database, and both readers and writers retry a locked file with
+backoff for at most ``lock_timeout`` seconds before raising :class:`~mlops_nb.exceptions.StoreBusyError`.
 
-The metadata store follows the same protocol with its own copy; new stores (the feature catalog) use this module.
+Opening is cheap: each process keeps one in-memory DuckDB connection, and an operation *attaches* the file to it
+(~3 ms, where a DuckDB instance of its own costs ~12 ms) and detaches it at the end, which holds and releases the
+file's lock exactly as a connection of its own would. That connection serves one operation at a time per process.
+The metadata store and the feature store catalog both use this module.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,17 +26,27 @@ from typing import Any
 
 from .exceptions import StoreBusyError, StoreError
 
-_locks: dict[str, threading.RLock] = {}
-_locks_guard = threading.Lock()
+_thread_lock = threading.RLock()  # the process's in-memory connection serves one operation at a time
+_memory: tuple[int, Any] | None = None  # (pid, connection)
+_in_use: list[str] = []  # files attached now, innermost last (an operation on one store may use another)
 
 
-def _process_lock(path: Path) -> threading.RLock:
-    with _locks_guard:
-        return _locks.setdefault(str(path), threading.RLock())
+def memory_connection():
+    """This process's in-memory DuckDB connection, which store files are attached to while they are used.
+
+    A forked child makes its own: DuckDB connections do not survive a fork.
+    """
+    global _memory
+    if _memory is None or _memory[0] != os.getpid():
+        import duckdb
+
+        _memory = (os.getpid(), duckdb.connect(":memory:"))
+        _in_use.clear()
+    return _memory[1]
 
 
 def utcnow() -> datetime:
-    """Now in UTC as a naive datetime, the form every catalog timestamp column holds."""
+    """Now in UTC as a naive datetime, the form every timestamp column holds."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -45,25 +57,35 @@ class DuckDBFile:
         path: the database file (created on the first write).
         lock_timeout: seconds to wait for a busy file before raising :class:`StoreBusyError`.
         label: what the file is, for messages (``feature store catalog``).
+        fix: what a user can do about a file DuckDB cannot open.
+        generations: keep a ``<file>.gen`` token that every write replaces (see :meth:`generation`).
 
     Example::
 
         db = DuckDBFile(".mlops/features.duckdb", 30.0, "feature store catalog")
-        db.migrate(["CREATE TABLE t (x INTEGER)"])
+        db.migrate(["CREATE TABLE t (x INTEGER)"], "feature store catalog")
         with db.connect(write=True) as con:
             con.execute("INSERT INTO t VALUES (?)", [1])
     """
 
-    def __init__(self, path: str | os.PathLike, lock_timeout: float, label: str):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        lock_timeout: float,
+        label: str,
+        fix: str = "move the file aside to start anew",
+        generations: bool = False,
+    ):
         self.path = Path(path).resolve()
         self.lock_timeout = float(lock_timeout)
-        self.label = label
+        self.label, self.fix, self.generations = label, fix, generations
         if self.path.is_dir():
             raise StoreError(f"{label} {self.path} is a folder, not a DuckDB file; move it aside")
         from filelock import FileLock
 
         self._file_lock = FileLock(str(self.path) + ".lock")
-        self._thread_lock = _process_lock(self.path)
+        self.alias = f"db_{secrets.token_hex(4)}"  # this file's name in the process's in-memory connection
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"DuckDBFile({str(self.path)!r})"
@@ -75,35 +97,64 @@ class DuckDBFile:
             "lock_timeout in [tool.mlops_nb] (MLOPS_NB_LOCK_TIMEOUT)"
         )
 
-    def _open(self, deadline: float, read_only: bool):
+    @property
+    def wal_path(self) -> Path:
+        """DuckDB's write-ahead log next to the file."""
+        return self.path.with_name(self.path.name + ".wal")
+
+    def _attach(self, deadline: float, read_only: bool):
+        """The file attached to this process's in-memory connection, or (inside an operation on another file,
+        whose transaction that connection carries) opened on a connection of its own."""
         import duckdb
 
+        nested = bool(_in_use)
+        memory = None if nested else memory_connection()
+        path = str(self.path).replace("'", "''")
+        statement = f"ATTACH '{path}' AS {self.alias}" + (" (READ_ONLY)" if read_only else "")
         delay = 0.002
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                if nested:
+                    return duckdb.connect(str(self.path), read_only=read_only)
+                memory.execute(statement)
+                memory.execute(f"USE {self.alias}")
+                _in_use.append(self.alias)
+                return memory
             except duckdb.Error as exc:
                 text = str(exc)
                 if "lock" not in text.lower():
                     first = text.splitlines()[0] if text else type(exc).__name__
-                    raise StoreError(
-                        f"{self.label} {self.path} cannot be opened ({first}); move the file aside to start anew"
-                    ) from None
+                    raise StoreError(f"{self.label} {self.path} cannot be opened ({first}); {self.fix}") from None
                 if time.monotonic() + delay > deadline:
                     raise self.busy("another process held the database open") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
+    def _detach(self, con) -> None:
+        if _in_use and _in_use[-1] == self.alias and con is memory_connection():
+            _in_use.pop()
+            con.execute(f"USE {_in_use[-1] if _in_use else 'memory'}")
+            con.execute(f"DETACH {self.alias}")
+        else:
+            con.close()
+
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[Any]:
         """One short-lived connection; with ``write``, one transaction under the cross-process writer lock.
 
-        A read of a file that does not exist yet opens it for writing (which creates it) under the lock.
+        A read of a file that does not exist yet creates it (under the lock). Inside :meth:`batch` (or another
+        ``connect`` of this file in the same thread) the open connection is reused.
         """
         from filelock import Timeout
 
+        open_con = getattr(self._local, "con", None)
+        if open_con is not None:
+            if write and not self._local.write:
+                raise StoreError(f"cannot write inside a read-only {self.label} operation")
+            yield open_con
+            return
         deadline = time.monotonic() + self.lock_timeout
-        with self._thread_lock:
+        with _thread_lock:
             write_lock = write or not self.path.exists()
             if write_lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,13 +163,20 @@ class DuckDBFile:
                 except Timeout:
                     raise self.busy("another process held its write lock") from None
             try:
-                con = self._open(deadline, read_only=not write_lock)
+                con = self._attach(deadline, read_only=not write_lock)
+                self._local.con, self._local.write = con, write
                 try:
+                    # With the file open for writing no other process has it open, so a WAL now is one a killed
+                    # writer left. DuckDB replays it on every open but no longer checkpoints it on close: it grows
+                    # with every write and makes every connection slower until checkpointed here.
+                    leftover_wal = write and self.wal_path.exists()
                     if write:
                         con.execute("BEGIN TRANSACTION")
                     yield con
                     if write:
                         con.execute("COMMIT")
+                        if leftover_wal:
+                            self._checkpoint(con)
                 except BaseException:
                     if write:
                         try:
@@ -127,12 +185,30 @@ class DuckDBFile:
                             pass
                     raise
                 finally:
-                    con.close()
-                if write_lock:
+                    self._local.con = None
+                    self._detach(con)
+                if write_lock and self.generations:
                     self._bump_generation()
             finally:
                 if write_lock:
                     self._file_lock.release()
+
+    @contextmanager
+    def batch(self, write: bool = False) -> Iterator[Any]:
+        """Several operations on one connection (with ``write``, in one transaction). Keep it short: the file
+        stays locked for other processes until the block ends."""
+        if getattr(self._local, "con", None) is not None:
+            raise StoreError(f"{self.label} batches cannot be nested")
+        with self.connect(write=write) as con:
+            yield con
+
+    def _checkpoint(self, con) -> None:
+        import duckdb
+
+        try:
+            con.execute(f"CHECKPOINT {self.alias}" if self.alias in _in_use else "CHECKPOINT")
+        except duckdb.Error:
+            pass  # the data is committed and safe in the WAL; the next write tries again
 
     @property
     def generation_path(self) -> Path:
@@ -152,21 +228,34 @@ class DuckDBFile:
         tmp.write_text(uuid.uuid4().hex, encoding="ascii")
         os.replace(tmp, self.generation_path)
 
-    def migrate(self, migrations: list[str], kind: str) -> None:
+    def migrate(
+        self,
+        migrations: list[str],
+        kind: str,
+        needs_write: Callable[[Any], bool] | None = None,
+        on_write: Callable[[Any], None] | None = None,
+    ) -> None:
         """Create or migrate the schema: ``migrations[i]`` takes version ``i`` to ``i + 1``.
 
-        A read-only look first, so an up-to-date file needs no write lock. Refuses a newer schema and a DuckDB
-        file that is not of this ``kind`` (it has tables but no ``schema_version``).
+        A read-only look first, so an up-to-date file needs no write lock unless ``needs_write(con)`` says so or a
+        killed writer left a WAL (checkpointed by the write). ``on_write(con)`` then runs in the same transaction.
+        Refuses a newer schema and a DuckDB file that is not of this ``kind`` (tables but no ``schema_version``).
         """
         target = len(migrations)
         if self.path.exists():
             with self.connect() as con:
-                if self._version(con, target, kind) == target:
+                if (
+                    self._version(con, target, kind) == target
+                    and not (needs_write and needs_write(con))
+                    and not self.wal_path.exists()
+                ):
                     return
         with self.connect(write=True) as con:
             version = self._version(con, target, kind)
             if version is None:
-                others = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
+                others = con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database()"
+                ).fetchall()[0][0]
                 if others:
                     raise StoreError(
                         f"{self.path} is a DuckDB file but not an mlops_nb {kind} (no schema_version table); "
@@ -177,9 +266,14 @@ class DuckDBFile:
             for step in range(version, target):
                 con.execute(migrations[step])
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [step + 1, utcnow()])
+            if on_write is not None:
+                on_write(con)
 
     def _version(self, con, target: int, kind: str) -> int | None:
-        tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'").fetchall()
+        tables = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' "
+            "AND database_name = current_database()"
+        ).fetchall()
         if not tables[0][0]:
             return None
         version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0

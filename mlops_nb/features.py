@@ -218,7 +218,9 @@ class FeatureStore:
             project = Project(project)
         self.project = project
         self.root = project.mlops_dir / "features"
-        self.db = DuckDBFile(project.features_path, project.settings.lock_timeout, "feature store catalog")
+        self.db = DuckDBFile(
+            project.features_path, project.settings.lock_timeout, "feature store catalog", generations=True
+        )
         if not self.db.path.exists() or str(self.db.path) not in _catalog_images:
             self.db.migrate(MIGRATIONS, "feature store catalog")
 

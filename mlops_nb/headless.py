@@ -337,6 +337,7 @@ def _run_graph(
     import threading
 
     from .executors.dag import GraphRun, LocalRunner, prepare, select_steps
+    from .executors.kernels import KernelSetup
 
     store = project.metadata
     selected = select_steps(pipeline, from_step, to_step, only)
@@ -355,7 +356,14 @@ def _run_graph(
     )
     jobs = jobs or os.cpu_count() or 1
     env = {"MLOPS_NB_HOME": str(project.home)}
-    args = (preamble(pipeline, values), jobs, str(pipeline.folder), env, kernel_name, reuse_kernels)
+    kernels = KernelSetup(
+        tuple(preamble(pipeline, values)),
+        str(pipeline.folder),
+        env,
+        kernel_name or "python3",
+        reuse=reuse_kernels,
+        fork=project.settings.fork_kernels,
+    )
     previous_handler = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM ends the run as Ctrl-C does
 
@@ -369,13 +377,10 @@ def _run_graph(
             from .executors.dask import DaskRunner
 
             runner = DaskRunner(
-                *args,
-                address=scheduler,
-                processes=os.environ.get("MLOPS_NB_DASK_PROCESSES") == "1",
-                fork=project.settings.fork_kernels,
+                kernels, jobs, address=scheduler, processes=os.environ.get("MLOPS_NB_DASK_PROCESSES") == "1"
             )
         else:
-            runner = LocalRunner(*args, fork=project.settings.fork_kernels)
+            runner = LocalRunner(kernels, jobs)
             runner.start()
         try:
             status, error = GraphRun(

@@ -14,8 +14,6 @@ import os
 import secrets
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import ArtifactRef
-from .exceptions import NotFoundError, StoreBusyError, StoreError
+from .dbfile import DuckDBFile, utcnow
+from .exceptions import NotFoundError, StoreError
 
 STATUSES = ("running", "succeeded", "failed", "cached", "skipped", "interrupted")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
@@ -121,27 +120,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-_thread_lock = threading.RLock()  # one store operation at a time per process
-_memory: tuple[int, Any] | None = None  # (pid, connection)
-
-
-def _memory_connection():
-    """This process's in-memory DuckDB connection, which store files are attached to while they are used.
-
-    A forked child makes its own: DuckDB connections do not survive a fork.
-    """
-    global _memory
-    if _memory is None or _memory[0] != os.getpid():
-        import duckdb
-
-        _memory = (os.getpid(), duckdb.connect(":memory:"))
-    return _memory[1]
-
-
-def utcnow() -> datetime:
-    """Now in UTC as a naive datetime, the form every timestamp column holds."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def new_run_id() -> str:
@@ -420,57 +398,25 @@ class MetadataStore:
         if self.path.is_dir():
             raise StoreError(f"metadata store {self.path} is a folder, not a DuckDB file; move it aside")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        from filelock import FileLock
-
-        self._lock = FileLock(str(self.path) + ".lock")
-        self._local = threading.local()
-        self._alias = f"mdb_{secrets.token_hex(4)}"  # this store's name in the process's in-memory connection
-        self._open()
+        self._db = DuckDBFile(
+            self.path,
+            self.lock_timeout,
+            "metadata store",
+            fix="move the file aside and run `mlops-nb init` to start a new store",
+        )
+        # create or migrate the schema, refuse a newer one, and mark runs of dead processes interrupted (an
+        # up-to-date store with no run to mark and no WAL left by a killed writer needs no write lock)
+        self._db.migrate(
+            MIGRATIONS,
+            "metadata store",
+            needs_write=lambda con: bool(self._dead_runs(con)),
+            on_write=self._mark_interrupted,
+        )
 
     def __repr__(self) -> str:
         return f"MetadataStore({str(self.path)!r})"
 
     # connections ---------------------------------------------------------------------------------------------
-    def _busy(self, what: str) -> StoreBusyError:
-        return StoreBusyError(
-            f"metadata store {self.path} is busy: {what} for more than {self.lock_timeout:g} s; retry, or raise "
-            "lock_timeout in [tool.mlops_nb] (MLOPS_NB_LOCK_TIMEOUT)"
-        )
-
-    def _attach(self, deadline: float, read_only: bool):
-        """Attach the file to this process's in-memory DuckDB connection (retrying a lock held elsewhere).
-
-        Creating a DuckDB instance costs ~12 ms; attaching a file to one that exists costs ~3 ms, and holds the
-        file's lock exactly as long as a connection of its own would (until :meth:`_detach`).
-        """
-        import duckdb
-
-        memory = _memory_connection()
-        path = str(self.path).replace("'", "''")
-        statement = f"ATTACH '{path}' AS {self._alias}" + (" (READ_ONLY)" if read_only else "")
-        delay = 0.002
-        while True:
-            try:
-                memory.execute(statement)
-                memory.execute(f"USE {self._alias}")
-                return memory
-            except duckdb.Error as exc:
-                text = str(exc)
-                if "lock" not in text.lower():
-                    first = text.splitlines()[0] if text else type(exc).__name__
-                    raise StoreError(
-                        f"metadata store {self.path} cannot be opened ({first}); move the file aside and run "
-                        "`mlops-nb init` to start a new store"
-                    ) from None
-                if time.monotonic() + delay > deadline:
-                    raise self._busy("another process held the database open") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-
-    def _detach(self, memory) -> None:
-        memory.execute("USE memory")
-        memory.execute(f"DETACH {self._alias}")
-
     @contextmanager
     def batch(self, write: bool = False) -> Iterator[MetadataStore]:
         """Run several operations on one connection (and, with ``write``, in one transaction).
@@ -484,116 +430,12 @@ class MetadataStore:
                 store.record_step(run_id, "a", "cached", ...)
                 store.finish_run(run_id, "succeeded")
         """
-        if getattr(self._local, "con", None) is not None:
-            raise StoreError("metadata store batches cannot be nested")
-        with self._connect(write=write) as con:
-            self._local.con, self._local.write = con, write
-            try:
-                yield self
-            finally:
-                self._local.con = None
+        with self._db.batch(write=write):
+            yield self
 
-    @contextmanager
-    def _connect(self, write: bool = False) -> Iterator[Any]:
-        """One short-lived connection; with ``write``, one transaction under the cross-process writer lock."""
-        from filelock import Timeout
-
-        batched = getattr(self._local, "con", None)
-        if batched is not None:
-            if write and not self._local.write:
-                raise StoreError("cannot write inside a read-only metadata store batch")
-            yield batched
-            return
-        deadline = time.monotonic() + self.lock_timeout
-        with _thread_lock:
-            if write:
-                try:
-                    self._lock.acquire(timeout=self.lock_timeout, poll_interval=0.002)
-                except Timeout:
-                    raise self._busy("another process held its write lock") from None
-            try:
-                con = self._attach(deadline, read_only=not write and self.path.exists())
-                try:
-                    # With the file open for writing no other process has it open, so a WAL now is one a killed
-                    # writer left. DuckDB replays it on every open but no longer checkpoints it on close: it grows
-                    # with every write and makes every connection slower until checkpointed here.
-                    leftover_wal = write and self._wal_path.exists()
-                    if write:
-                        con.execute("BEGIN TRANSACTION")
-                    yield con
-                    if write:
-                        con.execute("COMMIT")
-                        if leftover_wal:
-                            self._checkpoint(con)
-                except BaseException:
-                    if write:
-                        try:
-                            con.execute("ROLLBACK")
-                        except Exception:  # noqa: BLE001 - the original error matters
-                            pass
-                    raise
-                finally:
-                    self._detach(con)
-            finally:
-                if write:
-                    self._lock.release()
-
-    @property
-    def _wal_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".wal")
-
-    def _checkpoint(self, con) -> None:
-        import duckdb
-
-        try:
-            con.execute(f"CHECKPOINT {self._alias}")
-        except duckdb.Error:
-            pass  # the data is committed and safe in the WAL; the next write tries again
-
-    def _open(self) -> None:
-        """Create or migrate the schema, refuse a newer one, and mark runs of dead processes interrupted.
-
-        A read-only look first: an up-to-date store with no run to mark and no WAL left by a killed writer (see
-        :meth:`_connect`) needs no write lock.
-        """
-        if self.path.exists():
-            with self._connect() as con:
-                version = self._schema_version(con)
-                if version == SCHEMA_VERSION and not self._dead_runs(con) and not self._wal_path.exists():
-                    return
-        with self._connect(write=True) as con:
-            version = self._schema_version(con)
-            if version is None:
-                others = con.execute(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ?", [self._alias]
-                ).fetchall()[0][0]
-                if others:
-                    raise StoreError(
-                        f"{self.path} is a DuckDB file but not an mlops_nb metadata store (no schema_version "
-                        "table); point the project elsewhere or move the file aside"
-                    )
-                con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
-                version = 0
-            for target in range(version, SCHEMA_VERSION):
-                con.execute(MIGRATIONS[target])
-                con.execute("INSERT INTO schema_version VALUES (?, ?)", [target + 1, utcnow()])
-            self._mark_interrupted(con)
-
-    def _schema_version(self, con) -> int | None:
-        """The schema version, None for a file without ``schema_version``; refuses a newer one."""
-        tables = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND database_name = ?",
-            [self._alias],
-        ).fetchall()
-        if not tables[0][0]:
-            return None
-        version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"metadata store {self.path} has schema version {version}, newer than this mlops_nb knows "
-                f"({SCHEMA_VERSION}); upgrade mlops_nb (pip install -U mlops-nb)"
-            )
-        return version
+    def _connect(self, write: bool = False):
+        """One short-lived connection (the protocol of :class:`~mlops_nb.dbfile.DuckDBFile`)."""
+        return self._db.connect(write=write)
 
     def _dead_runs(self, con) -> list[tuple[str, int]]:
         """``(run id, pid)`` of runs recorded as running on this host whose process is gone."""

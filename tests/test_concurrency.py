@@ -125,7 +125,7 @@ def role_hold_transaction(home: str) -> None:
 def role_wal_after_commit(home: str) -> None:
     """Commit a run and a started step, then commit the step's end and stop before DuckDB checkpoints it: the last
     transaction lives only in the WAL, as when a writer is killed between COMMIT and closing the file."""
-    from mlops_nb.metadata import _memory_connection
+    from mlops_nb.dbfile import memory_connection
     from mlops_nb.project import Project
 
     project = Project(home)
@@ -133,7 +133,7 @@ def role_wal_after_commit(home: str) -> None:
     run_id = store.create_run("killed", params={"what": "committed, not checkpointed"})
     step_run_id = store.start_step(run_id, "in_wal")
     ref = project.artifacts.put({"in": "wal"})
-    memory = _memory_connection()  # the DuckDB the store attaches its file to: from now on it leaves commits in the WAL
+    memory = memory_connection()  # the DuckDB the store attaches its file to: from now on it leaves commits in the WAL
     memory.execute("SET checkpoint_on_detach = 'DISABLED'")
     memory.execute("SET wal_autocheckpoint = '1TB'")
     store.finish_step(step_run_id, "succeeded", outputs={"out": ref}, metrics={"rows": 3})

@@ -16,10 +16,10 @@ import pytest
 from nbtools import copy_quickstart
 
 import mlops_nb
-from mlops_nb.executors.kernels import KernelPool
+from mlops_nb.executors.kernels import KernelPool, KernelSetup
 from mlops_nb.executors.template import imported_modules
 
-PREAMBLE = ["import os\nimport numpy as np\nimport helpers", "%load_ext mlops_nb\nLIMIT = 3"]
+PREAMBLE = ("import os\nimport numpy as np\nimport helpers", "%load_ext mlops_nb\nLIMIT = 3")
 PROBE = (
     "import json, sys\n"
     "print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(), 'cwd': os.getcwd(), 'rand': float(np.random.rand()),"
@@ -61,7 +61,7 @@ def test_imported_modules_of_setup_cells(tmp_path):
 
 @pytest.mark.slow
 def test_forked_kernels_are_fresh_isolated_processes(folder):
-    with KernelPool(PREAMBLE, 2, str(folder), {"PROBE_ENV": "given"}, fork=True) as pool:
+    with KernelPool(KernelSetup(PREAMBLE, str(folder), {"PROBE_ENV": "given"}), 2) as pool:
         assert pool.template is not None
         first, second, third = probe(pool), probe(pool), probe(pool)
     template_pid = first["ppid"]
@@ -79,7 +79,7 @@ def test_forked_kernels_are_fresh_isolated_processes(folder):
 
 @pytest.mark.slow
 def test_fork_off_starts_kernels_from_scratch(folder):
-    with KernelPool(PREAMBLE, 1, str(folder), {"PROBE_ENV": "given"}, fork=False) as pool:
+    with KernelPool(KernelSetup(PREAMBLE, str(folder), {"PROBE_ENV": "given"}, fork=False), 1) as pool:
         assert pool.template is None
         seen = probe(pool)
     assert seen["ppid"] == os.getpid() and seen["helper"] == "from the notebook folder"
@@ -87,7 +87,7 @@ def test_fork_off_starts_kernels_from_scratch(folder):
 
 @pytest.mark.slow
 def test_a_template_that_died_falls_back_to_usual_kernels(folder):
-    with KernelPool(PREAMBLE, 1, str(folder), {}, fork=True) as pool:
+    with KernelPool(KernelSetup(PREAMBLE, str(folder)), 1) as pool:
         first = probe(pool)
         os.kill(first["ppid"], signal.SIGKILL)  # the template; the warm kernel it forked notices within a second
         time.sleep(1.5)
@@ -103,8 +103,8 @@ def test_a_killed_driver_leaves_no_kernel_behind(folder):
     script = textwrap.dedent(
         f"""
         import json, sys, time
-        from mlops_nb.executors.kernels import KernelPool
-        pool = KernelPool({PREAMBLE!r}, 2, {str(folder)!r}, {{}}, fork=True)
+        from mlops_nb.executors.kernels import KernelPool, KernelSetup
+        pool = KernelPool(KernelSetup({PREAMBLE!r}, {str(folder)!r}), 2)
         executed = pool.run([{PROBE!r}])
         print(executed.cells[-1]["outputs"][0]["text"], flush=True)
         time.sleep(600)

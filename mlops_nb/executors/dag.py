@@ -354,20 +354,15 @@ class GraphRun:
 
 
 class LocalRunner:
-    """Runs steps on a pool of warm local kernels (created on first use, so a fully cached run starts none)."""
+    """Runs steps on a pool of warm local kernels (created on first use, so a fully cached run starts none).
 
-    def __init__(
-        self,
-        preamble: list[str],
-        jobs: int,
-        cwd: str,
-        env: dict,
-        kernel_name: str | None,
-        reuse: bool = False,
-        fork: bool = True,
-    ):
-        self._args = (preamble, jobs, cwd, env, kernel_name or "python3", reuse)
-        self._fork = fork
+    Args:
+        kernels: how the kernels are made (:class:`~mlops_nb.executors.kernels.KernelSetup`).
+        jobs: steps at once; the pool keeps a spare warm kernel per job unless kernels are reused.
+    """
+
+    def __init__(self, kernels, jobs: int):
+        self.kernels, self.jobs = kernels, jobs
         self._pool = None
 
     def start(self) -> None:
@@ -375,11 +370,8 @@ class LocalRunner:
         from .kernels import KernelPool
 
         if self._pool is None:
-            preamble, jobs, cwd, env, kernel_name, reuse = self._args
             # a spare warm kernel per job: a fresh one warms up while the next step already runs on the spare
-            self._pool = KernelPool(
-                preamble, jobs if reuse else 2 * jobs, cwd, env, kernel_name, reuse, fork=self._fork
-            )
+            self._pool = KernelPool(self.kernels, self.jobs if self.kernels.reuse else 2 * self.jobs)
 
     def run(self, cells: list[str], timeout: float | None):
         """Run one step's cells on a warm kernel."""

@@ -18,19 +18,18 @@ from ..exceptions import MlopsError
 class KernelPoolPlugin(WorkerPlugin):
     """Keeps warm kernels on each worker for one run."""
 
-    def __init__(
-        self, preamble: list[str], cwd: str, env: dict, kernel_name: str, reuse: bool, size: int = 1, fork: bool = True
-    ):
-        self.preamble, self.cwd, self.env = preamble, cwd, env
-        self.kernel_name, self.reuse, self.size, self.fork = kernel_name, reuse, size, fork
+    def __init__(self, kernels, size: int):
+        self.kernels, self.size = kernels, size
         self.pool = None
 
     def setup(self, worker) -> None:
-        """Start warming kernels on the worker."""
+        """Start warming kernels on the worker (in the notebook's folder when the worker can see it)."""
+        from dataclasses import replace
+
         from .kernels import KernelPool
 
-        cwd = self.cwd if os.path.isdir(self.cwd) else os.getcwd()
-        self.pool = KernelPool(self.preamble, self.size, cwd, self.env, self.kernel_name, self.reuse, fork=self.fork)
+        kernels = self.kernels if os.path.isdir(self.kernels.cwd) else replace(self.kernels, cwd=os.getcwd())
+        self.pool = KernelPool(kernels, self.size)
 
     def teardown(self, worker) -> None:
         """Stop the worker's kernels."""
@@ -49,25 +48,13 @@ class DaskRunner:
     """Runs steps on a Dask cluster: the scheduler at ``address``, or a LocalCluster of ``jobs`` workers.
 
     Args:
-        preamble, cwd, env, kernel_name, reuse: as for :class:`~mlops_nb.executors.kernels.KernelPool`.
+        kernels: how each worker makes its step kernels (:class:`~mlops_nb.executors.kernels.KernelSetup`).
         jobs: workers of the LocalCluster (ignored with ``address``).
         address: a running scheduler (``tcp://127.0.0.1:8786``).
         processes: LocalCluster workers as processes (True) or threads (False; enough, since kernels do the work).
-        fork: each worker forks its kernels from a template (see ``template.py``).
     """
 
-    def __init__(
-        self,
-        preamble: list[str],
-        jobs: int,
-        cwd: str,
-        env: dict,
-        kernel_name: str | None,
-        reuse: bool = False,
-        address: str | None = None,
-        processes: bool = False,
-        fork: bool = True,
-    ):
+    def __init__(self, kernels, jobs: int, address: str | None = None, processes: bool = False):
         from distributed import Client, LocalCluster
 
         self.cluster = None
@@ -87,9 +74,7 @@ class DaskRunner:
             ) from None
         self.plugin_name = f"mlops-nb-kernels-{uuid.uuid4().hex[:8]}"
         # two warm kernels per worker (one per job with reuse): the next step need not wait for a kernel to start
-        plugin = KernelPoolPlugin(
-            preamble, cwd, env, kernel_name or "python3", reuse, size=1 if reuse else 2, fork=fork
-        )
+        plugin = KernelPoolPlugin(kernels, size=1 if kernels.reuse else 2)
         self.client.register_plugin(plugin, name=self.plugin_name)
 
     def start(self) -> None:

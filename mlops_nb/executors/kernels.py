@@ -43,6 +43,28 @@ class Executed:
     ended_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class KernelSetup:
+    """How a run's step kernels are made (the same for a local pool and for each Dask worker's pool).
+
+    Attributes:
+        preamble: source of the cells every step needs first (setup cells, parameter assignments).
+        cwd: the kernels' working folder (the notebook's).
+        env: environment variables added for the kernels.
+        kernel_name: the Jupyter kernel.
+        reuse: keep a kernel after a step (``%reset -f`` and the preamble again) instead of discarding it.
+        fork: fork kernels from a template that imported the preamble's modules (``template.py``), when the
+            kernel spec allows it; else start each kernel from scratch.
+    """
+
+    preamble: tuple[str, ...]
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict)
+    kernel_name: str = "python3"
+    reuse: bool = False
+    fork: bool = True
+
+
 def kernel_config():
     """traitlets config for a kernel on local IPC sockets in a fresh private folder.
 
@@ -191,29 +213,14 @@ class KernelPool:
     """Warm kernels for one run: ``size`` lanes, each keeping one kernel with the preamble executed.
 
     Args:
-        preamble: source of the cells every step needs first (setup cells, parameter assignments).
-        size: number of warm kernels (the executor's ``--jobs``).
-        cwd: the kernels' working folder (the notebook's).
-        env: environment variables added for the kernels.
-        kernel_name: the Jupyter kernel.
-        reuse: keep a kernel after a step (``%reset -f`` and the preamble again) instead of discarding it.
-        fork: fork kernels from a template that imported the preamble's modules (``template.py``), when the
-            kernel spec allows it; else start each kernel from scratch.
+        setup: how the kernels are made.
+        size: number of lanes (warm kernels).
     """
 
-    def __init__(
-        self,
-        preamble: list[str],
-        size: int,
-        cwd: str,
-        env: dict[str, str] | None = None,
-        kernel_name: str = "python3",
-        reuse: bool = False,
-        fork: bool = True,
-    ):
-        self.preamble, self.cwd, self.env = list(preamble), cwd, dict(env or {})
-        self.kernel_name, self.reuse = kernel_name or "python3", reuse
-        self.template = self._template() if fork else None
+    def __init__(self, setup: KernelSetup, size: int):
+        self.preamble, self.cwd, self.env = list(setup.preamble), setup.cwd, dict(setup.env)
+        self.kernel_name, self.reuse = setup.kernel_name or "python3", setup.reuse
+        self.template = self._template() if setup.fork else None
         self.ready: queue.Queue[Lane] = queue.Queue()
         self.closing = False
         self.startup_error: str | None = None

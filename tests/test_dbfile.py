@@ -1,0 +1,67 @@
+"""The one protocol every store uses for its DuckDB file (``mlops_nb/dbfile.py``), on real files."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops_nb.dbfile import DuckDBFile
+from mlops_nb.exceptions import StoreError
+
+SCHEMA = ["CREATE TABLE items (name VARCHAR, n INTEGER)"]
+
+
+def make(tmp_path, name: str) -> DuckDBFile:
+    db = DuckDBFile(tmp_path / f"{name}.duckdb", 5.0, f"{name} store", generations=True)
+    db.migrate(SCHEMA, f"{name} store")
+    return db
+
+
+def test_an_operation_on_one_file_inside_another_ones(tmp_path):
+    outer, inner = make(tmp_path, "outer"), make(tmp_path, "inner")
+    with outer.connect(write=True) as con:
+        con.execute("INSERT INTO items VALUES ('o', 1)")
+        with inner.connect(write=True) as con2:
+            con2.execute("INSERT INTO items VALUES ('i', 2)")
+            with outer.connect() as again:  # the same file again in the same thread: the open connection
+                assert again is con
+            fresh = make(tmp_path, "fresh")  # created and migrated inside the other two's operations
+            with fresh.connect() as con3:
+                assert con3.execute("SELECT count(*) FROM items").fetchall() == [(0,)]
+        # after the inner file is done, unqualified names are the outer file's again
+        assert con.execute("SELECT name FROM items").fetchall() == [("o",)]
+    with inner.connect() as con:
+        assert con.execute("SELECT name, n FROM items").fetchall() == [("i", 2)]
+
+
+def test_writes_change_the_generation_and_nested_writes_in_reads_are_refused(tmp_path):
+    db = make(tmp_path, "catalog")
+    before = db.generation()
+    with db.connect(write=True) as con:
+        con.execute("INSERT INTO items VALUES ('a', 1)")
+    assert db.generation() != before
+    with db.connect() as con, pytest.raises(StoreError, match="cannot write inside a read-only catalog store"):
+        with db.connect(write=True):
+            pass
+    with db.batch(write=True) as con, pytest.raises(StoreError, match="batches cannot be nested"):
+        with db.batch():
+            pass
+
+
+def test_a_failed_write_rolls_back(tmp_path):
+    db = make(tmp_path, "catalog")
+    with pytest.raises(RuntimeError), db.connect(write=True) as con:
+        con.execute("INSERT INTO items VALUES ('lost', 1)")
+        raise RuntimeError("boom")
+    with db.connect() as con:
+        assert con.execute("SELECT count(*) FROM items").fetchall() == [(0,)]
+
+
+def test_a_newer_schema_and_a_foreign_file_are_refused(tmp_path):
+    db = make(tmp_path, "catalog")
+    with pytest.raises(StoreError, match="has schema version 1, newer than this mlops_nb knows \\(0\\)"):
+        db.migrate([], "catalog store")
+    foreign = DuckDBFile(tmp_path / "other.duckdb", 5.0, "catalog store")
+    with foreign.connect(write=True) as con:
+        con.execute("CREATE TABLE mine (x INTEGER)")
+    with pytest.raises(StoreError, match="is a DuckDB file but not an mlops_nb catalog store"):
+        foreign.migrate(SCHEMA, "catalog store")

@@ -119,10 +119,15 @@ class ParquetSerializer(Serializer):
         return isinstance(obj, pd.DataFrame)
 
     def _write(self, frame, extra: dict | None = None) -> bytes:
+        import warnings
+
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(frame)
+        with warnings.catch_warnings():
+            # pyarrow reads tz-aware columns through Series.values, which pandas 3 warns about; the data is exact
+            warnings.filterwarnings("ignore", message="Series.values returning an ndarray that drops timezone")
+            table = pa.Table.from_pandas(frame)
         if extra:
             meta = dict(table.schema.metadata or {})
             meta[b"mlops_nb"] = json.dumps(extra, sort_keys=True).encode()

@@ -17,7 +17,7 @@ from traitlets.config import Configurable
 
 from .exceptions import MlopsError
 
-_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline"
+_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, end"
 
 
 class MagicUsageError(MlopsError):
@@ -206,6 +206,21 @@ class MlopsMagics(Magics, Configurable):
             for step_run in self.context().store.get_run(runs[0].id).step_runs:
                 statuses[step_run.step] = step_run.status
         return Markdown(f"```mermaid\n{pipeline.to_mermaid(statuses)}\n```")
+
+    def _cmd_end(self, words: list[str]):
+        """``%mlops end``: end this session's manual run now (``failed`` if a step's last try failed, else
+        ``succeeded``); the next step starts a new run. In a headless run it does nothing: its driver ends it."""
+        if words:
+            raise MagicUsageError("usage: %mlops end (ends this session's manual run)")
+        ctx = self._ctx
+        if ctx is None or not ctx.owns_run:
+            if not self.quiet:
+                print("no manual run to end" if ctx is None else "this headless run is ended by its driver")
+            return None
+        ctx.finish()
+        atexit.unregister(ctx.finish_at_exit)
+        self._ctx = None
+        return _runs_frame([ctx.store.get_run(ctx.run_id)])
 
     def _cmd_runs(self, words: list[str]):
         """``%mlops runs [N]``: the latest runs as a DataFrame."""

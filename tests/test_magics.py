@@ -81,6 +81,15 @@ def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_pat
     lineage = shell.run_cell("%mlops lineage total").result
     assert "make [succeeded]" in lineage.data and "-->|items|" in lineage.data
 
+    ended = shell.run_cell("%mlops end").result  # the session's run ends; the next step starts another
+    assert list(ended["run"]) == [runs[0].id] and list(ended["status"]) == ["succeeded"]
+    assert store.get_run(runs[0].id).ended_at is not None
+    shell.run_cell("%%mlops step total --outputs total\ntotal = sum(items)")
+    assert "↺ total cached" in capsys.readouterr().out
+    latest = store.list_runs()
+    assert len(latest) == 2 and latest[0].id != runs[0].id and latest[0].status == "running"
+    assert shell.run_cell("%mlops end extra").error_in_exec is not None
+
 
 def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
     result, error = run(shell, "%%mlops step boom\nx = 1 / 0")

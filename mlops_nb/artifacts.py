@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -285,6 +284,8 @@ class DirSerializer(Serializer):
 
     def dumps(self, obj: Path) -> bytes:
         buf = io.BytesIO()
+        import tarfile  # ~20 ms to import; folders are rare artifacts
+
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
             for path in sorted(p for p in Path(obj).rglob("*")):
                 info = tar.gettarinfo(str(path), arcname=path.relative_to(obj).as_posix())
@@ -306,6 +307,8 @@ class DirSerializer(Serializer):
     @staticmethod
     def extract(data: bytes, dest: Path) -> None:
         """Unpack the tar into ``dest`` (refusing links and paths outside it)."""
+        import tarfile  # ~20 ms to import; folders are rare artifacts
+
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="data")
 

@@ -1072,6 +1072,23 @@ def current_view_hash(ref: ArtifactRef, project: Any = None) -> str | None:
         return None
 
 
+def segment_present(ref: ArtifactRef, project: Any = None) -> bool:
+    """Whether the feature segment ``ref`` (an ingest step's output) is still one of its view's current segments
+    with its file in place. The step runtime asks before reusing a cached ingest step: after the feature store was
+    deleted or the view re-registered, the ingest must run again."""
+    from .project import Project
+
+    project = project or Project()
+    if not project.features_path.exists():
+        return False
+    view = (ref.name or "").removeprefix("features:").split("#", 1)[0]  # recorded as features:VIEW#SEQ
+    try:
+        _, segments = FeatureStore(project)._snapshot([view])[view]
+    except (FeatureNotFoundError, ValidationError):
+        return False
+    return any(s.hash == ref.hash and s.path.exists() for s in segments)
+
+
 def report(view: str | None = None, project: Any = None):
     """What ``%mlops features [VIEW]`` shows: the views as a table, or one view's statistics with histograms."""
     from .feature_stats import stats_html

@@ -275,14 +275,32 @@ def stale_inputs(step_run, project=None) -> list[str]:
     return stale
 
 
+# Outputs a step wrote to another store: a cache hit must check they are still there.
+# kind -> "module:function" taking the recorded ArtifactRef and returning whether it is still stored.
+STILL_STORED = {"feature_segment": "mlops_nb.features:segment_present"}
+
+
+def unusable(ctx_artifacts, hit, step: Step, project=None) -> str | None:
+    """Why a cached step run's outputs cannot stand in for running ``step``, or None when they can: every output
+    must be recorded and still stored (what it wrote to other stores too, such as feature segments), and no input
+    from another store may have changed."""
+    from importlib import import_module
+
+    if any(n not in hit.outputs or not ctx_artifacts.exists(hit.outputs[n]) for n in step.outputs):
+        return "cached outputs missing"
+    for name, ref in hit.outputs.items():
+        target = STILL_STORED.get(ref.kind)
+        if target is not None:
+            module, function = target.split(":")
+            if not getattr(import_module(module), function)(ref, project):
+                return f"output {name} is gone"
+    stale = stale_inputs(hit, project)
+    return ", ".join(f"{name} changed" for name in stale) if stale else None
+
+
 def reusable(ctx_artifacts, hit, step: Step, project=None) -> bool:
-    """Whether a cached step run's outputs can stand in for running ``step``: every output is recorded and
-    still stored, and no input from another store changed."""
-    return (
-        hit is not None
-        and all(n in hit.outputs and ctx_artifacts.exists(hit.outputs[n]) for n in step.outputs)
-        and not stale_inputs(hit, project)
-    )
+    """Whether a cached step run (None: there is none) can stand in for running ``step`` (see :func:`unusable`)."""
+    return hit is not None and unusable(ctx_artifacts, hit, step, project) is None
 
 
 # Running one step ------------------------------------------------------------------------------------------------
@@ -326,10 +344,13 @@ def decide(
             parts["reads"][path], "external", name=path, summary=f"file {path}", uri=full.as_uri()
         )
     no_cache = no_cache or step.no_cache
+    rejected = None
     if not no_cache:
         hit = store.find_cached(key)
-        if reusable(artifacts, hit, step, project):
-            return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
+        if hit is not None:
+            rejected = unusable(artifacts, hit, step, project)
+            if rejected is None:
+                return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
     previous = store.previous_step_run(pipeline.name, step.name)
     why = explain(parts, previous[1] if previous else None)
     stale = stale_inputs(previous[0], project) if previous and previous[0].cache_key == key else []
@@ -337,6 +358,8 @@ def decide(
         why = ", ".join(f"{name} changed" for name in stale)
     if no_cache:
         why = "--no-cache"
+    elif rejected:  # an earlier run with this very key: why it cannot be reused says it best
+        why = rejected
     elif not why:
         why = "previous attempt failed" if previous and previous[0].status == "failed" else "cached outputs missing"
     return Decision(key, parts, inputs, None, why)

@@ -715,3 +715,15 @@ def test_features_notebook_runs_headless_then_fully_cached_with_lineage(tmp_path
     assert fs.describe("customer_activity")["rows"] > 1000
     first_run = project.metadata.get_run(project.metadata.list_runs(2)[-1].id)
     assert first_run.metrics["roc_auc"] > 0.5
+
+    # the feature store deleted: the cached ingest step must ingest again, and what reads the view runs again
+    shutil.rmtree(project.mlops_dir / "features")
+    project.features_path.unlink()
+    third = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=240)
+    assert third.returncode == 0, third.stderr + third.stdout
+    run = project.metadata.get_run(project.metadata.list_runs(1)[0].id)
+    ingest = run.step("ingest")
+    assert ingest.status == "succeeded" and ingest.why == "output features:customer_activity#1 is gone"
+    training_set = run.step("training_set")  # the view is a new segment (a new ingest time): read again
+    assert training_set.status == "succeeded" and training_set.why == "features:customer_activity changed"
+    assert FeatureStore(project).describe("customer_activity")["rows"] > 1000

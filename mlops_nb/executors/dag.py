@@ -154,7 +154,10 @@ class _Writer:
         self._thread.shutdown(wait=True)
 
 
-def _delayed(delay: float, function, *args):
+def _when_recorded(start: Future, delay: float, function, *args):
+    """Run ``function`` once the step run's start is recorded (a killed driver then leaves no step that ran
+    unrecorded) and ``delay`` seconds (a retry's backoff) have passed."""
+    start.result()
     time.sleep(delay)
     return function(*args)
 
@@ -287,11 +290,11 @@ class GraphRun:
             "inputs": {n: decision.inputs[n].to_dict() for n in step.inputs},
             "artifact_root": self.artifacts.uri_root,
         }
-        future = threads.submit(_delayed, delay, self.runner.run, step_cells(spec, step.source), self.step_timeout)
-        # recorded while the kernel already works: the step's own times come from the kernel (_finish)
         start = self.writer.submit(
             lambda: record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))[0]
         )
+        cells = step_cells(spec, step.source)
+        future = threads.submit(_when_recorded, start, delay, self.runner.run, cells, self.step_timeout)
         self.running[future] = _Running(step, start, attempt, decision)
 
     def _retries(self, step: Step) -> int:

@@ -142,6 +142,8 @@ class Lane(threading.Thread):
             resources={"metadata": {"path": pool.cwd}},
             timeout=None,
             allow_errors=True,
+            # a step kernel needs no IPython history: it would write a sqlite file that every kernel shares
+            extra_arguments=["--HistoryManager.enabled=False"],
         )
         self.client = client
         try:

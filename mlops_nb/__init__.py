@@ -55,7 +55,7 @@ _LAZY = {
     "MetadataStore": "metadata",
     "Run": "metadata",
     "StepRun": "metadata",
-    "LineageGraph": "metadata",
+    "LineageGraph": "lineage",
     "FeatureStore": "features",
     "Pipeline": "pipeline",
     "PipelineError": "pipeline",
@@ -66,7 +66,8 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from .artifacts import ArtifactRef, ArtifactStore
     from .headless import run
-    from .metadata import LineageGraph, MetadataStore, Run, StepRun
+    from .lineage import LineageGraph
+    from .metadata import MetadataStore, Run, StepRun
     from .pipeline import Pipeline, PipelineError
     from .project import Project
     from .runtime import StepFailedError

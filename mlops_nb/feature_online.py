@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .feature_checks import DTYPES
+from .exceptions import ValidationError
+from .feature_checks import DTYPES, quote
 from .feature_records import parse_feature_refs
+from .feature_segments import memory, visible_sql
 
 
 def to_pandas_values(array, dtype: str):
@@ -110,3 +112,62 @@ def online_refs(features) -> dict[str, list[str]]:
         if len(_refs_cache) < 1024:
             _refs_cache[features] = cached
     return cached
+
+
+def merged_online_table(v, segments, end, current: OnlineTable | None):
+    """The online table after materializing ``v`` up to ``end``: per key the newest of the current online value and
+    the view's latest event at or before ``end``. Returns ``(arrow table, number of keys added or updated)``."""
+    keys = ", ".join(quote(k) for k in v.join_keys)
+    mem = memory()
+    try:
+        feature_sql, params = visible_sql(mem, 0, v, segments, None)
+        mem.execute(
+            f"CREATE TEMP TABLE latest AS SELECT * FROM ({feature_sql}) WHERE __ts <= ? "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC, __created DESC) = 1",
+            [*params, end],
+        )
+        if current is not None and current.version == v.version:
+            mem.register("current_online", current.table)
+            mem.execute(
+                "CREATE TEMP TABLE merged AS SELECT * EXCLUDE (__src) FROM ("
+                "SELECT *, 0 AS __src FROM current_online UNION ALL BY NAME SELECT *, 1 AS __src FROM latest) "
+                f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC, __created DESC, __src) = 1"
+            )
+            updated = mem.execute(
+                "SELECT count(*) FROM merged m ANTI JOIN current_online c ON "
+                + " AND ".join(
+                    [
+                        *(f"m.{quote(k)} = c.{quote(k)}" for k in v.join_keys),
+                        "m.__ts = c.__ts",
+                        "m.__created = c.__created",
+                    ]
+                )
+            ).fetchall()[0][0]
+        else:
+            mem.execute("CREATE TEMP TABLE merged AS SELECT * FROM latest")
+            updated = mem.execute("SELECT count(*) FROM merged").fetchall()[0][0]
+        order = ", ".join([*(quote(k) for k in v.join_keys), "__ts", "__created", *(quote(f) for f in v.features)])
+        table = mem.sql(f"SELECT {order} FROM merged").to_arrow_table()
+    finally:
+        mem.close()
+    return table, updated
+
+
+def request_columns(entity_rows) -> dict:
+    """The keys of an online request (list of dicts, dict of lists, or DataFrame) as column -> numpy array."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(entity_rows, pd.DataFrame):
+        return {str(c): entity_rows[c].to_numpy() for c in entity_rows.columns}
+    if isinstance(entity_rows, dict):
+        return {str(k): np.asarray(v) for k, v in entity_rows.items()}
+    rows = list(entity_rows)
+    if not rows or not isinstance(rows[0], dict):
+        raise ValidationError("entity_rows must be a non-empty list of dicts, a dict of lists, or a DataFrame")
+    try:
+        return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
+    except (KeyError, TypeError):
+        raise ValidationError(
+            f"entity_rows must all have the same keys as the first one ({', '.join(map(str, rows[0]))})"
+        ) from None

@@ -40,17 +40,14 @@ from .dbfile import DuckDBFile, utcnow
 from .exceptions import FeatureNotFoundError, SchemaChangeError, StoreBusyError, ValidationError
 from .feature_checks import (
     KEY_DTYPES,
-    BadRows,
-    cast_series,
     check_name,
-    fail,
     label_times,
     normalize_dtype,
-    quote,
     read_data_file,
     validate_frame,
 )
-from .feature_online import online_refs, read_online, to_pandas_values
+from .feature_online import merged_online_table, online_refs, read_online, request_columns
+from .feature_pit import asof_columns, output_columns
 from .feature_records import (
     Entity,
     FeatureView,
@@ -154,26 +151,6 @@ def _catalog_key(db: DuckDBFile) -> tuple:
         except FileNotFoundError:
             key.append(None)
     return tuple(key)
-
-
-def _request_columns(entity_rows) -> dict:
-    """The keys of an online request (list of dicts, dict of lists, or DataFrame) as column -> numpy array."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(entity_rows, pd.DataFrame):
-        return {str(c): entity_rows[c].to_numpy() for c in entity_rows.columns}
-    if isinstance(entity_rows, dict):
-        return {str(k): np.asarray(v) for k, v in entity_rows.items()}
-    rows = list(entity_rows)
-    if not rows or not isinstance(rows[0], dict):
-        raise ValidationError("entity_rows must be a non-empty list of dicts, a dict of lists, or a DataFrame")
-    try:
-        return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
-    except (KeyError, TypeError):
-        raise ValidationError(
-            f"entity_rows must all have the same keys as the first one ({', '.join(map(str, rows[0]))})"
-        ) from None
 
 
 def _segment_ref(segment: Segment) -> ArtifactRef:
@@ -793,40 +770,14 @@ class FeatureStore:
             )
         as_of_value = to_utc(as_of, "as_of") if as_of is not None else None
         snapshot = self._snapshot([view for view, _ in refs])
-        wanted: dict[str, list[str]] = {}
-        for view, feature in refs:
-            v = snapshot[view][0]
-            names = list(v.features) if feature == "*" else [feature]
-            for name in names:
-                if name not in v.features:
-                    raise FeatureNotFoundError(
-                        f"unknown feature {name!r} in view {view!r} (its features: {', '.join(v.features)})"
-                    )
-                if name not in wanted.setdefault(view, []):
-                    wanted[view].append(name)
-        out_names: dict[tuple[str, str], str] = {}
-        seen: dict[str, str] = {}
-        for view, names in wanted.items():
-            for name in names:
-                out = f"{view}__{name}" if full_feature_names else name
-                if out in seen:
-                    raise ValidationError(
-                        f"feature {name!r} is in views {seen[out]!r} and {view!r}; pass full_feature_names=True"
-                    )
-                if out in entity_df.columns:
-                    raise ValidationError(
-                        f"feature column {out!r} (view {view!r}) is already a column of entity_df; rename that column "
-                        "or pass full_feature_names=True"
-                    )
-                seen[out] = view
-                out_names[(view, name)] = out
+        wanted, out_names = output_columns(snapshot, refs, entity_df, full_feature_names)
         label = label_times(entity_df[timestamp], timestamp)
         result = entity_df.copy()
         mem = memory()
         try:
             for index, (view, names) in enumerate(wanted.items()):
                 v, segments = snapshot[view]
-                columns = self._asof(mem, index, v, segments, entity_df, label, names, as_of_value)
+                columns = asof_columns(mem, index, v, segments, entity_df, label, names, as_of_value)
                 for name, values in columns.items():
                     result[out_names[(view, name)]] = values
         finally:
@@ -839,49 +790,6 @@ class FeatureStore:
                 for segment in segments:  # lineage: the training set came from these segments
                     runtime.record_input(f"features:{view}#{segment.seq}", _segment_ref(segment))
         return result
-
-    def _asof(self, mem, index, v: FeatureView, segments, entity_df, label, names: list[str], as_of) -> dict:
-        """The ASOF join of one view against the entity rows: feature name -> values in entity_df's row order."""
-        import numpy as np
-        import pyarrow as pa
-
-        n = len(entity_df)
-        ent = {"__row": pa.array(np.arange(n, dtype=np.int64))}
-        for key, dtype in v.join_keys.items():
-            if key not in entity_df.columns:
-                raise ValidationError(
-                    f"entity_df has no column {key!r}, the join key of view {v.name!r} (entity {v.entity!r}); add it"
-                )
-            series = entity_df[key].reset_index(drop=True)
-            try:
-                ent[key] = cast_series(series, dtype)
-            except BadRows as bad:
-                raise ValidationError(
-                    str(fail(v.name, key, series, bad)).replace(f"view {v.name!r} column", "entity_df column", 1)
-                ) from None
-        ent["__ts"] = label
-        ttl_filter = ""
-        if v.ttl is not None:
-            ttl_us = int(round(v.ttl_seconds * 1_000_000))
-            lo = pa.compute.subtract(label.cast(pa.int64()), ttl_us).cast(pa.timestamp("us", tz="UTC"))
-            ent["__lo"] = lo
-            ttl_filter = "f.__ts >= e.__lo"
-        name = f"e{index}"
-        mem.register(name, pa.table(ent))
-        feature_sql, params = visible_sql(mem, index, v, segments, as_of)
-        on = " AND ".join([*(f"e.{quote(k)} = f.{quote(k)}" for k in v.join_keys), "e.__ts >= f.__ts"])
-        outs = ", ".join(
-            (f"CASE WHEN {ttl_filter} THEN f.{quote(f)} END" if ttl_filter else f"f.{quote(f)}") + f" AS c{i}"
-            for i, f in enumerate(names)
-        )
-        sql = f"SELECT e.__row, {outs} FROM {name} e ASOF LEFT JOIN ({feature_sql}) f ON {on}"
-        table = mem.sql(sql, params=params).to_arrow_table()
-        mem.unregister(name)
-        rows = table.column("__row").to_numpy()
-        order = np.empty(n, dtype=np.int64)
-        order[rows] = np.arange(n, dtype=np.int64)
-        take = pa.array(order)
-        return {f: to_pandas_values(table.column(f"c{i}").take(take), v.features[f]) for i, f in enumerate(names)}
 
     # online store ------------------------------------------------------------------------------------------------
     def materialize(self, view: str, end: Any = None) -> MaterializeResult:
@@ -901,43 +809,8 @@ class FeatureStore:
         with self._locked(check_name(view, "view")):
             snapshot = self._snapshot([view])
             v, segments = snapshot[view]
-            keys = ", ".join(quote(k) for k in v.join_keys)
             path = self.root / v.name / "online.parquet"
-            mem = memory()
-            try:
-                feature_sql, params = visible_sql(mem, 0, v, segments, None)
-                mem.execute(
-                    f"CREATE TEMP TABLE latest AS SELECT * FROM ({feature_sql}) WHERE __ts <= ? "
-                    f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC, __created DESC) = 1",
-                    [*params, end_value],
-                )
-                current = read_online(path)
-                if current is not None and current.version == v.version:
-                    mem.register("current_online", current.table)
-                    mem.execute(
-                        "CREATE TEMP TABLE merged AS SELECT * EXCLUDE (__src) FROM ("
-                        "SELECT *, 0 AS __src FROM current_online UNION ALL BY NAME SELECT *, 1 AS __src FROM latest) "
-                        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC, __created DESC, __src) = 1"
-                    )
-                    updated = mem.execute(
-                        "SELECT count(*) FROM merged m ANTI JOIN current_online c ON "
-                        + " AND ".join(
-                            [
-                                *(f"m.{quote(k)} = c.{quote(k)}" for k in v.join_keys),
-                                "m.__ts = c.__ts",
-                                "m.__created = c.__created",
-                            ]
-                        )
-                    ).fetchall()[0][0]
-                else:
-                    mem.execute("CREATE TEMP TABLE merged AS SELECT * FROM latest")
-                    updated = mem.execute("SELECT count(*) FROM merged").fetchall()[0][0]
-                order = ", ".join(
-                    [*(quote(k) for k in v.join_keys), "__ts", "__created", *(quote(f) for f in v.features)]
-                )
-                table = mem.sql(f"SELECT {order} FROM merged").to_arrow_table()
-            finally:
-                mem.close()
+            table, updated = merged_online_table(v, segments, end_value, read_online(path))
             meta = {"view": v.to_dict(), "end": end_value.isoformat()}
             table = table.replace_schema_metadata({b"mlops_nb": json.dumps(meta).encode()})
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -980,7 +853,7 @@ class FeatureStore:
         import pandas as pd
 
         refs = online_refs(tuple(features) if isinstance(features, (list, tuple)) else features)
-        request = _request_columns(entity_rows)
+        request = request_columns(entity_rows)
         columns: dict[str, Any] = {}
         key_columns: list[str] = []
         for view, names in refs.items():

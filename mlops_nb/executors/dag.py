@@ -11,7 +11,10 @@ independent branches finish.
 
 from __future__ import annotations
 
+import itertools
+import queue
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -122,17 +125,33 @@ class _Running:
 
 
 class _Writer:
-    """The driver's store writes, in order, on one thread of their own: the driver hands the next step to a kernel
-    while the previous one's records are written (each still its own short transaction). A write that fails is
+    """The driver's store writes on one thread of their own, each still its own short transaction: the driver hands
+    the next step to a kernel while the previous one's records are written. A step's start (``urgent``) goes before
+    writes already queued, since its kernel waits for it; otherwise writes keep their order. A write that fails is
     raised by the next :meth:`check` or :meth:`drain`."""
 
     def __init__(self):
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-writer")
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
         self._futures: list[Future] = []
+        self._thread = threading.Thread(target=self._loop, name="mlops-nb-writer", daemon=True)
+        self._thread.start()
 
-    def submit(self, function, *args, **kwargs) -> Future:
+    def _loop(self) -> None:
+        while True:
+            _, _, future, function, args, kwargs = self._queue.get()
+            if future is None:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                    future.set_exception(exc)
+
+    def submit(self, function, *args, urgent: bool = False, **kwargs) -> Future:
         """Queue one write; its future holds the result."""
-        future = self._thread.submit(function, *args, **kwargs)
+        future: Future = Future()
+        self._queue.put((0 if urgent else 1, next(self._order), future, function, args, kwargs))
         self._futures.append(future)
         return future
 
@@ -151,15 +170,19 @@ class _Writer:
 
     def close(self) -> None:
         """Finish the queued writes and stop the thread."""
-        self._thread.shutdown(wait=True)
+        self._queue.put((2, next(self._order), None, None, None, None))
+        self._thread.join()
 
 
-def _when_recorded(start: Future, delay: float, function, *args):
-    """Run ``function`` once the step run's start is recorded (a killed driver then leaves no step that ran
-    unrecorded) and ``delay`` seconds (a retry's backoff) have passed."""
-    start.result()
+def _run_step(runner, start: Future, delay: float, cells: list[str], timeout: float | None):
+    """Run one step's cells after ``delay`` seconds (a retry's backoff), never before its start is recorded (a
+    killed driver then leaves no step that ran unrecorded): a runner that takes a ``gate`` loads the inputs
+    meanwhile and waits for it only before the step's body; for another the step waits here."""
     time.sleep(delay)
-    return function(*args)
+    if getattr(runner, "gates", False):
+        return runner.run(cells, timeout, gate=start)
+    start.result()
+    return runner.run(cells, timeout)
 
 
 class GraphRun:
@@ -205,6 +228,7 @@ class GraphRun:
         self.running: dict[Any, _Running] = {}
         self.bar = None
         self.writer = _Writer()
+        self._ends: list[tuple] = []  # end records of finished steps, queued after the steps they unblock start
 
     def _say(self, text: str) -> None:
         if self.bar is not None:
@@ -233,6 +257,7 @@ class GraphRun:
                     elif ups <= self.done:
                         pending.remove(step)
                         self._start(step, threads)
+                self._flush_ends()
                 if not self.running:
                     if len(pending) == before:  # nothing can start and nothing runs: a bug, not a hang
                         raise MlopsError(f"steps {[s.name for s in pending]} cannot start; please report this")
@@ -241,9 +266,11 @@ class GraphRun:
                 finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
                 for future in finished:
                     self._finish(self.running.pop(future), future.result(), threads)
+            self._flush_ends()
             self.writer.drain()
         except BaseException:
             self.runner.close()
+            self._flush_ends()
             for item in self.running.values():
                 self.writer.submit(self._interrupted, item)
             threads.shutdown(wait=False, cancel_futures=True)
@@ -257,6 +284,11 @@ class GraphRun:
             name = next(s.name for s in self.pipeline.steps if s.name in self.failed)
             return "failed", self.failed[name]
         return "succeeded", None
+
+    def _flush_ends(self) -> None:
+        for args, kwargs in self._ends:
+            self.writer.submit(self._record_end, *args, **kwargs)
+        self._ends.clear()
 
     def _interrupted(self, item: _Running) -> None:
         if item.step_run_id.exception() is None:
@@ -291,10 +323,11 @@ class GraphRun:
             "artifact_root": self.artifacts.uri_root,
         }
         start = self.writer.submit(
-            lambda: record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))[0]
+            lambda: record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))[0],
+            urgent=True,
         )
         cells = step_cells(spec, step.source)
-        future = threads.submit(_when_recorded, start, delay, self.runner.run, cells, self.step_timeout)
+        future = threads.submit(_run_step, self.runner, start, delay, cells, self.step_timeout)
         self.running[future] = _Running(step, start, attempt, decision)
 
     def _retries(self, step: Step) -> int:
@@ -323,14 +356,11 @@ class GraphRun:
             result = executed.result
             outputs = {k: ArtifactRef.from_dict(v) for k, v in result["outputs"].items()}
             inputs = {k: ArtifactRef.from_dict(v) for k, v in result["inputs"].items()}
-            self.writer.submit(
-                self._record_end,
-                item,
-                executed,
-                "succeeded",
-                outputs=outputs,
-                inputs=inputs,
-                metrics=result.get("metrics"),
+            self._ends.append(
+                (
+                    (item, executed, "succeeded"),
+                    {"outputs": outputs, "inputs": inputs, "metrics": result.get("metrics")},
+                )
             )
             self.outputs[step.name] = {n: outputs[n] for n in step.outputs}
             self.done.add(step.name)
@@ -345,7 +375,7 @@ class GraphRun:
             error = f"step {step.name!r}: " + (executed.error or "the kernel died (out of memory or os._exit)")
         else:
             error = executed.error or "the step did not report a result"
-        self.writer.submit(self._record_end, item, executed, "failed", error=error)
+        self._ends.append(((item, executed, "failed"), {"error": error}))
         if item.attempt <= self._retries(step):
             self._say(f"  {step.name}: failed ({error}); retrying")
             if self.bar is not None:
@@ -376,10 +406,12 @@ class LocalRunner:
             # a spare warm kernel per job: a fresh one warms up while the next step already runs on the spare
             self._pool = KernelPool(self.kernels, self.jobs if self.kernels.reuse else 2 * self.jobs)
 
-    def run(self, cells: list[str], timeout: float | None):
-        """Run one step's cells on a warm kernel."""
+    gates = True  # run() takes a gate: the step's body waits for its start record, its input loading does not
+
+    def run(self, cells: list[str], timeout: float | None, gate: Future | None = None):
+        """Run one step's cells on a warm kernel; with ``gate``, the cells after the first wait for it."""
         self.start()
-        return self._pool.run(cells, timeout)
+        return self._pool.run(cells, timeout, gate)
 
     def close(self) -> None:
         """Stop every kernel."""

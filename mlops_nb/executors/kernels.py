@@ -92,8 +92,8 @@ def _first_error(cells) -> tuple[str, str] | None:
 
 
 class _Job:
-    def __init__(self, cells: list[str], timeout: float | None):
-        self.cells, self.timeout = cells, timeout
+    def __init__(self, cells: list[str], timeout: float | None, gate=None):
+        self.cells, self.timeout, self.gate = cells, timeout, gate
         self.done = threading.Event()
         self.executed: Executed | None = None
 
@@ -176,6 +176,13 @@ class Lane(threading.Thread):
                         client.timeout = job.timeout
                         try:
                             for index in range(len(preamble.cells), len(step_nb.cells)):
+                                if index == len(preamble.cells) + 1 and job.gate is not None:
+                                    try:  # the step's body runs only once its start is recorded
+                                        job.gate.result()
+                                    except Exception as exc:  # noqa: BLE001 - reported as the step's failure
+                                        executed.status, executed.ename = "failed", type(exc).__name__
+                                        executed.error = f"its start could not be recorded: {exc}"
+                                        break
                                 client.execute_cell(step_nb.cells[index], index)
                         except CellTimeoutError:
                             executed.status, executed.ename = "timeout", "TimeoutError"
@@ -257,13 +264,17 @@ class KernelPool:
         km.template = self.template
         return km
 
-    def run(self, cells: list[str], timeout: float | None = None) -> Executed:
-        """Run one step's cells on the next warm kernel; blocks until it is done."""
+    def run(self, cells: list[str], timeout: float | None = None, gate=None) -> Executed:
+        """Run one step's cells on the next warm kernel; blocks until it is done.
+
+        ``gate`` (a future) is waited for after the first cell (the input loading), before the rest run; if it
+        failed, the step is reported failed without running its body.
+        """
         lane = self.ready.get()
         if self.startup_error:
             self.ready.put(lane)
             return Executed("failed", error=f"a kernel could not start: {self.startup_error}", ename="KernelError")
-        job = _Job(cells, timeout)
+        job = _Job(cells, timeout, gate)
         lane.inbox.put(job)
         job.done.wait()
         return job.executed

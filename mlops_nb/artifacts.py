@@ -15,6 +15,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -123,8 +124,9 @@ class ParquetSerializer(Serializer):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with warnings.catch_warnings():
-            # pyarrow reads tz-aware columns through Series.values, which pandas 3 warns about; the data is exact
+        # pyarrow reads tz-aware columns through Series.values, which pandas 3 warns about (the data is exact);
+        # warning filters are process-wide, hence the lock while this one is in place
+        with _warnings_lock, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Series.values returning an ndarray that drops timezone")
             table = pa.Table.from_pandas(frame)
         if extra:
@@ -344,6 +346,9 @@ def _builtin_serializers() -> list[Serializer]:
         DirSerializer(),
         PickleSerializer(),
     ]
+
+
+_warnings_lock = threading.Lock()
 
 
 class SerializerRegistry:

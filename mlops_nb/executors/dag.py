@@ -174,14 +174,14 @@ class _Writer:
         self._thread.join()
 
 
-def _run_step(runner, start: Future, delay: float, cells: list[str], timeout: float | None):
-    """Run one step's cells after ``delay`` seconds (a retry's backoff), never before its start is recorded (a
-    killed driver then leaves no step that ran unrecorded): a runner that takes a ``gate`` loads the inputs
-    meanwhile and waits for it only before the step's body; for another the step waits here."""
+def _run_step(runner, gate: Future, delay: float, cells: list[str], timeout: float | None):
+    """Run one step's cells after ``delay`` seconds (a retry's backoff) and never before ``gate`` (its records are
+    committed): a runner that takes a gate loads the inputs meanwhile and waits only before the step's body; for
+    another the step waits here."""
     time.sleep(delay)
     if getattr(runner, "gates", False):
-        return runner.run(cells, timeout, gate=start)
-    start.result()
+        return runner.run(cells, timeout, gate=gate)
+    gate.result()
     return runner.run(cells, timeout)
 
 
@@ -229,6 +229,7 @@ class GraphRun:
         self.bar = None
         self.writer = _Writer()
         self._ends: list[tuple] = []  # end records of finished steps, queued after the steps they unblock start
+        self._launches: list[tuple] = []  # started steps (start record queued) not yet handed to the runner
 
     def _say(self, text: str) -> None:
         if self.bar is not None:
@@ -246,7 +247,7 @@ class GraphRun:
             self.bar = tqdm(total=len(pending), desc=self.pipeline.name, unit="step", leave=False, file=sys.stderr)
         threads = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mlops-nb-step")
         try:
-            while pending or self.running:
+            while pending or self.running or self._launches:
                 before = len(pending)
                 for step in list(pending):
                     ups = set(step.upstream.values())
@@ -257,7 +258,7 @@ class GraphRun:
                     elif ups <= self.done:
                         pending.remove(step)
                         self._start(step, threads)
-                self._flush_ends()
+                self._dispatch(threads)
                 if not self.running:
                     if len(pending) == before:  # nothing can start and nothing runs: a bug, not a hang
                         raise MlopsError(f"steps {[s.name for s in pending]} cannot start; please report this")
@@ -271,7 +272,7 @@ class GraphRun:
         except BaseException:
             self.runner.close()
             self._flush_ends()
-            for item in self.running.values():
+            for item in [*self.running.values(), *(launch[0] for launch in self._launches)]:
                 self.writer.submit(self._interrupted, item)
             threads.shutdown(wait=False, cancel_futures=True)
             raise
@@ -289,6 +290,17 @@ class GraphRun:
         for args, kwargs in self._ends:
             self.writer.submit(self._record_end, *args, **kwargs)
         self._ends.clear()
+
+    def _dispatch(self, threads) -> None:
+        """Queue the end records, then hand the started steps to the runner. A step's body waits for a barrier
+        queued after them: it runs only once its own start and every record before it (the end of the step that
+        produced its inputs) are committed, so a killed driver leaves nothing that ran unrecorded."""
+        self._flush_ends()
+        for item, delay, cells in self._launches:
+            barrier = self.writer.submit(item.step_run_id.result)  # after the (urgent) start and the ends
+            future = threads.submit(_run_step, self.runner, barrier, delay, cells, self.step_timeout)
+            self.running[future] = item
+        self._launches.clear()
 
     def _interrupted(self, item: _Running) -> None:
         if item.step_run_id.exception() is None:
@@ -326,9 +338,7 @@ class GraphRun:
             lambda: record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))[0],
             urgent=True,
         )
-        cells = step_cells(spec, step.source)
-        future = threads.submit(_run_step, self.runner, start, delay, cells, self.step_timeout)
-        self.running[future] = _Running(step, start, attempt, decision)
+        self._launches.append((_Running(step, start, attempt, decision), delay, step_cells(spec, step.source)))
 
     def _retries(self, step: Step) -> int:
         return max(step.retries, self.retries)

@@ -73,8 +73,14 @@ def test_forked_kernels_are_fresh_isolated_processes(folder):
         assert seen["leak"] is False  # nothing of an earlier step's namespace
     assert len({first["rand"], second["rand"], third["rand"]}) == 3  # numpy's global generator is reseeded
     assert not psutil.pid_exists(template_pid)  # closing the pool stops the template
+    kernels = []
     for seen in (first, second, third):
-        assert not psutil.pid_exists(seen["pid"]) or psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
+        try:
+            kernels.append(psutil.Process(seen["pid"]))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(kernels, timeout=10)
+    assert all(k.status() == psutil.STATUS_ZOMBIE for k in alive if k.is_running()), alive
 
 
 @pytest.mark.slow
@@ -89,13 +95,21 @@ def test_fork_off_starts_kernels_from_scratch(folder):
 def test_a_template_that_died_falls_back_to_usual_kernels(folder):
     with KernelPool(KernelSetup(PREAMBLE, str(folder)), 1) as pool:
         first = probe(pool)
-        os.kill(first["ppid"], signal.SIGKILL)  # the template; the warm kernel it forked notices within a second
-        time.sleep(1.5)
-        second = probe(pool)  # the lane finds its warm kernel dead and starts one the usual way
-        third = probe(pool)
+        os.kill(first["ppid"], signal.SIGKILL)  # the template; the warm kernel it forked exits within a second
+        for _ in range(10):  # a step may still land on that kernel and lose it: the pool then starts another
+            executed = pool.run([PROBE])
+            assert executed.status in ("succeeded", "died"), executed.error
+            if executed.status == "succeeded":
+                seen = json.loads(executed.cells[-1]["outputs"][0]["text"])
+                if seen["ppid"] == os.getpid():
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no kernel started the usual way after the template died")
+        after = probe(pool)
     assert first["ppid"] != os.getpid()
-    assert second["ppid"] == third["ppid"] == os.getpid() and third["helper"] == "from the notebook folder"
-    assert second["leak"] is False and third["leak"] is False
+    assert after["ppid"] == os.getpid() and after["helper"] == "from the notebook folder"
+    assert seen["leak"] is False and after["leak"] is False
 
 
 @pytest.mark.slow

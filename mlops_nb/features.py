@@ -924,42 +924,40 @@ class FeatureStore:
 
 # Module helpers -----------------------------------------------------------------------------------------------------
 # Lineage: the runtime asks on cache hits whether a step's feature views changed -----------------------------------
+def _recorded_view(ref: ArtifactRef, project: Any = None) -> tuple[FeatureView, list[Segment]] | None:
+    """The current state of the view a recorded ref names (``features://VIEW``, or the event name
+    ``features:VIEW`` / ``features:VIEW#SEQ``) in the project's feature store; None when it or the view is gone."""
+    from .project import Project
+
+    if ref.uri.startswith("features://"):
+        view = ref.uri.removeprefix("features://")
+    else:
+        view = (ref.name or "").removeprefix("features:").split("#", 1)[0]
+    project = project or Project()
+    if not project.features_path.exists():
+        return None
+    try:
+        return FeatureStore(project)._snapshot([view])[view]
+    except (FeatureNotFoundError, ValidationError):
+        return None
+
+
 def current_view_hash(ref: ArtifactRef, project: Any = None) -> str | None:
     """The current state hash of the feature view ``ref`` names (in the current project), None when it is gone.
 
     The step runtime calls it for inputs of kind ``feature_view`` before reusing a cached step: a view that was
     ingested into, re-registered or had its TTL changed since makes the step run again.
     """
-    from .project import Project
-
-    if ref.uri.startswith("features://"):  # the name a ref comes back with is the event's (features:VIEW)
-        view = ref.uri.removeprefix("features://")
-    else:
-        view = (ref.name or "").removeprefix("features:")
-    project = project or Project()
-    if not project.features_path.exists():
-        return None
-    try:
-        return FeatureStore(project).view_hash(view)
-    except (FeatureNotFoundError, ValidationError):
-        return None
+    state = _recorded_view(ref, project)
+    return FeatureStore.state_hash(*state) if state is not None else None
 
 
 def segment_present(ref: ArtifactRef, project: Any = None) -> bool:
     """Whether the feature segment ``ref`` (an ingest step's output) is still one of its view's current segments
     with its file in place. The step runtime asks before reusing a cached ingest step: after the feature store was
     deleted or the view re-registered, the ingest must run again."""
-    from .project import Project
-
-    project = project or Project()
-    if not project.features_path.exists():
-        return False
-    view = (ref.name or "").removeprefix("features:").split("#", 1)[0]  # recorded as features:VIEW#SEQ
-    try:
-        _, segments = FeatureStore(project)._snapshot([view])[view]
-    except (FeatureNotFoundError, ValidationError):
-        return False
-    return any(s.hash == ref.hash and s.path.exists() for s in segments)
+    state = _recorded_view(ref, project)
+    return state is not None and any(s.hash == ref.hash and s.path.exists() for s in state[1])
 
 
 def report(view: str | None = None, project: Any = None):

@@ -260,17 +260,23 @@ def record_output(name: str, ref: ArtifactRef) -> None:
 CURRENT_HASH = {"feature_view": "mlops_nb.features:current_view_hash"}
 
 
-def stale_inputs(step_run, project=None) -> list[str]:
-    """Names of a step run's inputs from other stores (feature views) whose content changed since it ran."""
+def _hook(hooks: dict[str, str], kind: str):
+    """The function ``hooks`` names (``"module:function"``) for artifacts of ``kind``, or None."""
     from importlib import import_module
 
+    target = hooks.get(kind)
+    if target is None:
+        return None
+    module, function = target.split(":")
+    return getattr(import_module(module), function)
+
+
+def stale_inputs(step_run, project=None) -> list[str]:
+    """Names of a step run's inputs from other stores (feature views) whose content changed since it ran."""
     stale = []
     for name, ref in step_run.inputs.items():
-        target = CURRENT_HASH.get(ref.kind)
-        if target is None:
-            continue
-        module, function = target.split(":")
-        if getattr(import_module(module), function)(ref, project) != ref.hash:
+        current_hash = _hook(CURRENT_HASH, ref.kind)
+        if current_hash is not None and current_hash(ref, project) != ref.hash:
             stale.append(name)
     return stale
 
@@ -284,16 +290,12 @@ def unusable(ctx_artifacts, hit, step: Step, project=None) -> str | None:
     """Why a cached step run's outputs cannot stand in for running ``step``, or None when they can: every output
     must be recorded and still stored (what it wrote to other stores too, such as feature segments), and no input
     from another store may have changed."""
-    from importlib import import_module
-
     if any(n not in hit.outputs or not ctx_artifacts.exists(hit.outputs[n]) for n in step.outputs):
         return "cached outputs missing"
     for name, ref in hit.outputs.items():
-        target = STILL_STORED.get(ref.kind)
-        if target is not None:
-            module, function = target.split(":")
-            if not getattr(import_module(module), function)(ref, project):
-                return f"output {name} is gone"
+        still_stored = _hook(STILL_STORED, ref.kind)
+        if still_stored is not None and not still_stored(ref, project):
+            return f"output {name} is gone"
     stale = stale_inputs(hit, project)
     return ", ".join(f"{name} changed" for name in stale) if stale else None
 

@@ -175,14 +175,10 @@ class _Writer:
 
 
 def _run_step(runner, gate: Future, delay: float, cells: list[str], timeout: float | None):
-    """Run one step's cells after ``delay`` seconds (a retry's backoff) and never before ``gate`` (its records are
-    committed): a runner that takes a gate loads the inputs meanwhile and waits only before the step's body; for
-    another the step waits here."""
+    """Run one step's cells after ``delay`` seconds (a retry's backoff); its body never runs before ``gate`` (its
+    records are committed)."""
     time.sleep(delay)
-    if getattr(runner, "gates", False):
-        return runner.run(cells, timeout, gate=gate)
-    gate.result()
-    return runner.run(cells, timeout)
+    return runner.run(cells, timeout, gate=gate)
 
 
 class GraphRun:
@@ -416,10 +412,9 @@ class LocalRunner:
             # a spare warm kernel per job: a fresh one warms up while the next step already runs on the spare
             self._pool = KernelPool(self.kernels, self.jobs if self.kernels.reuse else 2 * self.jobs)
 
-    gates = True  # run() takes a gate: the step's body waits for its start record, its input loading does not
-
     def run(self, cells: list[str], timeout: float | None, gate: Future | None = None):
-        """Run one step's cells on a warm kernel; with ``gate``, the cells after the first wait for it."""
+        """Run one step's cells on a warm kernel; with ``gate``, the cells after the first (the input loading)
+        wait for it."""
         self.start()
         return self._pool.run(cells, timeout, gate)
 

@@ -80,12 +80,18 @@ class DaskRunner:
     def start(self) -> None:
         """Kernels warm up when the plugin is registered."""
 
-    def run(self, cells: list[str], timeout: float | None):
-        """Submit one step; a worker lost mid-step is retried once on another, then reported as a dead kernel."""
+    def run(self, cells: list[str], timeout: float | None, gate=None):
+        """Submit one step once ``gate`` (a future: its records are committed) is done; a worker lost mid-step is
+        run again on another, then reported as a dead kernel."""
         from distributed import KilledWorker
 
         from .kernels import Executed
 
+        if gate is not None:
+            try:
+                gate.result()
+            except Exception as exc:  # noqa: BLE001 - reported as the step's failure, as a local kernel does
+                return Executed("failed", error=f"its start could not be recorded: {exc}", ename=type(exc).__name__)
         future = self.client.submit(run_on_worker, self.plugin_name, cells, timeout, pure=False, retries=1)
         try:
             return future.result()

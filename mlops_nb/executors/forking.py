@@ -60,7 +60,8 @@ class ForkedProcess:
                 self._process.wait(timeout)
             except psutil.NoSuchProcess:
                 pass
-        return self.poll() if self.poll() is not None else 0
+        code = self.poll()
+        return 0 if code is None else code
 
     def send_signal(self, signum: int) -> None:
         """Signal the kernel alone."""

@@ -135,11 +135,11 @@ class Lane(threading.Thread):
         from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
         pool = self.pool
-        preamble = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in pool.preamble])
+        preamble = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in pool.setup.preamble])
         client = NotebookClient(
             preamble,
             km=pool.kernel_manager(),
-            resources={"metadata": {"path": pool.cwd}},
+            resources={"metadata": {"path": pool.setup.cwd}},
             timeout=None,
             allow_errors=True,
             # a step kernel needs no IPython history: it would write a sqlite file that every kernel shares
@@ -148,7 +148,7 @@ class Lane(threading.Thread):
         self.client = client
         try:
             # the kernel's own log (not the cells' output) goes nowhere: its shutdown noise is not the user's
-            with client.setup_kernel(env={**os.environ, **pool.env}, stderr=subprocess.DEVNULL, cleanup_kc=True):
+            with client.setup_kernel(env={**os.environ, **pool.setup.env}, stderr=subprocess.DEVNULL, cleanup_kc=True):
                 while True:
                     for index, cell in enumerate(preamble.cells):
                         cell.outputs = []
@@ -203,7 +203,7 @@ class Lane(threading.Thread):
                     job.executed = executed
                     job.done.set()
                     job = self.job = None
-                    if executed.status in ("timeout", "died") or not pool.reuse:
+                    if executed.status in ("timeout", "died") or not pool.setup.reuse:
                         return None  # discard this kernel; the loop starts a fresh one
                     reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")])
                     client.nb = reset  # nbclient writes the executed cell into client.nb
@@ -227,8 +227,7 @@ class KernelPool:
     """
 
     def __init__(self, setup: KernelSetup, size: int):
-        self.preamble, self.cwd, self.env = list(setup.preamble), setup.cwd, dict(setup.env)
-        self.kernel_name, self.reuse = setup.kernel_name or "python3", setup.reuse
+        self.setup = setup
         self.template = self._template() if setup.fork else None
         self.ready: queue.Queue[Lane] = queue.Queue()
         self.closing = False
@@ -247,20 +246,21 @@ class KernelPool:
         from .template import Template, imported_modules
 
         try:
-            argv = list(KernelSpecManager().get_kernel_spec(self.kernel_name).argv)
+            argv = list(KernelSpecManager().get_kernel_spec(self.setup.kernel_name).argv)
         except NoSuchKernel:
             return None  # the kernel manager reports it, with jupyter_client's message
         if not forkable(argv):
             return None
         if argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
             argv[0] = sys.executable  # as jupyter_client's format_kernel_cmd does
-        return Template(argv[0], self.cwd, imported_modules(self.preamble, self.cwd), {**os.environ, **self.env})
+        setup = self.setup
+        return Template(argv[0], setup.cwd, imported_modules(setup.preamble, setup.cwd), {**os.environ, **setup.env})
 
     def kernel_manager(self):
         """A kernel manager for one kernel: forked from the template when there is one."""
         from .forking import ForkingKernelManager
 
-        km = ForkingKernelManager(kernel_name=self.kernel_name, config=kernel_config())
+        km = ForkingKernelManager(kernel_name=self.setup.kernel_name, config=kernel_config())
         km.template = self.template
         return km
 

@@ -124,6 +124,7 @@ def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
         ),
         ("%mlops run -p n", "argument -p/--param: expected 2 arguments; usage: %mlops run [-p NAME VALUE]..."),
         ("%mlops lineage", "usage: %mlops lineage NAME"),
+        ("%mlops end extra", "usage: %mlops end (ends this session's manual run)"),
     ],
 )
 def test_usage_errors_are_one_line(shell, capsys, cell, message):

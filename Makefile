@@ -28,6 +28,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache  # the layers of DESIGN.md: imports point down only, no cycles
 
 test: lint
 	$(BIN)/pytest

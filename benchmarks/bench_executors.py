@@ -320,7 +320,7 @@ def probe_kernel(root: Path, imports: str, rounds: int = 3) -> dict[str, float]:
     seconds its process used in all (from ``RUSAGE_CHILDREN`` once it has been reaped, where available)."""
     from nbclient import NotebookClient
 
-    from mlops_nb.executors.kernels import kernel_config
+    from mlops_nb.engine.executors.kernels import kernel_config
 
     folder = project_folder(root, f"probe-{imports}")
     parts: dict[str, list[float]] = {"start": [], "setup": [], "reset+setup": [], "shutdown": [], "kernel cpu": []}

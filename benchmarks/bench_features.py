@@ -6,7 +6,7 @@ It generates one dataset: ``--features`` feature rows over ``--keys`` customers 
 ``--days`` days, by default 100: about one row per key and day, a daily feature table; a few % of rows tie on key
 and event time; each row has a distinct ``created_ts`` up to two days later)
 and ``--entities`` label rows (2 % of them with keys that have no features, label times to the second). It ingests
-the feature rows into a fresh :class:`~mlops_nb.features.FeatureStore` view (TTL 30 days, ``created_ts`` as the
+the feature rows into a fresh :class:`~mlops_nb.store.features.FeatureStore` view (TTL 30 days, ``created_ts`` as the
 created timestamp) as one segment, and every method below reads that segment's Parquet file. Each method runs in
 its own subprocess, which first loads the label rows into a pandas DataFrame (not timed), then is timed ``--reps``
 times (best kept) from that DataFrame to a pandas DataFrame with one column per feature. ``--rounds`` rounds run
@@ -71,7 +71,7 @@ def generate(out: Path, n_features: int, n_entities: int, n_keys: int, days: int
     import numpy as np
     import pandas as pd
 
-    from mlops_nb.features import FeatureStore
+    from mlops_nb.store.features import FeatureStore
 
     rng = np.random.default_rng(seed)
     base = np.datetime64("2024-01-01T00:00:00", "us")
@@ -137,7 +137,7 @@ def peak_rss_mb() -> float:
 
 # Methods (each in its own process) -------------------------------------------------------------------------------------
 def method_ours(entity, segment: str, home: str):
-    from mlops_nb.features import FeatureStore
+    from mlops_nb.store.features import FeatureStore
 
     fs = FeatureStore(home)
     return lambda: fs.get_historical_features(entity, [f"bench:{f}" for f in FEATURES])
@@ -235,7 +235,7 @@ def run_online(out: Path) -> None:
     """Child process: materialize, then time 1,000-key online lookups."""
     import numpy as np
 
-    from mlops_nb.features import FeatureStore
+    from mlops_nb.store.features import FeatureStore
 
     info = json.loads((out / "data.json").read_text())
     fs = FeatureStore(info["home"])

@@ -3,7 +3,7 @@
 What it measures
 ----------------
 It builds one synthetic dataset (default 20,000 runs of a 5-step pipeline, so 100,000 step runs) and records it
-twice: in an mlops_nb :class:`~mlops_nb.metadata.MetadataStore` (DuckDB) and in an MLflow SQLite tracking store.
+twice: in an mlops_nb :class:`~mlops_nb.store.metadata.MetadataStore` (DuckDB) and in an MLflow SQLite tracking store.
 Each run has 3 params (``lr`` from a set of 5 values, ``depth``, ``seed``) and 2 metrics (``accuracy``,
 ``loss``); about 5 % of the runs fail in their last step. The step runs are chained: step k's output artifact is
 step k+1's input, and step 1 reads a raw dataset shared by 50 consecutive runs.
@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mlops_nb.metadata import MetadataStore
+from mlops_nb.store.metadata import MetadataStore
 
 STEP_NAMES = ("clean", "featurize", "split", "train", "evaluate")
 OUTPUT_NAMES = ("clean", "features", "train_set", "model", "report")
@@ -345,7 +345,7 @@ def load_ours(path: Path, data: Dataset) -> MetadataStore:
 
 def verify_ours(store: MetadataStore, data: Dataset, depth: int) -> None:
     """Check the bulk rows through the public API, and that an API write on a copy of the file fits with them."""
-    from mlops_nb.artifacts import ArtifactRef
+    from mlops_nb.store.artifacts import ArtifactRef
 
     r = data.last_succeeded()
     run = store.get_run(data.run_ids[r])

@@ -1,13 +1,17 @@
 """mlops_nb: a Jupyter-native MLOps toolkit. The notebook a data scientist writes is the pipeline.
 
-Importing ``mlops_nb`` is light: the stores and their heavy dependencies load on first use.
+Importing ``mlops_nb`` is light: the stores and their heavy dependencies load on first use. The package is in
+layers whose imports point down only (``ui`` → ``run`` → ``project`` → ``store`` | ``pipeline`` → ``core``,
+``settings``, ``exceptions``); this root is the public face above them all: it names the public objects and
+resolves the current project for stores made without paths (``mlops_nb.MetadataStore()``).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .core import hooks as _hooks
 from .exceptions import (
     ArtifactCorruptedError,
     ArtifactError,
@@ -15,6 +19,8 @@ from .exceptions import (
     ConfigError,
     MlopsError,
     NotFoundError,
+    PipelineError,
+    StepFailedError,
     StoreBusyError,
     StoreError,
     UnsupportedArtifactError,
@@ -50,40 +56,54 @@ __all__ = [
 
 _LAZY = {
     "Project": "project",
-    "ArtifactRef": "artifacts",
-    "ArtifactStore": "artifacts",
-    "MetadataStore": "metadata",
-    "Run": "metadata",
-    "StepRun": "metadata",
-    "LineageGraph": "lineage",
-    "FeatureStore": "features",
+    "ArtifactRef": "core.records",
+    "ArtifactStore": "store.artifacts",
+    "MetadataStore": "store.metadata",
+    "Run": "store.metadata",
+    "StepRun": "store.metadata",
+    "LineageGraph": "store.lineage",
+    "FeatureStore": "store.features",
     "Pipeline": "pipeline",
-    "PipelineError": "pipeline",
-    "StepFailedError": "runtime",
-    "run": "headless",
+    "run": "engine.driver",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .artifacts import ArtifactRef, ArtifactStore
-    from .headless import run
-    from .lineage import LineageGraph
-    from .metadata import MetadataStore, Run, StepRun
-    from .pipeline import Pipeline, PipelineError
+    from .core.records import ArtifactRef
+    from .engine.driver import run
+    from .pipeline import Pipeline
     from .project import Project
-    from .runtime import StepFailedError
+    from .store.artifacts import ArtifactStore
+    from .store.features import FeatureStore
+    from .store.lineage import LineageGraph
+    from .store.metadata import MetadataStore, Run, StepRun
 
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext mlops_nb``: register the ``%%mlops`` / ``%mlops`` magics (prints nothing)."""
-    from .magics import load_ipython_extension as load
+    from .ui.magics import load_ipython_extension as load
 
     load(ipython)
+
+
+def _locate(store: str, where: Any) -> dict[str, Any]:
+    """The paths of a store of the project ``where`` names (a Project, its folder, or None: the current one)."""
+    from .project import Project
+
+    project = where if isinstance(where, Project) else Project(where)
+    return project.store_paths(store)
+
+
+_hooks.set_locator(_locate)
 
 
 def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mlops_nb' has no attribute {name!r}")
+    if name == "run":  # API users see progress bars as the command line's do
+        from .ui.progress import install
+
+        install()
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

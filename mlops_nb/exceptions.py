@@ -92,3 +92,39 @@ class SchemaChangeError(FeatureStoreError):
     """A feature view or entity was registered again with an incompatible definition."""
 
     http_status = 409
+
+
+class PipelineError(MlopsError):
+    """The notebook is not a valid pipeline; ``problems`` lists every problem, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = [" ".join(p.split()) for p in problems]
+        Exception.__init__(self, "\n".join(self.problems))
+
+    @property
+    def message(self) -> str:
+        """Every problem, one per line."""
+        return self.args[0]
+
+
+class StepFailedError(MlopsError):
+    """A step's body raised, or its outputs could not be stored; in a headless run, the run is recorded as failed.
+
+    Attributes:
+        step: the step's name.
+        cell_index: the step's cell (0-based).
+        ename, evalue: the exception's type and message.
+        run_id: the failed run, when one was recorded.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        step: str = "",
+        cell_index: int | None = None,
+        ename: str = "",
+        evalue: str = "",
+        run_id: str | None = None,
+    ):
+        super().__init__(message)
+        self.step, self.cell_index, self.ename, self.evalue, self.run_id = step, cell_index, ename, evalue, run_id

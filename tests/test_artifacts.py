@@ -13,7 +13,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from mlops_nb import ArtifactCorruptedError, ArtifactNotFoundError, ArtifactStore, UnsupportedArtifactError
-from mlops_nb.artifacts import Serializer, serializers
+from mlops_nb.store.artifacts import Serializer, serializers
 
 
 def _frame(n=50):

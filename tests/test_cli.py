@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlops_nb.cli import cli
 from mlops_nb.project import Project
+from mlops_nb.ui.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,11 +67,15 @@ def test_runs_show_lineage(tmp_path):
     result = invoke(tmp_path, "runs")
     assert result.exit_code == 0
     header, row = result.output.splitlines()[:2]
-    assert header.split() == ["RUN", "PIPELINE", "STATUS", "STARTED", "(UTC)", "DURATION", "TRIGGER", "STEPS"]
+    assert header.split() == ["RUN", "KIND", "PIPELINE", "STATUS", "STARTED", "(UTC)", "DURATION", "TRIGGER", "STEPS"]
     assert row.startswith(run_id) and "demo" in row and "succeeded" in row and "3 succeeded" in row
+    assert row.split()[1] == "pipeline"
 
     records = json.loads(invoke(tmp_path, "runs", "--json").output)
     assert records[0]["id"] == run_id and records[0]["params"]["C"] == 1.0
+    assert records[0]["kind"] == "pipeline" and records[0]["fired_by"] is None
+    assert json.loads(invoke(tmp_path, "runs", "--kind", "build", "--json").output) == []
+    assert [r["id"] for r in json.loads(invoke(tmp_path, "runs", "--kind", "pipeline", "--json").output)] == [run_id]
 
     result = invoke(tmp_path, "show", run_id[:18])
     assert result.exit_code == 0
@@ -149,7 +153,7 @@ def test_console_script_error_and_debug(tmp_path):
 def test_import_and_help_stay_light():
     """DESIGN invariant 8: `import mlops_nb` and `mlops-nb --help` import none of the heavy libraries."""
     code = (
-        "import sys, mlops_nb, mlops_nb.cli; heavy = {'pandas', 'duckdb', 'mlflow', 'sklearn', 'pyarrow', 'scipy',"
+        "import sys, mlops_nb, mlops_nb.ui.cli; heavy = {'pandas', 'duckdb', 'mlflow', 'sklearn', 'pyarrow', 'scipy',"
         " 'dask', 'jupyter_server', 'numpy'}; print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

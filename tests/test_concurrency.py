@@ -125,8 +125,8 @@ def role_hold_transaction(home: str) -> None:
 def role_wal_after_commit(home: str) -> None:
     """Commit a run and a started step, then commit the step's end and stop before DuckDB checkpoints it: the last
     transaction lives only in the WAL, as when a writer is killed between COMMIT and closing the file."""
-    from mlops_nb.dbfile import memory_connection
     from mlops_nb.project import Project
+    from mlops_nb.store.dbfile import memory_connection
 
     project = Project(home)
     store = project.metadata
@@ -274,8 +274,8 @@ def assert_artifact_files_verify(root: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_eight_processes_record_runs_at_once(tmp_path, spawn):
-    from mlops_nb.artifacts import ArtifactStore
     from mlops_nb.project import Project
+    from mlops_nb.store.artifacts import ArtifactStore
 
     workers = [spawn("record", tmp_path, w) for w in range(N_WORKERS)]
     for w, child in enumerate(workers):
@@ -378,8 +378,8 @@ def test_kill9_while_writing_a_large_artifact(tmp_path, spawn):
     import psutil
 
     from mlops_nb.exceptions import ArtifactNotFoundError
-    from mlops_nb.metadata import MetadataStore
     from mlops_nb.project import Project
+    from mlops_nb.store.metadata import MetadataStore
 
     data = big_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -432,8 +432,8 @@ def test_kill9_while_writing_a_large_artifact(tmp_path, spawn):
 def test_kill9_inside_an_open_write_transaction(tmp_path, spawn):
     from filelock import FileLock, Timeout
 
-    from mlops_nb.metadata import MetadataStore
     from mlops_nb.project import Project
+    from mlops_nb.store.metadata import MetadataStore
 
     project = Project(tmp_path).init()
     child = spawn("hold-transaction", tmp_path)
@@ -457,8 +457,8 @@ def test_kill9_inside_an_open_write_transaction(tmp_path, spawn):
 
 @pytest.mark.slow
 def test_kill9_between_commit_and_checkpoint(tmp_path, spawn):
-    from mlops_nb.metadata import MetadataStore
     from mlops_nb.project import Project
+    from mlops_nb.store.metadata import MetadataStore
 
     project = Project(tmp_path).init()
     wal = project.metadata_path.with_name(project.metadata_path.name + ".wal")
@@ -493,8 +493,8 @@ def _locks_held_by(pid: int) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks to see who holds the lock")
 def test_kill9_at_random_moments_while_writing(tmp_path, spawn):
-    from mlops_nb.metadata import MetadataStore
     from mlops_nb.project import Project
+    from mlops_nb.store.metadata import MetadataStore
 
     project = Project(tmp_path).init()
     wal = project.metadata_path.with_name(project.metadata_path.name + ".wal")
@@ -558,8 +558,8 @@ def _assert_busy_message(error: pytest.ExceptionInfo, path: Path, what: str) -> 
 @pytest.mark.slow
 def test_writer_lock_held_by_another_process(tmp_path, spawn):
     from mlops_nb.exceptions import StoreBusyError
-    from mlops_nb.metadata import MetadataStore
     from mlops_nb.project import Project
+    from mlops_nb.store.metadata import MetadataStore
 
     path = Project(tmp_path).init().metadata_path
     child = spawn("hold-lock", tmp_path, path)
@@ -585,8 +585,8 @@ def test_writer_lock_held_by_another_process(tmp_path, spawn):
 @pytest.mark.slow
 def test_database_held_open_by_another_process(tmp_path, spawn):
     from mlops_nb.exceptions import StoreBusyError
-    from mlops_nb.metadata import MetadataStore
     from mlops_nb.project import Project
+    from mlops_nb.store.metadata import MetadataStore
 
     path = Project(tmp_path).init().metadata_path
     opened = MetadataStore(path, lock_timeout=0.5)

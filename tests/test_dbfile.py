@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_nb.dbfile import DuckDBFile
 from mlops_nb.exceptions import StoreError
+from mlops_nb.store.dbfile import DuckDBFile
 
 SCHEMA = ["CREATE TABLE items (name VARCHAR, n INTEGER)"]
 

@@ -15,7 +15,7 @@ from nbtools import copy_quickstart, write_notebook
 
 import mlops_nb
 from mlops_nb import MlopsError, Project
-from mlops_nb.cli import cli
+from mlops_nb.ui.cli import cli
 
 pytestmark = pytest.mark.slow
 
@@ -248,7 +248,7 @@ import pathlib, psutil
 def kill_my_worker():
     # the kernel's parents: the kernel template (when forked), then the Dask worker process under its nanny
     me = psutil.Process()
-    worker = next(p for p in me.parents() if "mlops_nb.executors.template" not in " ".join(p.cmdline()))
+    worker = next(p for p in me.parents() if "mlops_nb.engine.executors.template" not in " ".join(p.cmdline()))
     worker.kill()
     time.sleep(60)
 """

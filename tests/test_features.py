@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlops_nb.exceptions import FeatureNotFoundError, SchemaChangeError, ValidationError
-from mlops_nb.features import FeatureStore, current_view_hash
+from mlops_nb.store.features import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -263,40 +263,37 @@ def test_register_is_idempotent_ttl_updates_and_schema_change_needs_force(fs):
 
 
 def test_identical_ingest_is_a_no_op_and_view_hash_follows_data(fs, project):
-    from mlops_nb.artifacts import ArtifactRef
+    from mlops_nb.core.records import ArtifactRef
 
     ref = ArtifactRef(fs.view_hash("stats"), "feature_view", name="stats", uri="features://stats")
-    os.environ["MLOPS_NB_HOME"] = str(project.home)
-    try:
-        assert current_view_hash(ref) == ref.hash
-        data = frame([(1, 0, 1.0, 1, "a")])
-        first = fs.ingest("stats", data)
-        assert current_view_hash(ref) == first.view_hash != ref.hash
-        again = fs.ingest("stats", data)
-        assert not again.new and again.segment == first.segment and "nothing written" in again.line()
-        assert current_view_hash(ArtifactRef("x", "feature_view", name="gone")) is None
-    finally:
-        del os.environ["MLOPS_NB_HOME"]
+    assert fs.current_hash(ref) == ref.hash
+    assert project.artifact_source("feature_view").current_hash(ref) == ref.hash  # what the step runtime asks
+    data = frame([(1, 0, 1.0, 1, "a")])
+    first = fs.ingest("stats", data)
+    assert fs.current_hash(ref) == first.view_hash != ref.hash
+    again = fs.ingest("stats", data)
+    assert not again.new and again.segment == first.segment and "nothing written" in again.line()
+    assert fs.current_hash(ArtifactRef("x", "feature_view", name="gone")) is None
 
 
 def test_steps_record_views_and_segments_for_lineage(fs, tmp_path):
-    from mlops_nb import runtime
+    from mlops_nb.core import hooks
 
     raw = tmp_path / "stats.csv"
     frame([(1, 0, 1.0, 1, "a")]).to_csv(raw, index=False)
-    with runtime.capture("ingest") as touched:
+    with hooks.track("ingest") as touched:
         result = fs.ingest("stats", raw)
     assert touched.outputs["features:stats"].hash == result.view_hash
     segment = touched.outputs[f"features:stats#{result.segment}"]
     assert segment.kind == "feature_segment" and segment.hash == result.hash and segment.uri.endswith(".parquet")
     assert touched.inputs["stats.csv"].kind == "external"
     labels = pd.DataFrame({"customer_id": [1], "event_timestamp": [day(1)]})
-    with runtime.capture("train") as touched:
+    with hooks.track("train") as touched:
         fs.get_historical_features(labels, ["stats:spend"])
     view = touched.inputs["features:stats"]
     assert (view.kind, view.hash, view.uri) == ("feature_view", result.view_hash, "features://stats")
     assert touched.inputs[f"features:stats#{result.segment}"].hash == result.hash
-    runtime.record_input("x", view)  # outside a step: a no-op
+    hooks.record_input("x", view)  # outside a step: a no-op
 
 
 def test_composite_keys_and_string_keys(project):
@@ -566,7 +563,7 @@ WORKER = textwrap.dedent(
     """
     import sys, time, pandas as pd
     from datetime import UTC, datetime, timedelta
-    from mlops_nb.features import FeatureStore
+    from mlops_nb.store.features import FeatureStore
     home, role, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     fs = FeatureStore(home)
     base = datetime(2024, 1, 1, tzinfo=UTC)
@@ -622,7 +619,7 @@ def test_two_ingesting_processes_and_a_reader_lose_nothing(fs, project):
 
 # The command line -------------------------------------------------------------------------------------------------------
 def cli(home, *args):
-    from mlops_nb.cli import cli as main
+    from mlops_nb.ui.cli import cli as main
 
     return CliRunner().invoke(main, ["--home", str(home), "features", *args], obj={})
 
@@ -662,7 +659,7 @@ def test_cli_errors_are_one_line(fs, project, tmp_path):
 
 
 def test_cli_help_does_not_import_pandas_or_duckdb():
-    code = "import sys; from mlops_nb.cli import cli; import mlops_nb.features_cli; print('pandas' in sys.modules, 'duckdb' in sys.modules)"
+    code = "import sys; from mlops_nb.ui.cli import cli; import mlops_nb.ui.cli.features; print('pandas' in sys.modules, 'duckdb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mlops_nb.inference import analyze, normalize
-from mlops_nb.pipeline import transform
+from mlops_nb.pipeline.inference import analyze, normalize
+from mlops_nb.pipeline.notebook import transform
 
 
 @dataclass

@@ -16,8 +16,8 @@ import pytest
 from nbtools import copy_quickstart
 
 import mlops_nb
-from mlops_nb.executors.kernels import KernelPool, KernelSetup
-from mlops_nb.executors.template import imported_modules
+from mlops_nb.engine.executors.kernels import KernelPool, KernelSetup
+from mlops_nb.engine.executors.template import imported_modules
 
 PREAMBLE = ("import os\nimport numpy as np\nimport helpers", "%load_ext mlops_nb\nLIMIT = 3")
 PROBE = (
@@ -117,7 +117,7 @@ def test_a_killed_driver_leaves_no_kernel_behind(folder):
     script = textwrap.dedent(
         f"""
         import json, sys, time
-        from mlops_nb.executors.kernels import KernelPool, KernelSetup
+        from mlops_nb.engine.executors.kernels import KernelPool, KernelSetup
         pool = KernelPool(KernelSetup({PREAMBLE!r}, {str(folder)!r}), 2)
         executed = pool.run([{PROBE!r}])
         print(executed.cells[-1]["outputs"][0]["text"], flush=True)
@@ -167,7 +167,7 @@ def test_fork_kernels_setting(tmp_path, monkeypatch):
 
 def test_template_exits_when_its_stdin_closes(tmp_path):
     template = subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb.executors.template", json.dumps(["json"])],
+        [sys.executable, "-m", "mlops_nb.engine.executors.template", json.dumps(["json"])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )

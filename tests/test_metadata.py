@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from mlops_nb import MetadataStore, NotFoundError, StoreError
-from mlops_nb.metadata import SCHEMA_VERSION
+from mlops_nb.store.metadata import SCHEMA_VERSION
 
 
 def _pipeline(store, artifacts, params=None, n_steps=3):

@@ -17,7 +17,7 @@ from nbtools import copy_quickstart, run_by_hand, write_notebook
 
 import mlops_nb
 from mlops_nb import Project
-from mlops_nb.cli import cli
+from mlops_nb.ui.cli import cli
 
 pytestmark = pytest.mark.slow
 

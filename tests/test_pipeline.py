@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from mlops_nb.exceptions import MlopsError
-from mlops_nb.pipeline import Pipeline, PipelineError, parse_magic_line
+from mlops_nb.pipeline.notebook import Pipeline, PipelineError, parse_magic_line
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -91,11 +91,7 @@ def test_settings_precedence(tmp_path):
             "seconds to wait",
         ),
         ("[tool.mlops_nb]\nlock_timeout = -1\n", {}, "invalid value -1 (expected a positive number of seconds)"),
-        (
-            "[tool.mlops_nb]\nexecutor = 'spark'\n",
-            {},
-            "executor: invalid value 'spark' (expected one of notebook, dag, dask)",
-        ),
+        ("[tool.mlops_nb]\nexecutor = 'no such'\n", {}, "executor: invalid value 'no such' (expected a name)"),
         (
             "[tool.mlops_nb]\ncolour = 'red'\n",
             {},
@@ -118,3 +114,27 @@ def test_home_env_pointing_at_file(tmp_path):
     target.write_text("x")
     with pytest.raises(ConfigError, match=r"MLOPS_NB_HOME=.*file.txt is a file, not a folder; point it at"):
         Project(environ={"MLOPS_NB_HOME": str(target)})
+
+
+def test_unknown_executor_setting_is_refused_when_a_run_starts(tmp_path):
+    """The executors are registered in the engine (plugins too), so the setting is checked when a run needs it:
+    one line naming where the value came from and the executors there are; nothing is recorded."""
+    import mlops_nb
+
+    (tmp_path / "pyproject.toml").write_text("[tool.mlops_nb]\nexecutor = 'spark'\n")
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(
+        '{"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": null}],'
+        ' "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    )
+    project = Project(tmp_path)
+    assert project.settings.executor == "spark"
+    with pytest.raises(ConfigError) as info:
+        mlops_nb.run(notebook, project=project)
+    message = info.value.message
+    assert message.startswith(
+        f"{tmp_path / 'pyproject.toml'} [tool.mlops_nb] executor: executor 'spark' is not available"
+    )
+    assert message.endswith("use one of: notebook, dag, dask")
+    assert "\n" not in message
+    assert project.metadata.list_runs() == []

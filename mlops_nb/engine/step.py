@@ -1,14 +1,14 @@
-"""The step runtime: the one code path that runs a step, in every mode (DESIGN invariant 1).
+"""The step runtime: the one code path that runs a step in a kernel's namespace, in every mode (DESIGN invariant 1).
 
-Given a step, the namespace it runs in and the run it belongs to, :func:`execute_step` computes the step's cache
-key, says why it runs, loads the outputs of a cache hit into the namespace or runs the body and stores its
-outputs, and records the step run with its input and output artifacts. The ``%%mlops step`` magic calls it for
-manual and headless runs alike; the planner uses :func:`key_parts` to decide, without a kernel, what would run.
+Given a step, the namespace it runs in and the run it belongs to, :func:`execute_step` decides the step
+(``cache.decide``), loads the outputs of a cache hit into the namespace or runs the body and stores its outputs,
+and records the step run with its input and output artifacts. The ``%%mlops step`` magic calls it for manual and
+headless (``notebook`` executor) runs alike; the ``dag``/``dask`` driver shares :func:`record_hit`,
+:func:`record_start` and :func:`store_outputs` with it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -16,27 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactRef
-from .exceptions import MlopsError
-from .pipeline import FORMAT_VERSION, Pipeline, Step, canonical, sha256
-
-RUN_ENV = "MLOPS_NB_RUN_ID"
-NOTEBOOK_ENV = "MLOPS_NB_NOTEBOOK"
-NO_CACHE_ENV = "MLOPS_NB_NO_CACHE"
-
-
-class StepFailedError(MlopsError):
-    """A step's body raised, or its outputs could not be stored.
-
-    Attributes:
-        step: the step's name.
-        cell_index: the step's cell (0-based).
-        ename, evalue: the exception's type and message.
-    """
-
-    def __init__(self, message: str, step: str = "", cell_index: int | None = None, ename: str = "", evalue: str = ""):
-        super().__init__(message)
-        self.step, self.cell_index, self.ename, self.evalue = step, cell_index, ename, evalue
+from ..core import hooks as tracking
+from ..core.hooks import hooks
+from ..core.records import ArtifactRef
+from ..exceptions import MlopsError, StepFailedError
+from ..pipeline.notebook import Pipeline, Step
+from .cache import Decision, decide
 
 
 @dataclass
@@ -76,82 +61,16 @@ class StepResult:
         return text
 
 
-# Hashing what a step reads -------------------------------------------------------------------------------------
-_path_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def hash_path(path: Path) -> str:
-    """sha256 of a file's bytes, or of a folder's sorted (relative path, file hash) list.
-
-    Hashes are remembered per (path, size, mtime) for the life of the process.
-    """
-    if path.is_dir():
-        entries = [(p.relative_to(path).as_posix(), hash_path(p)) for p in sorted(path.rglob("*")) if p.is_file()]
-        return sha256(canonical(entries))
-    stat = path.stat()
-    memo_key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if memo_key not in _path_hashes:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _path_hashes[memo_key] = digest.hexdigest()
-    return _path_hashes[memo_key]
-
-
-def key_parts(pipeline: Pipeline, step: Step, inputs: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
-    """The components of a step's cache key (DESIGN.md): normalised source, setup, local modules, input artifact
-    hashes, ``--reads`` content hashes, the parameter values it uses, and the format version."""
-    return {
-        "format": FORMAT_VERSION,
-        "source": sha256(step.normalized),
-        "setup": pipeline.setup_hash,
-        "modules": {**pipeline.setup_modules, **step.modules},
-        "inputs": dict(sorted(inputs.items())),
-        "reads": {p: hash_path(pipeline.folder / p) for p in step.reads},
-        "params": {p: canonical(params.get(p, pipeline.params.get(p))) for p in step.params},
-    }
-
-
-def cache_key(parts: dict[str, Any]) -> str:
-    """sha256 of the canonical key parts."""
-    return sha256(canonical(parts))
-
-
-def explain(parts: dict[str, Any], previous: dict[str, Any] | None) -> str:
-    """Why a step's key differs from its previous run's: ``source changed``, ``input raw changed``, ..."""
-    if previous is None:
-        return "no earlier run"
-    reasons = []
-    if previous.get("format") != parts["format"]:
-        reasons.append("mlops_nb cache format changed")
-    if previous.get("source") != parts["source"]:
-        reasons.append("source changed")
-    if previous.get("setup") != parts["setup"]:
-        reasons.append("setup changed")
-    for group, label in (
-        ("modules", "module {} changed"),
-        ("params", "param {} changed"),
-        ("inputs", "input {} changed"),
-        ("reads", "{} changed"),
-    ):
-        old, new = previous.get(group, {}), parts[group]
-        for name in sorted(set(old) | set(new)):
-            if old.get(name) != new.get(name):
-                reasons.append(label.format(name))
-    return ", ".join(reasons)
-
-
 # The run this process's steps belong to ---------------------------------------------------------------------------
 class RunContext:
     """The run that steps executed in this process record into, and what they produced so far.
 
     Args:
         project: the project whose stores are used.
-        run_id: the run (created by a driver, or by :meth:`interactive`).
+        run_id: the run (created by a driver, or by :func:`open_manual_run`).
         pipeline: the parsed notebook, when known.
         no_cache: run every step (``--no-cache``).
-        owns_run: whether this process ends the run (an interactive session) or a driver does.
+        owns_run: whether this process ends the run (a manual session) or a driver does.
     """
 
     def __init__(self, project, run_id: str, pipeline: Pipeline | None, no_cache: bool = False, owns_run: bool = False):
@@ -176,6 +95,15 @@ class RunContext:
     def remember(self, name: str, ref: ArtifactRef, obj: Any) -> None:
         """Note that variable ``name`` holds artifact ``ref``."""
         self._produced[name] = (ref, id(obj))
+
+    def produced(self, name: str) -> ArtifactRef | None:
+        """The artifact a step of this run last stored (or loaded) as variable ``name``, if any."""
+        known = self._produced.get(name)
+        return known[0] if known else None
+
+    def produced_names(self) -> set[str]:
+        """The variables steps of this run stored or loaded."""
+        return set(self._produced)
 
     def ref_of(self, name: str, namespace: dict) -> ArtifactRef | None:
         """The artifact the variable holds: the one a step stored, if the variable still holds that object;
@@ -205,8 +133,18 @@ class RunContext:
             last[result.step] = result.status
         failed = [s for s, status in last.items() if status == "failed"]
         error = f"step {failed[0]} failed" if failed else None
-        self.store.finish_run(self.run_id, "failed" if failed else "succeeded", error=error)
+        status = "failed" if failed else "succeeded"
+        self.store.finish_run(self.run_id, status, error=error)
         self.owns_run = False
+        hooks.emit(
+            "post_run",
+            run_id=self.run_id,
+            kind="pipeline",
+            pipeline=self.pipeline.name if self.pipeline else None,
+            status=status,
+            trigger="manual",
+            error=error,
+        )
 
 
 def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
@@ -219,154 +157,7 @@ def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
     return Pipeline.from_notebook(path, strict=False)
 
 
-# What a running step touches besides its variables ----------------------------------------------------------------
-@dataclass
-class ActiveStep:
-    """Artifacts a running step read or wrote through other stores (a feature view, a registered model).
-
-    Attributes:
-        step: the step's name.
-        inputs, outputs: name -> :class:`ArtifactRef`, recorded with the step run when it ends.
-    """
-
-    step: str
-    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
-
-
-_active: ActiveStep | None = None
-
-
-def active_step() -> ActiveStep | None:
-    """The step running in this process right now, if any (for stores that record lineage)."""
-    return _active
-
-
-def record_input(name: str, ref: ArtifactRef) -> None:
-    """Record ``ref`` as an input of the running step (no-op outside a step). For stores other than the
-    artifact store: the feature store calls it for each view a step reads."""
-    if _active is not None:
-        _active.inputs[name] = ref
-
-
-def record_output(name: str, ref: ArtifactRef) -> None:
-    """Record ``ref`` as an output of the running step (no-op outside a step)."""
-    if _active is not None:
-        _active.outputs[name] = ref
-
-
-# Inputs whose content lives in another store: a cache hit must check they did not change since.
-# kind -> "module:function" taking the recorded ArtifactRef and returning its current hash (None: gone).
-CURRENT_HASH = {"feature_view": "mlops_nb.features:current_view_hash"}
-
-
-def _hook(hooks: dict[str, str], kind: str):
-    """The function ``hooks`` names (``"module:function"``) for artifacts of ``kind``, or None."""
-    from importlib import import_module
-
-    target = hooks.get(kind)
-    if target is None:
-        return None
-    module, function = target.split(":")
-    return getattr(import_module(module), function)
-
-
-def stale_inputs(step_run, project=None) -> list[str]:
-    """Names of a step run's inputs from other stores (feature views) whose content changed since it ran."""
-    stale = []
-    for name, ref in step_run.inputs.items():
-        current_hash = _hook(CURRENT_HASH, ref.kind)
-        if current_hash is not None and current_hash(ref, project) != ref.hash:
-            stale.append(name)
-    return stale
-
-
-# Outputs a step wrote to another store: a cache hit must check they are still there.
-# kind -> "module:function" taking the recorded ArtifactRef and returning whether it is still stored.
-STILL_STORED = {"feature_segment": "mlops_nb.features:segment_present"}
-
-
-def unusable(ctx_artifacts, hit, step: Step, project=None) -> str | None:
-    """Why a cached step run's outputs cannot stand in for running ``step``, or None when they can: every output
-    must be recorded and still stored (what it wrote to other stores too, such as feature segments), and no input
-    from another store may have changed."""
-    if any(n not in hit.outputs or not ctx_artifacts.exists(hit.outputs[n]) for n in step.outputs):
-        return "cached outputs missing"
-    for name, ref in hit.outputs.items():
-        still_stored = _hook(STILL_STORED, ref.kind)
-        if still_stored is not None and not still_stored(ref, project):
-            return f"output {name} is gone"
-    stale = stale_inputs(hit, project)
-    return ", ".join(f"{name} changed" for name in stale) if stale else None
-
-
-def reusable(ctx_artifacts, hit, step: Step, project=None) -> bool:
-    """Whether a cached step run (None: there is none) can stand in for running ``step`` (see :func:`unusable`)."""
-    return hit is not None and unusable(ctx_artifacts, hit, step, project) is None
-
-
-# Running one step ------------------------------------------------------------------------------------------------
-@dataclass
-class Decision:
-    """What the cache says about a step about to run.
-
-    Attributes:
-        key: the cache key.
-        parts: its components (recorded, to explain later runs).
-        inputs: name -> artifact the step reads, ``--reads`` files included (kind ``external``).
-        hit: the earlier step run whose outputs can be reused, or None.
-        why: one line: ``cached from run R``, or why the step must run.
-    """
-
-    key: str
-    parts: dict
-    inputs: dict[str, ArtifactRef]
-    hit: Any
-    why: str
-
-
-def decide(
-    store,
-    artifacts,
-    pipeline: Pipeline,
-    step: Step,
-    inputs: dict[str, ArtifactRef],
-    params: dict,
-    no_cache: bool,
-    project=None,
-) -> Decision:
-    """Compute a step's cache key from its inputs and parameters, look for a reusable earlier run, and say why
-    the step runs when there is none. Reads the metadata store; writes nothing."""
-    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params)
-    key = cache_key(parts)
-    inputs = dict(inputs)
-    for path in step.reads:  # external files enter lineage as artifacts that are not copied
-        full = (pipeline.folder / path).resolve()
-        inputs[path] = ArtifactRef(
-            parts["reads"][path], "external", name=path, summary=f"file {path}", uri=full.as_uri()
-        )
-    no_cache = no_cache or step.no_cache
-    rejected = None
-    if not no_cache:
-        hit = store.find_cached(key)
-        if hit is not None:
-            rejected = unusable(artifacts, hit, step, project)
-            if rejected is None:
-                return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
-    previous = store.previous_step_run(pipeline.name, step.name)
-    why = explain(parts, previous[1] if previous else None)
-    stale = stale_inputs(previous[0], project) if previous and previous[0].cache_key == key else []
-    if stale:
-        why = ", ".join(f"{name} changed" for name in stale)
-    if no_cache:
-        why = "--no-cache"
-    elif rejected:  # an earlier run with this very key: why it cannot be reused says it best
-        why = rejected
-    elif not why:
-        why = "previous attempt failed" if previous and previous[0].status == "failed" else "cached outputs missing"
-    return Decision(key, parts, inputs, None, why)
-
-
+# Records shared with the dag/dask driver ----------------------------------------------------------------------------
 def record_hit(store, run_id: str, step: Step, decision: Decision) -> tuple[str, dict[str, ArtifactRef]]:
     """Record a cache hit as a ``cached`` step run; return its id and the outputs it reuses."""
     outputs = {n: decision.hit.outputs[n] for n in step.outputs}
@@ -399,118 +190,6 @@ def record_start(store, run_id: str, step: Step, decision: Decision, attempt: in
         key_parts=decision.parts,
     )
     return step_run_id, why
-
-
-class capture:  # noqa: N801 - used as a context manager, like contextlib's
-    """Make ``step`` the running step while the block runs; ``.touched`` then holds what it recorded."""
-
-    def __init__(self, step: str):
-        self.touched = ActiveStep(step)
-
-    def __enter__(self) -> ActiveStep:
-        global _active
-        _active = self.touched
-        return self.touched
-
-    def __exit__(self, *exc) -> None:
-        global _active
-        _active = None
-
-
-def execute_step(
-    ctx: RunContext,
-    step: Step,
-    namespace: dict,
-    run_body: Callable[[str], None],
-    echo: Callable[[str], None] = print,
-) -> StepResult:
-    """Run ``step`` in ``namespace`` as part of ``ctx``'s run and record it; the one code path for every mode.
-
-    Args:
-        ctx: the run.
-        step: the step (its structure from the pipeline, its body as executed).
-        namespace: the variables the step reads and writes (a kernel's ``user_ns``).
-        run_body: runs the body's source in the namespace; raises what the body raises.
-        echo: where the one-line status goes.
-
-    Returns:
-        the :class:`StepResult`; a failed step's result has status ``failed`` (the caller decides how to stop).
-    """
-    pipeline = ctx.pipeline
-    started = time.perf_counter()
-    inputs: dict[str, ArtifactRef] = {}
-    for name in step.inputs:
-        ref = ctx.ref_of(name, namespace)
-        if ref is None:
-            producer = step.upstream.get(name)
-            hint = f"run step {producer!r} first" if producer else "run the step that assigns it first"
-            raise StepFailedError(
-                f"step {step.name!r} (cell {step.cell}) needs input {name!r}, which is not defined; {hint}",
-                step.name,
-                step.cell_index,
-                "NameError",
-                name,
-            )
-        inputs[name] = ref
-    params = {p: namespace.get(p, pipeline.params.get(p)) for p in step.params}
-    decision = decide(ctx.store, ctx.artifacts, pipeline, step, inputs, params, ctx.no_cache, ctx.project)
-
-    if decision.hit is not None:
-        step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision)
-        for name, ref in outputs.items():
-            value = ctx.artifacts.get(ref)
-            namespace[name] = value
-            ctx.remember(name, ref, value)
-        result = StepResult(
-            step.name, "cached", decision.why, step_run_id, decision.key, outputs, time.perf_counter() - started
-        )
-        ctx.results.append(result)
-        echo(result.line())
-        return result
-
-    attempts = step.retries + 1
-    for attempt in range(1, attempts + 1):
-        step_run_id, why = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries)
-        t0 = time.perf_counter()
-        # a declared output must be assigned by the body, not left over from an earlier execution
-        stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}
-        probe = capture(step.name)
-        try:
-            with probe:
-                run_body(step.source)
-                outputs = store_outputs(ctx.artifacts, step, namespace)
-        except BaseException as exc:  # noqa: BLE001 - recorded, then reported by the caller
-            for name, value in stale.items():
-                namespace.setdefault(name, value)
-            error = exc.message if isinstance(exc, StepFailedError) else f"{type(exc).__name__}: {exc}"
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            ctx.store.finish_step(step_run_id, status, error=error, inputs=probe.touched.inputs)
-            result = StepResult(
-                step.name, "failed", why, step_run_id, decision.key, {}, time.perf_counter() - t0, error
-            )
-            ctx.results.append(result)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            if attempt < attempts:
-                echo(result.line() + f"; retrying ({attempt} of {step.retries})")
-                time.sleep(retry_delay(attempt))
-                continue
-            echo(result.line())
-            return result
-        for name, ref in outputs.items():
-            ctx.remember(name, ref, namespace[name])
-        ctx.store.finish_step(
-            step_run_id,
-            "succeeded",
-            outputs={**probe.touched.outputs, **outputs},
-            inputs=probe.touched.inputs,
-            metrics=metrics_of(namespace, step),
-        )
-        result = StepResult(step.name, "succeeded", why, step_run_id, decision.key, outputs, time.perf_counter() - t0)
-        ctx.results.append(result)
-        echo(result.line())
-        return result
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def retry_delay(attempt: int) -> float:
@@ -556,3 +235,135 @@ def store_outputs(artifacts, step: Step, namespace: dict) -> dict[str, ArtifactR
                 exc.message,
             ) from None
     return outputs
+
+
+def emit_post_step(run_id: str, step: str, step_run_id: str | None, status: str, why, outputs, error) -> None:
+    """Tell the ``post_step`` subscribers that a step run ended and is recorded."""
+    hooks.emit(
+        "post_step",
+        run_id=run_id,
+        step=step,
+        step_run_id=step_run_id,
+        status=status,
+        why=why,
+        outputs=dict(outputs or {}),
+        error=error,
+    )
+
+
+# Running one step ------------------------------------------------------------------------------------------------
+def execute_step(
+    ctx: RunContext,
+    step: Step,
+    namespace: dict,
+    run_body: Callable[[str], None],
+    echo: Callable[[str], None] = print,
+) -> StepResult:
+    """Run ``step`` in ``namespace`` as part of ``ctx``'s run and record it; the one code path for every mode.
+
+    Args:
+        ctx: the run.
+        step: the step (its structure from the pipeline, its body as executed).
+        namespace: the variables the step reads and writes (a kernel's ``user_ns``).
+        run_body: runs the body's source in the namespace; raises what the body raises.
+        echo: where the one-line status goes.
+
+    Returns:
+        the :class:`StepResult`; a failed step's result has status ``failed`` (the caller decides how to stop).
+    """
+    started = time.perf_counter()
+    inputs = _inputs_of(ctx, step, namespace)
+    params = {p: namespace.get(p, ctx.pipeline.params.get(p)) for p in step.params}
+    decision = decide(ctx.project, ctx.pipeline, step, inputs, params, ctx.no_cache)
+    if decision.hit is not None:
+        result = _load_hit(ctx, step, namespace, decision, started)
+    else:
+        result = _run(ctx, step, namespace, decision, run_body, echo)
+    echo(result.line())
+    return result
+
+
+def _inputs_of(ctx: RunContext, step: Step, namespace: dict) -> dict[str, ArtifactRef]:
+    """The artifacts the step's inputs hold; an input that is not defined fails the step with a hint."""
+    inputs: dict[str, ArtifactRef] = {}
+    for name in step.inputs:
+        ref = ctx.ref_of(name, namespace)
+        if ref is None:
+            producer = step.upstream.get(name)
+            hint = f"run step {producer!r} first" if producer else "run the step that assigns it first"
+            raise StepFailedError(
+                f"step {step.name!r} (cell {step.cell}) needs input {name!r}, which is not defined; {hint}",
+                step.name,
+                step.cell_index,
+                "NameError",
+                name,
+            )
+        inputs[name] = ref
+    return inputs
+
+
+def _load_hit(ctx: RunContext, step: Step, namespace: dict, decision: Decision, started: float) -> StepResult:
+    """Record a cache hit and load its outputs into the namespace."""
+    step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision)
+    for name, ref in outputs.items():
+        value = ctx.artifacts.get(ref)
+        namespace[name] = value
+        ctx.remember(name, ref, value)
+    result = StepResult(
+        step.name, "cached", decision.why, step_run_id, decision.key, outputs, time.perf_counter() - started
+    )
+    ctx.results.append(result)
+    emit_post_step(ctx.run_id, step.name, step_run_id, "cached", decision.why, outputs, None)
+    return result
+
+
+def _run(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, echo) -> StepResult:
+    """Run the body (with its retries), store the outputs and record each attempt."""
+    attempts = step.retries + 1
+    for attempt in range(1, attempts + 1):
+        result = _attempt(ctx, step, namespace, decision, run_body, attempt)
+        if result.status == "failed" and attempt < attempts:
+            echo(result.line() + f"; retrying ({attempt} of {step.retries})")
+            time.sleep(retry_delay(attempt))
+            continue
+        emit_post_step(
+            ctx.run_id, step.name, result.step_run_id, result.status, result.why, result.outputs, result.error
+        )
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _attempt(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, attempt: int) -> StepResult:
+    """One attempt: record its start, run the body, store the outputs, record how it ended."""
+    step_run_id, why = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries)
+    t0 = time.perf_counter()
+    # a declared output must be assigned by the body, not left over from an earlier execution
+    stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}
+    probe = tracking.track(step.name)
+    try:
+        with probe:
+            run_body(step.source)
+            outputs = store_outputs(ctx.artifacts, step, namespace)
+    except BaseException as exc:  # noqa: BLE001 - recorded, then reported by the caller
+        for name, value in stale.items():
+            namespace.setdefault(name, value)
+        error = exc.message if isinstance(exc, StepFailedError) else f"{type(exc).__name__}: {exc}"
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        ctx.store.finish_step(step_run_id, status, error=error, inputs=probe.touched.inputs)
+        result = StepResult(step.name, "failed", why, step_run_id, decision.key, {}, time.perf_counter() - t0, error)
+        ctx.results.append(result)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return result
+    for name, ref in outputs.items():
+        ctx.remember(name, ref, namespace[name])
+    ctx.store.finish_step(
+        step_run_id,
+        "succeeded",
+        outputs={**probe.touched.outputs, **outputs},
+        inputs=probe.touched.inputs,
+        metrics=metrics_of(namespace, step),
+    )
+    result = StepResult(step.name, "succeeded", why, step_run_id, decision.key, outputs, time.perf_counter() - t0)
+    ctx.results.append(result)
+    return result

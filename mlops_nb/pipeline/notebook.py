@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
 import os
 import re
@@ -19,38 +18,29 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .exceptions import MlopsError
+from ..core.hashing import canonical, sha256
+from ..exceptions import MlopsError, PipelineError
 
 MAGIC = "%%mlops"
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 FORMAT_VERSION = 1  # part of every cache key: bump when the key's meaning changes
 
 
-class PipelineError(MlopsError):
-    """The notebook is not a valid pipeline; ``problems`` lists every problem, one line each."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = [" ".join(p.split()) for p in problems]
-        Exception.__init__(self, "\n".join(self.problems))
-
-    @property
-    def message(self) -> str:
-        """Every problem, one per line."""
-        return self.args[0]
+class ArgumentError(Exception):
+    """A magic's arguments do not parse; the message says why."""
 
 
-class _ArgumentError(Exception):
-    pass
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for magic lines: a bad argument raises :class:`ArgumentError` instead of printing and exiting."""
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print and exit
-        raise _ArgumentError(message)
+    def error(self, message):
+        """Raise instead of exiting."""
+        raise ArgumentError(message)
 
 
 def step_parser() -> argparse.ArgumentParser:
     """The parser of ``%%mlops step`` options; the magic's usage line comes from the same definitions."""
-    parser = _Parser(prog="%%mlops step", add_help=False)
+    parser = ArgumentParser(prog="%%mlops step", add_help=False)
     parser.add_argument("name", help="the step's name, unique in the notebook")
     parser.add_argument("--inputs", help="comma-separated names this step reads from earlier steps (default: inferred)")
     parser.add_argument("--outputs", help="comma-separated names this step produces (default: inferred)")
@@ -93,16 +83,6 @@ def transform(source: str) -> str:
         from IPython.core.inputtransformer2 import TransformerManager
 
         return TransformerManager().transform_cell(source)
-
-
-def sha256(data: bytes | str) -> str:
-    """Hex sha256 of bytes or text."""
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def canonical(value: Any) -> str:
-    """Canonical JSON of a value (sorted keys, no spaces); unknown types by ``repr``."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
 @dataclass
@@ -163,7 +143,7 @@ def parse_magic_line(line: str) -> argparse.Namespace:
         raise ValueError(f"`{MAGIC} {line}` is not a step; write `{MAGIC} step NAME [options]`")
     try:
         args = step_parser().parse_args(words[1:])
-    except _ArgumentError as exc:
+    except ArgumentError as exc:
         options = "--inputs, --outputs, --reads, --no-cache, --retries"
         raise ValueError(f"{exc} in `{MAGIC} {line.strip()}`; options: {options}") from None
     if not STEP_NAME.match(args.name):

@@ -18,11 +18,12 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import (
+from ..core.files import fsync_dir
+from ..core.records import ArtifactRef
+from ..exceptions import (
     ArtifactCorruptedError,
     ArtifactNotFoundError,
     UnsupportedArtifactError,
@@ -30,42 +31,6 @@ from .exceptions import (
 
 HASH_LEN = 64
 MIN_PREFIX = 6
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """A pointer to one stored artifact.
-
-    Attributes:
-        hash: sha256 of the stored bytes (hex); the artifact's identity.
-        kind: the serializer that wrote it (``parquet``, ``series``, ``npy``, ``json``, ``bytes``, ``dir``,
-            ``ipynb``, ``pickle`` or a user-registered kind).
-        size: bytes stored.
-        name: the name it was stored under (a variable or file name); not part of its identity.
-        summary: a short description of the object (``DataFrame 1000x5``); not part of its identity.
-        uri: where the bytes live.
-    """
-
-    hash: str
-    kind: str
-    size: int = field(default=0, compare=False)
-    name: str | None = field(default=None, compare=False)
-    summary: str = field(default="", compare=False)
-    uri: str = field(default="", compare=False)
-
-    @property
-    def short(self) -> str:
-        """The first 12 characters of the hash, as shown to people."""
-        return self.hash[:12]
-
-    def to_dict(self) -> dict:
-        """A JSON-able dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ArtifactRef:
-        """The inverse of :meth:`to_dict`."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 # Serializers ---------------------------------------------------------------------------------------------------
@@ -492,7 +457,7 @@ class ArtifactStore:
         raise UnsupportedArtifactError(
             f"cannot store{where} of type {type(obj).__module__}.{type(obj).__qualname__} as an artifact "
             f"({reason}); convert it to a DataFrame, array, dict or picklable object, "
-            "or register a serializer with mlops_nb.artifacts.serializers.register()"
+            "or register a serializer with mlops_nb.store.artifacts.serializers.register()"
         )
 
     def put_bytes(self, data: bytes, kind: str, name: str | None = None, summary: str = "") -> ArtifactRef:
@@ -539,11 +504,7 @@ class ArtifactStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(folder)
 
     def _write_remote(self, final: str, data: bytes) -> None:
         fs = self._fs

@@ -17,13 +17,15 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactRef
-from .dbfile import DuckDBFile, utcnow
-from .exceptions import NotFoundError, StoreError
+from ..core import hooks
+from ..core.clock import iso, utcnow
+from ..core.records import RUN_KINDS, TRIGGERS, ArtifactRef
+from ..exceptions import NotFoundError, StoreError
+from .dbfile import DuckDBFile
 from .lineage import LineageGraph, lineage_graph
 
 STATUSES = ("running", "succeeded", "failed", "cached", "skipped", "interrupted")
@@ -119,6 +121,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE step_runs ADD COLUMN executed_notebook VARCHAR;
     """,
+    # 5: runs of every kind, and what fired them; a run that is not a notebook's has no pipeline
+    """
+    ALTER TABLE runs ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'pipeline';
+    ALTER TABLE runs ADD COLUMN fired_by VARCHAR;
+    ALTER TABLE runs ALTER COLUMN pipeline DROP NOT NULL;
+    CREATE INDEX runs_kind ON runs (kind);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -160,10 +169,6 @@ def git_state(folder: str | os.PathLike | None) -> tuple[str | None, bool | None
 
 
 # Records -------------------------------------------------------------------------------------------------------
-def _iso(value: datetime | None) -> str | None:
-    return value.replace(tzinfo=UTC).isoformat() if value else None
-
-
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
 
@@ -212,7 +217,7 @@ class StepRun:
     def to_dict(self) -> dict:
         """A JSON-able dict."""
         data = asdict(self)
-        data["started_at"], data["ended_at"] = _iso(self.started_at), _iso(self.ended_at)
+        data["started_at"], data["ended_at"] = iso(self.started_at), iso(self.ended_at)
         data["duration"] = self.duration
         data["inputs"] = {k: v.to_dict() for k, v in self.inputs.items()}
         data["outputs"] = {k: v.to_dict() for k, v in self.outputs.items()}
@@ -221,16 +226,19 @@ class StepRun:
 
 @dataclass
 class Run:
-    """One execution of a pipeline.
+    """One recorded unit of lifecycle work: a pipeline run (a notebook's), or a promotion, build, deploy or
+    monitor run.
 
     Attributes:
         id: the run id.
-        pipeline: the pipeline's name.
+        pipeline: the pipeline's name (None for a run that is not a notebook's).
         status: ``running``, ``succeeded``, ``failed`` or ``interrupted``.
+        kind: ``pipeline``, ``promotion``, ``build``, ``deploy`` or ``monitor``.
+        fired_by: what fired it (a schedule, a data file, an alert, an approval), when a trigger did.
         notebook, notebook_hash: the notebook run and the sha256 of its source.
         params: the parameters it ran with.
-        executor: ``notebook``, ``dag``, ``dask`` or ``api``.
-        trigger: ``manual``, ``cli``, ``schedule``, ``data``, ``drift`` ...
+        executor: ``notebook``, ``dag``, ``dask``, ``interactive`` or ``api``.
+        trigger: ``manual``, ``cli``, ``api``, ``rest``, ``schedule``, ``data``, ``drift``, ``approval``, ``watch``.
         started_at, ended_at: UTC.
         host, pid: the process that ran it.
         git_commit, git_dirty: the state of the git work tree.
@@ -242,8 +250,10 @@ class Run:
     """
 
     id: str
-    pipeline: str
+    pipeline: str | None
     status: str
+    kind: str = "pipeline"
+    fired_by: str | None = None
     notebook: str | None = None
     notebook_hash: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -281,7 +291,7 @@ class Run:
     def to_dict(self) -> dict:
         """A JSON-able dict, step runs included."""
         data = asdict(self)
-        data["started_at"], data["ended_at"] = _iso(self.started_at), _iso(self.ended_at)
+        data["started_at"], data["ended_at"] = iso(self.started_at), iso(self.ended_at)
         data["duration"] = self.duration
         data["executed_notebook"] = self.executed_notebook.to_dict() if self.executed_notebook else None
         data["step_runs"] = [s.to_dict() for s in self.step_runs]
@@ -308,12 +318,11 @@ class MetadataStore:
         store.get_run(run_id).step("load").outputs["raw"].hash
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, lock_timeout: float = 30.0):
-        if path is None:
-            from .project import Project
-
-            project = Project()
-            path, lock_timeout = project.metadata_path, project.settings.lock_timeout
+    def __init__(self, path: str | os.PathLike | None = None, lock_timeout: float | None = None):
+        if path is None:  # the current project's (resolved by the package root)
+            located = hooks.locate("metadata")
+            path, lock_timeout = located["path"], located["lock_timeout"] if lock_timeout is None else lock_timeout
+        lock_timeout = 30.0 if lock_timeout is None else lock_timeout
         self.path = Path(path).resolve()
         self.lock_timeout = float(lock_timeout)
         if self.path.is_dir():
@@ -355,7 +364,7 @@ class MetadataStore:
             yield self
 
     def _connect(self, write: bool = False):
-        """One short-lived connection (the protocol of :class:`~mlops_nb.dbfile.DuckDBFile`)."""
+        """One short-lived connection (the protocol of :class:`~mlops_nb.store.dbfile.DuckDBFile`)."""
         return self._db.connect(write=write)
 
     def _dead_runs(self, con) -> list[tuple[str, int]]:
@@ -392,8 +401,10 @@ class MetadataStore:
     # writes --------------------------------------------------------------------------------------------------
     def create_run(
         self,
-        pipeline: str,
+        pipeline: str | None,
         *,
+        kind: str = "pipeline",
+        fired_by: str | None = None,
         notebook: str | os.PathLike | None = None,
         notebook_hash: str | None = None,
         params: dict[str, Any] | None = None,
@@ -403,37 +414,49 @@ class MetadataStore:
         pid: int | None = None,
         git: tuple[str | None, bool | None] | None = None,
     ) -> str:
-        """Record a new ``running`` run of ``pipeline`` and return its id.
+        """Record a new ``running`` run and return its id.
 
         Args:
-            pipeline: the pipeline's name (registered on first use).
+            pipeline: the pipeline's name (registered on first use); None for a run that is not a notebook's.
+            kind: ``pipeline``, ``promotion``, ``build``, ``deploy`` or ``monitor``.
+            fired_by: what fired it (a schedule's name, a data file, an alert), when a trigger did.
             notebook: the notebook's path; its folder's git commit and dirty flag are recorded.
             notebook_hash: sha256 of the notebook's source.
             params: the run's parameters (JSON-able values).
             executor: what runs it (``notebook``, ``dag``, ``dask``, ``api``).
-            trigger: what started it (``manual``, ``cli``, ``schedule``, ``data``, ``drift``).
+            trigger: what started it: ``manual``, ``cli``, ``api``, ``rest``, ``schedule``, ``data``, ``drift``,
+                ``approval`` or ``watch``.
             run_id: an id to use (default: a new one).
             pid: the process that owns the run (default: this one); when it dies the run becomes interrupted.
             git: ``(commit, dirty)`` when already known (default: asked of git in the notebook's folder).
         """
+        self._check_status(kind, RUN_KINDS, "run kind")
+        self._check_status(trigger, TRIGGERS, "trigger")
+        if kind == "pipeline" and not pipeline:
+            raise StoreError("a pipeline run needs the pipeline's name")
+        if kind != "pipeline" and (pipeline or notebook or notebook_hash):
+            raise StoreError(f"a {kind} run is not a notebook's: it takes no pipeline, notebook or notebook_hash")
         run_id = run_id or new_run_id()
         params = dict(params or {})
         pid = pid or os.getpid()
         folder = Path(notebook).resolve().parent if notebook else None
-        commit, dirty = git if git is not None else git_state(folder)
+        commit, dirty = git if git is not None else git_state(folder) if notebook else (None, None)
         now = utcnow()
         with self._connect(write=True) as con:
+            if pipeline:
+                con.execute(
+                    "INSERT INTO pipelines VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [pipeline, str(notebook) if notebook else None, now],
+                )
             con.execute(
-                "INSERT INTO pipelines VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [pipeline, str(notebook) if notebook else None, now],
-            )
-            con.execute(
-                "INSERT INTO runs (id, pipeline, notebook, notebook_hash, params, executor, trigger, status, "
-                "started_at, host, pid, pid_started, git_commit, git_dirty) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (id, pipeline, kind, fired_by, notebook, notebook_hash, params, executor, trigger, "
+                "status, started_at, host, pid, pid_started, git_commit, git_dirty) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 [
                     run_id,
                     pipeline,
+                    kind,
+                    fired_by,
                     str(notebook) if notebook else None,
                     notebook_hash,
                     json.dumps(params, sort_keys=True, default=str),
@@ -688,13 +711,13 @@ class MetadataStore:
         con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     @staticmethod
-    def _check_status(status: str, allowed: tuple[str, ...]) -> None:
+    def _check_status(status: str, allowed: tuple[str, ...], what: str = "status") -> None:
         if status not in allowed:
-            raise StoreError(f"status {status!r} is not one of {', '.join(allowed)}")
+            raise StoreError(f"{what} {status!r} is not one of {', '.join(allowed)}")
 
     # reads ---------------------------------------------------------------------------------------------------
     _RUN_COLUMNS = (
-        "id, pipeline, status, notebook, notebook_hash, params, executor, trigger, started_at, ended_at, host, "
+        "id, pipeline, status, kind, fired_by, notebook, notebook_hash, params, executor, trigger, started_at, ended_at, host, "
         "pid, git_commit, git_dirty, error, executed_notebook"
     )
 
@@ -704,6 +727,8 @@ class MetadataStore:
             rid,
             pipeline,
             status,
+            kind,
+            fired_by,
             notebook,
             nb_hash,
             params,
@@ -722,6 +747,8 @@ class MetadataStore:
             id=rid,
             pipeline=pipeline,
             status=status,
+            kind=kind,
+            fired_by=fired_by,
             notebook=notebook,
             notebook_hash=nb_hash,
             params=json.loads(params) if params else {},
@@ -744,6 +771,8 @@ class MetadataStore:
         status: str | None = None,
         pipeline: str | None = None,
         params: dict[str, Any] | None = None,
+        kind: str | None = None,
+        trigger: str | None = None,
     ) -> list[Run]:
         """The latest runs, newest first (without their step runs; :meth:`get_run` has those).
 
@@ -752,8 +781,14 @@ class MetadataStore:
             status: only runs with this status.
             pipeline: only runs of this pipeline.
             params: only runs whose parameters have these values.
+            kind: only runs of this kind (``pipeline``, ``build`` ...).
+            trigger: only runs started by this trigger.
         """
         where, args = [], []
+        for column, value in (("kind", kind), ("trigger", trigger)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
         if status:
             where.append("status = ?")
             args.append(status)
@@ -878,22 +913,6 @@ class MetadataStore:
                 f"step run {text!r} does not exist; give RUN.N or RUN/STEP as `mlops-nb show RUN` lists them"
             )
         return rows[0][0]
-
-    def find_artifact(self, prefix: str) -> ArtifactRef:
-        """The recorded artifact whose hash is or starts with ``prefix`` (at least 6 hex characters)."""
-        text = prefix.strip().lower()
-        if len(text) < 6 or any(c not in "0123456789abcdef" for c in text):
-            raise NotFoundError(f"{prefix!r} is not an artifact hash; give at least 6 hex characters of one")
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT hash, kind, size, summary, uri FROM artifacts WHERE starts_with(hash, ?) LIMIT 2", [text]
-            ).fetchall()
-        if not rows:
-            raise NotFoundError(f"no recorded artifact has hash {prefix!r}; `mlops-nb show RUN` lists a run's")
-        if len(rows) > 1:
-            raise NotFoundError(f"artifact prefix {prefix!r} is ambiguous; give more characters")
-        digest, kind, size, summary, uri = rows[0]
-        return ArtifactRef(digest, kind, size or 0, None, summary or "", uri or "")
 
     def find_cached(self, cache_key: str) -> StepRun | None:
         """The latest step run that succeeded with ``cache_key`` (its outputs are reusable), if any."""

@@ -18,11 +18,11 @@ QUICKSTART_FILES = ("quickstart.ipynb", "features.ipynb", "helpers.py", "data/ra
 
 def notebooks_folder() -> Path:
     """Where the example notebooks are: inside the installed package, or the repository's ``notebooks/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_notebooks", here.parent / "notebooks"):
+    package = Path(__file__).resolve().parents[1]  # mlops_nb/
+    for candidate in (package / "_notebooks", package.parent / "notebooks"):
         if (candidate / "quickstart.ipynb").is_file():
             return candidate
-    from .exceptions import MlopsError
+    from ..exceptions import MlopsError
 
     raise MlopsError("the example notebooks are missing from this installation; reinstall mlops-nb")
 
@@ -53,10 +53,10 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     Returns:
         the id of the last run.
     """
-    from . import run
-    from .cli import table
-    from .pipeline import Pipeline
-    from .project import Project
+    from ..engine.driver import run
+    from ..pipeline.notebook import Pipeline
+    from ..project import Project
+    from .format import indented, table
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
         record = run(notebook, params, project=project, trigger="cli", progress=False)
         echo(f"   run {record.id} {record.status} in {record.duration:.2f}s")
         rows = [[s.step, s.status, f"{s.duration or 0:.2f}s", s.why] for s in record.step_runs]
-        echo("   " + table(rows, ["STEP", "STATUS", "TIME", "WHY"]).replace("\n", "\n   ") + "\n")
+        echo(indented(table(rows, ["STEP", "STATUS", "TIME", "WHY"])) + "\n")
         return record
 
     step("2. Headless run (papermill starts a kernel; every step is recorded):  mlops-nb run quickstart.ipynb")
@@ -97,7 +97,7 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     graph = project.metadata.lineage(model.hash, direction="up")
     echo(f"\n6. Lineage of the model {model.short} ({model.summary}), back to the raw file:")
     rows = [[n.depth, n.kind.replace("_", " "), n.label] for n in graph.upstream()]
-    echo("   " + table(rows, ["DEPTH", "KIND", "WHAT"]).replace("\n", "\n   "))
+    echo(indented(table(rows, ["DEPTH", "KIND", "WHAT"])))
 
     features_nb = folder / "features.ipynb"
     echo("\n7. Processed data through the feature store into training, each step in a warm kernel of its own:")
@@ -105,11 +105,10 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     record = run(features_nb, project=project, trigger="cli", progress=False, executor="dag")
     echo(f"   run {record.id} {record.status} in {record.duration:.2f}s")
     rows = [[s.step, s.status, f"{s.duration or 0:.2f}s", s.why] for s in record.step_runs]
-    echo("   " + table(rows, ["STEP", "STATUS", "TIME", "WHY"]).replace("\n", "\n   "))
-    from .features import FeatureStore
+    echo(indented(table(rows, ["STEP", "STATUS", "TIME", "WHY"])))
     from .plots import timeline
 
-    views = FeatureStore(project).list_views()
+    views = project.features.list_views()
     echo(f"   feature views: {', '.join(views['view'])} ({int(views['rows'].sum())} rows)")
     model = record.step("train").outputs["model"]
     kinds = sorted(

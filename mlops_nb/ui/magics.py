@@ -15,7 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool
 from traitlets.config import Configurable
 
-from .exceptions import MlopsError
+from ..exceptions import MlopsError
 
 _SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, end"
 
@@ -33,7 +33,7 @@ def _one_line_error(shell, etype, value, tb, tb_offset=None):
 
 def notebook_path(shell) -> Path | None:
     """The notebook this kernel runs: ``$MLOPS_NB_NOTEBOOK`` (headless), else what Jupyter tells the kernel."""
-    from .runtime import NOTEBOOK_ENV
+    from ..settings import NOTEBOOK_ENV
 
     for candidate in (
         os.environ.get(NOTEBOOK_ENV),
@@ -64,8 +64,10 @@ class MlopsMagics(Magics, Configurable):
     # the session's run -------------------------------------------------------------------------------------
     def context(self):
         """The run this kernel's steps record into: the driver's (headless) or a manual one made on first use."""
-        from .project import Project
-        from .runtime import NO_CACHE_ENV, RUN_ENV, RunContext, load_pipeline
+        from ..engine.driver import open_run
+        from ..engine.step import RunContext, load_pipeline
+        from ..project import Project
+        from ..settings import NO_CACHE_ENV, RUN_ENV
 
         if self._ctx is not None:
             return self._ctx
@@ -79,18 +81,11 @@ class MlopsMagics(Magics, Configurable):
         project = Project.discover(path.parent if path else None)
         pipeline = load_pipeline(path) if path else None
         if pipeline is None:
-            from .pipeline import Pipeline
+            from ..pipeline.notebook import Pipeline
 
             pipeline = Pipeline(Path.cwd() / "interactive.ipynb", [], strict=False)
         params = {k: self.shell.user_ns.get(k, v) for k, v in pipeline.params.items()}
-        run_id = project.metadata.create_run(
-            pipeline.name,
-            notebook=path,
-            notebook_hash=pipeline.notebook_hash if path else None,
-            params=_jsonable(params),
-            executor="interactive",
-            trigger="manual",
-        )
+        run_id = open_run(project, pipeline, _jsonable(params), "interactive", "manual")
         self._ctx = RunContext(project, run_id, pipeline, owns_run=True)
         atexit.register(self._ctx.finish_at_exit)
         return self._ctx
@@ -117,9 +112,10 @@ class MlopsMagics(Magics, Configurable):
         return handler(words[1:])
 
     def _step(self, line: str, cell: str):
-        from .inference import analyze
-        from .pipeline import parse_magic_line
-        from .runtime import StepFailedError, execute_step
+        from ..engine.step import execute_step
+        from ..exceptions import StepFailedError
+        from ..pipeline.inference import analyze
+        from ..pipeline.notebook import parse_magic_line
 
         try:
             args = parse_magic_line(line)
@@ -142,7 +138,7 @@ class MlopsMagics(Magics, Configurable):
         if not pipeline.path.is_file():  # no notebook file: infer from this session
             analysis = analyze(step.code)
             if step.declared_inputs is None:
-                step.inputs = [n for n in analysis.reads if n in ctx._produced]
+                step.inputs = [n for n in analysis.reads if n in ctx.produced_names()]
             if step.declared_outputs is None:
                 step.outputs = sorted(analysis.assigned)
         ctx.pipeline = pipeline
@@ -162,6 +158,15 @@ class MlopsMagics(Magics, Configurable):
             )
 
     # line subcommands --------------------------------------------------------------------------------------
+    def _project(self):
+        """This session's project: its run's, else the one the notebook's folder belongs to."""
+        from ..project import Project
+
+        if self._ctx is not None:
+            return self._ctx.project
+        path = notebook_path(self.shell)
+        return Project.discover(path.parent if path else None)
+
     def _notebook_or_fail(self) -> Path:
         path = notebook_path(self.shell)
         if path is None:
@@ -173,16 +178,16 @@ class MlopsMagics(Magics, Configurable):
 
     def _cmd_run(self, words: list[str]):
         """``%mlops run [-p NAME VALUE]... [--no-cache]``: run this notebook headless (saved version)."""
-        from . import run as run_notebook
-        from .pipeline import _ArgumentError, _Parser
+        from ..engine.driver import run as run_notebook
+        from ..pipeline.notebook import ArgumentError, ArgumentParser
 
-        parser = _Parser(prog="%mlops run", add_help=False)
+        parser = ArgumentParser(prog="%mlops run", add_help=False)
         parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
         parser.add_argument("--no-cache", action="store_true")
         parser.add_argument("--executor")
         try:
             args = parser.parse_args(words)
-        except _ArgumentError as exc:
+        except ArgumentError as exc:
             raise MagicUsageError(
                 f"{exc}; usage: %mlops run [-p NAME VALUE]... [--no-cache] [--executor NAME]"
             ) from None
@@ -196,7 +201,7 @@ class MlopsMagics(Magics, Configurable):
         """``%mlops dag``: the DAG as a mermaid diagram, coloured by the last run's statuses."""
         from IPython.display import Markdown
 
-        from .pipeline import Pipeline
+        from ..pipeline.notebook import Pipeline
 
         path = self._notebook_or_fail()
         pipeline = Pipeline.from_notebook(path, strict=False)
@@ -224,21 +229,14 @@ class MlopsMagics(Magics, Configurable):
 
     def _cmd_runs(self, words: list[str]):
         """``%mlops runs [N]``: the latest runs as a DataFrame."""
-        from .project import Project
-
         limit = int(words[0]) if words else 20
-        path = notebook_path(self.shell)
-        project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
-        return _runs_frame(project.metadata.list_runs(limit))
+        return _runs_frame(self._project().metadata.list_runs(limit))
 
     def _cmd_timeline(self, words: list[str]):
         """``%mlops timeline [RUN]``: a bar per step run of RUN (default: the latest run), parallel steps overlap."""
         from .plots import timeline
-        from .project import Project
 
-        path = notebook_path(self.shell)
-        project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
-        return timeline(project.metadata.get_run(words[0] if words else "latest"))
+        return timeline(self._project().metadata.get_run(words[0] if words else "latest"))
 
     def _cmd_lineage(self, words: list[str]):
         """``%mlops lineage NAME``: lineage of a variable a step produced (or an artifact / step run id)."""
@@ -250,21 +248,18 @@ class MlopsMagics(Magics, Configurable):
             )
         target = words[0]
         ctx = self.context()
-        known = ctx._produced.get(target)
-        node = known[0].hash if known else target
+        known = ctx.produced(target)
+        node = known.hash if known else target
         graph = ctx.store.lineage(node, direction="up")
         return Markdown(f"```mermaid\n{graph.to_mermaid()}\n```")
 
     def _cmd_features(self, words: list[str]):
         """``%mlops features [VIEW]``: the feature views as a table, or one view's statistics with histograms."""
-        from .features import report
-        from .project import Project
+        from .reports import features_report
 
         if len(words) > 1:
             raise MagicUsageError("usage: %mlops features [VIEW]")
-        path = notebook_path(self.shell)
-        project = self._ctx.project if self._ctx else Project.discover(path.parent if path else None)
-        return report(words[0] if words else None, project)
+        return features_report(self._project().features, words[0] if words else None)
 
 
 def _jsonable(values: dict) -> dict:
@@ -303,5 +298,8 @@ def _runs_frame(runs):
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext mlops_nb``: register the magics; MlopsErrors show as one line. Prints nothing."""
+    from .progress import install
+
     ipython.register_magics(MlopsMagics)
     ipython.set_custom_exc((MlopsError,), _one_line_error)
+    install()  # long work shows tqdm.auto bars (widgets in a notebook)

@@ -14,11 +14,11 @@ STATUS_COLOURS = {
 
 def timeline(run):
     """A matplotlib Figure with one bar per step run from its start to its end, coloured by status; steps that
-    ran in parallel overlap in time. ``run`` is a :class:`~mlops_nb.metadata.Run` with its step runs.
+    ran in parallel overlap in time. ``run`` is a :class:`~mlops_nb.store.metadata.Run` with its step runs.
 
     Example::
 
-        from mlops_nb.plots import timeline
+        from mlops_nb.ui.plots import timeline
         timeline(project.metadata.get_run("latest")).savefig("timeline.png")
     """
     from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI backend

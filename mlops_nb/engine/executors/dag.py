@@ -3,7 +3,7 @@ in parallel, driven from one process that alone writes the metadata store.
 
 The driver walks the DAG: a step whose upstream steps are done is *decided* (cache key, hit or why it runs,
 ``runtime.decide`` as in every mode); a hit is recorded as ``cached`` with no kernel; a miss is recorded as
-``running`` and handed to a runner — a :class:`~mlops_nb.executors.kernels.KernelPool` of warm local kernels, or a
+``running`` and handed to a runner — a :class:`~mlops_nb.engine.executors.kernels.KernelPool` of warm local kernels, or a
 Dask cluster whose workers keep such pools — which runs the per-step notebook (load inputs, the body, store
 outputs; ``worker.py``) and returns what happened. A failed step marks its downstream ``skipped`` while
 independent branches finish.
@@ -12,108 +12,24 @@ independent branches finish.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..artifacts import ArtifactRef
-from ..exceptions import MlopsError
-from ..pipeline import Pipeline, Step
-from ..runtime import Decision, decide, record_hit, record_start, retry_delay
-from ..worker import step_cells
-
-
-def ancestors(pipeline: Pipeline, names: set[str]) -> set[str]:
-    """Every step that ``names`` depend on, directly or not."""
-    found: set[str] = set()
-    todo = list(names)
-    while todo:
-        step = pipeline.step(todo.pop())
-        for up in step.upstream.values():
-            if up not in found:
-                found.add(up)
-                todo.append(up)
-    return found
-
-
-def select_steps(pipeline: Pipeline, from_: str | None = None, to: str | None = None, only=None) -> set[str]:
-    """The steps a partial run runs: ``--only`` these, ``--from`` a step and everything after it, ``--to`` a step
-    and everything it needs (both: the steps between). Unknown names raise with the list of steps."""
-    names = [s.name for s in pipeline.steps]
-    for name in [from_, to, *(only or [])]:
-        if name is not None and name not in names:
-            raise MlopsError(f"{pipeline.path.name} has no step {name!r}; its steps: {', '.join(names)}")
-    selected = set(names)
-    if only:
-        selected = set(only)
-    if from_:
-        selected &= {from_, *pipeline.downstream(from_)}
-    if to:
-        selected &= {to} | ancestors(pipeline, {to})
-    return selected
-
-
-@dataclass
-class Prepared:
-    """What a partial run takes from earlier runs for the steps it does not run.
-
-    Attributes:
-        selected: the steps to run.
-        outputs: step -> its outputs, for the unselected steps the selected ones need.
-        records: ``cached`` step runs to record for those steps.
-    """
-
-    selected: set[str]
-    outputs: dict[str, dict[str, ArtifactRef]] = field(default_factory=dict)
-    records: list[dict] = field(default_factory=list)
-
-
-def prepare(project, pipeline: Pipeline, values: dict, selected: set[str]) -> Prepared:
-    """Find, before any kernel starts, the outputs of the unselected steps that the selected steps need: a cache
-    hit if the planner finds one, else the step's latest successful run. Raises with one line naming the missing
-    step and how to produce it."""
-    from ..headless import plan
-
-    prepared = Prepared(selected)
-    needed = ancestors(pipeline, selected) - selected
-    if not needed:
-        return prepared
-    planned = {p.step.name: p for p in plan(project, pipeline, values)}
-    store = project.metadata
-    for step in pipeline.steps:
-        if step.name not in needed:
-            continue
-        hit = planned[step.name].hit
-        why = f"not selected: cached from run {hit.run_id}" if hit else None
-        if hit is None:
-            hit = store.latest_succeeded(pipeline.name, step.name)
-            why = f"not selected: outputs of its latest run {hit.run_id}" if hit else None
-        if hit is None or not all(n in hit.outputs for n in step.outputs):
-            consumer = next(
-                s.name for s in pipeline.steps if s.name in selected and step.name in (ancestors(pipeline, {s.name}))
-            )
-            raise MlopsError(
-                f"step {consumer!r} needs the outputs of step {step.name!r}, which has never run; produce them first: "
-                f"mlops-nb run {pipeline.path.name} --to {step.name}"
-            )
-        prepared.outputs[step.name] = {n: hit.outputs[n] for n in step.outputs}
-        prepared.records.append(
-            {
-                "step": step.name,
-                "status": "cached",
-                "why": why,
-                "cache_key": hit.cache_key,
-                "cell_index": step.cell_index,
-                "inputs": {n: r for n, r in hit.inputs.items()},
-                "outputs": prepared.outputs[step.name],
-                "cached_from": hit.id,
-            }
-        )
-    return prepared
+from ...core import progress
+from ...core.records import ArtifactRef
+from ...exceptions import MlopsError, StepFailedError
+from ...pipeline.notebook import Step
+from ...settings import HOME_ENV
+from ..cache import Decision, decide
+from ..plan import preamble
+from ..step import emit_post_step, record_hit, record_start, retry_delay
+from .base import Job, Outcome, Runner
+from .worker import step_cells
 
 
 @dataclass
@@ -182,65 +98,41 @@ def _run_step(runner, gate: Future, delay: float, cells: list[str], timeout: flo
 
 
 class GraphRun:
-    """One run of the DAG by a runner (local kernel pool or Dask).
+    """One run of the DAG on a pool of step kernels (local warm kernels, or a Dask cluster's).
 
     Args:
-        project: the project.
-        pipeline: the notebook's pipeline.
-        values: resolved parameter values.
-        run_id: the run (already created).
-        runner: has ``run(cells, timeout) -> Executed`` and ``close()``.
+        job: the run (its project, pipeline, parameter values, options and selection).
+        pool: has ``run(cells, timeout, gate) -> Executed`` and ``close()``.
         jobs: steps running at once.
-        prepared: the selection and what unselected steps contribute.
-        retries: retries of every failing step (a step's own ``--retries`` may ask for more).
-        no_cache: run every selected step.
-        step_timeout: seconds a step may run before its kernel is stopped.
-        progress: a tqdm bar with one line per finished step.
     """
 
-    def __init__(
-        self,
-        project,
-        pipeline: Pipeline,
-        values: dict,
-        run_id: str,
-        runner,
-        *,
-        jobs: int,
-        prepared: Prepared,
-        retries: int = 0,
-        no_cache: bool = False,
-        step_timeout: float | None = None,
-        progress: bool = True,
-    ):
-        self.project, self.pipeline, self.values, self.run_id = project, pipeline, values, run_id
-        self.runner, self.jobs, self.prepared = runner, max(1, jobs), prepared
-        self.retries, self.no_cache, self.step_timeout, self.progress = retries, no_cache, step_timeout, progress
-        self.store, self.artifacts = project.metadata, project.artifacts
-        self.outputs: dict[str, dict[str, ArtifactRef]] = dict(prepared.outputs)
-        self.done: set[str] = set(prepared.outputs)
+    def __init__(self, job: Job, pool, jobs: int):
+        options = job.options
+        self.project, self.pipeline, self.values, self.run_id = job.project, job.pipeline, job.values, job.run_id
+        self.runner, self.jobs, self.prepared = pool, max(1, jobs), job.prepared
+        self.retries, self.no_cache, self.step_timeout = options.retries, options.no_cache, options.step_timeout
+        self.progress = options.progress
+        self.store, self.artifacts = job.project.metadata, job.project.artifacts
+        self.outputs: dict[str, dict[str, ArtifactRef]] = dict(self.prepared.outputs)
+        self.done: set[str] = set(self.prepared.outputs)
         self.failed: dict[str, str] = {}
         self.skipped: set[str] = set()
         self.running: dict[Any, _Running] = {}
-        self.bar = None
+        self.bar = progress.Silent(0, "")
         self.writer = _Writer()
         self._ends: list[tuple] = []  # end records of finished steps, queued after the steps they unblock start
         self._launches: list[tuple] = []  # started steps (start record queued) not yet handed to the runner
 
     def _say(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-            self.bar.update(1)
+        self.bar.write(text)
+        self.bar.advance()
 
     def execute(self) -> tuple[str, str | None]:
         """Run the selected steps; return the run's status and error (None when it succeeded)."""
         if self.prepared.records:
             self.writer.submit(self.store.record_steps, self.run_id, self.prepared.records)
         pending = [s for s in self.pipeline.steps if s.name in self.prepared.selected]
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=len(pending), desc=self.pipeline.name, unit="step", leave=False, file=sys.stderr)
+        self.bar = progress.start(len(pending), self.pipeline.name, enabled=self.progress)
         threads = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mlops-nb-step")
         try:
             while pending or self.running or self._launches:
@@ -274,8 +166,7 @@ class GraphRun:
             raise
         finally:
             self.writer.close()
-            if self.bar is not None:
-                self.bar.close()
+            self.bar.close()
         threads.shutdown(wait=True)
         if self.failed:
             name = next(s.name for s in self.pipeline.steps if s.name in self.failed)
@@ -304,18 +195,22 @@ class GraphRun:
 
     def _skip(self, step: Step, why: str) -> None:
         self.skipped.add(step.name)
-        self.writer.submit(
-            self.store.record_step, self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index
-        )
+        self.writer.submit(self._record_skip, step, why)
         self._say(f"  {step.name}: skipped ({why})")
+
+    def _record_skip(self, step: Step, why: str) -> None:
+        step_run_id = self.store.record_step(self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index)
+        emit_post_step(self.run_id, step.name, step_run_id, "skipped", why, {}, None)
+
+    def _record_hit(self, step: Step, decision: Decision) -> None:
+        step_run_id, outputs = record_hit(self.store, self.run_id, step, decision)
+        emit_post_step(self.run_id, step.name, step_run_id, "cached", decision.why, outputs, None)
 
     def _start(self, step: Step, threads) -> None:
         inputs = {n: self.outputs[step.upstream[n]][n] for n in step.inputs}
-        decision = decide(
-            self.store, self.artifacts, self.pipeline, step, inputs, self.values, self.no_cache, self.project
-        )
+        decision = decide(self.project, self.pipeline, step, inputs, self.values, self.no_cache)
         if decision.hit is not None:
-            self.writer.submit(record_hit, self.store, self.run_id, step, decision)
+            self.writer.submit(self._record_hit, step, decision)
             self.outputs[step.name] = {n: decision.hit.outputs[n] for n in step.outputs}
             self.done.add(step.name)
             self._say(f"  {step.name}: cached ({decision.why})")
@@ -347,14 +242,20 @@ class GraphRun:
         if executed.cells:
             nb = nbformat.v4.new_notebook(cells=[nbformat.from_dict(c) for c in executed.cells])
             notebook = self.artifacts.put(nb, name=f"{item.step.name} (executed)")
+        step_run_id = item.step_run_id.result()
         self.store.finish_step(
-            item.step_run_id.result(),
+            step_run_id,
             status,
             executed_notebook=notebook,
             started_at=executed.started_at,
             ended_at=executed.ended_at,
             **fields,
         )
+        if status == "succeeded" or item.attempt > self._retries(item.step):  # the step's last attempt
+            why = item.decision.why if item.attempt == 1 else f"retry {item.attempt - 1} of {self._retries(item.step)}"
+            emit_post_step(
+                self.run_id, item.step.name, step_run_id, status, why, fields.get("outputs"), fields.get("error")
+            )
 
     def _finish(self, item: _Running, executed, threads) -> None:
         step = item.step
@@ -384,19 +285,60 @@ class GraphRun:
         self._ends.append(((item, executed, "failed"), {"error": error}))
         if item.attempt <= self._retries(step):
             self._say(f"  {step.name}: failed ({error}); retrying")
-            if self.bar is not None:
-                self.bar.update(-1)
+            self.bar.advance(-1)
             self._submit(step, item.decision, item.attempt + 1, threads, delay=retry_delay(item.attempt))
             return
         self.failed[step.name] = f"step {step.name!r} (cell {step.cell}) failed: {error}"
         self._say(f"  {step.name}: failed ({error})")
 
 
-class LocalRunner:
+class GraphRunner(Runner):
+    """What the ``dag`` and ``dask`` runners share: a :class:`GraphRun` over a pool of step kernels."""
+
+    options = frozenset({"jobs", "from_step", "to_step", "only", "retries", "reuse_kernels"})
+
+    def execute(self, job: Job) -> Outcome:
+        """Walk the DAG on this runner's pool; a failed step fails the run once independent branches finish."""
+        from .kernels import KernelSetup
+
+        jobs = job.options.jobs or os.cpu_count() or 1
+        kernels = KernelSetup(
+            tuple(preamble(job.pipeline, job.values)),
+            str(job.pipeline.folder),
+            {HOME_ENV: str(job.project.home)},
+            job.options.kernel_name or "python3",
+            reuse=job.options.reuse_kernels,
+            fork=job.project.settings.fork_kernels,
+        )
+        pool = self.pool(kernels, jobs, job)
+        try:
+            status, error = GraphRun(job, pool, jobs).execute()
+        finally:
+            pool.close()
+        return Outcome(status, error, StepFailedError(error) if status == "failed" else None)
+
+    def pool(self, kernels, jobs: int, job: Job):
+        """The pool the steps run on: ``run(cells, timeout, gate) -> Executed`` and ``close()``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class DagRunner(GraphRunner):
+    """``dag``: each step in a warm local kernel of its own, independent steps in parallel up to ``--jobs``."""
+
+    name = "dag"
+
+    def pool(self, kernels, jobs: int, job: Job):
+        """Local warm kernels, started now."""
+        pool = LocalPool(kernels, jobs)
+        pool.start()
+        return pool
+
+
+class LocalPool:
     """Runs steps on a pool of warm local kernels (created on first use, so a fully cached run starts none).
 
     Args:
-        kernels: how the kernels are made (:class:`~mlops_nb.executors.kernels.KernelSetup`).
+        kernels: how the kernels are made (:class:`~mlops_nb.engine.executors.kernels.KernelSetup`).
         jobs: steps at once; the pool keeps a spare warm kernel per job unless kernels are reused.
     """
 

@@ -1,6 +1,6 @@
 """The ``dask`` executor's runner: the dag plan's steps submitted to a ``dask.distributed`` cluster.
 
-Each worker keeps a :class:`~mlops_nb.executors.kernels.KernelPool` of warm kernels (a WorkerPlugin), runs the
+Each worker keeps a :class:`~mlops_nb.engine.executors.kernels.KernelPool` of warm kernels (a WorkerPlugin), runs the
 per-step notebook there, reads inputs from and writes outputs to the artifact root (an fsspec URI all workers can
 reach, for a real cluster), and returns what happened. Only the driver writes the metadata store.
 """
@@ -12,7 +12,9 @@ import uuid
 
 from distributed import WorkerPlugin
 
-from ..exceptions import MlopsError
+from ...exceptions import MlopsError
+from .base import Job
+from .dag import GraphRunner
 
 
 class KernelPoolPlugin(WorkerPlugin):
@@ -44,11 +46,11 @@ def run_on_worker(plugin_name: str, cells: list[str], timeout: float | None):
     return get_worker().plugins[plugin_name].pool.run(cells, timeout)
 
 
-class DaskRunner:
+class DaskPool:
     """Runs steps on a Dask cluster: the scheduler at ``address``, or a LocalCluster of ``jobs`` workers.
 
     Args:
-        kernels: how each worker makes its step kernels (:class:`~mlops_nb.executors.kernels.KernelSetup`).
+        kernels: how each worker makes its step kernels (:class:`~mlops_nb.engine.executors.kernels.KernelSetup`).
         jobs: workers of the LocalCluster (ignored with ``address``).
         address: a running scheduler (``tcp://127.0.0.1:8786``).
         processes: LocalCluster workers as processes (True) or threads (False; enough, since kernels do the work).
@@ -76,9 +78,6 @@ class DaskRunner:
         # two warm kernels per worker (one per job with reuse): the next step need not wait for a kernel to start
         plugin = KernelPoolPlugin(kernels, size=1 if kernels.reuse else 2)
         self.client.register_plugin(plugin, name=self.plugin_name)
-
-    def start(self) -> None:
-        """Kernels warm up when the plugin is registered."""
 
     def run(self, cells: list[str], timeout: float | None, gate=None):
         """Submit one step once ``gate`` (a future: its records are committed) is done; a worker lost mid-step is
@@ -113,3 +112,16 @@ class DaskRunner:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+class DaskRunner(GraphRunner):
+    """``dask``: the dag plan's steps on a ``dask.distributed`` cluster (``--scheduler ADDRESS``, else a LocalCluster of
+    ``--jobs`` workers; ``MLOPS_NB_DASK_PROCESSES=1`` makes its workers processes)."""
+
+    name = "dask"
+    options = GraphRunner.options | {"scheduler"}
+
+    def pool(self, kernels, jobs: int, job: Job):
+        """A Dask client whose workers keep warm kernels."""
+        processes = os.environ.get("MLOPS_NB_DASK_PROCESSES") == "1"
+        return DaskPool(kernels, jobs, address=job.options.scheduler, processes=processes)

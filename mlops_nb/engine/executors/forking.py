@@ -158,7 +158,7 @@ class ForkingKernelManager(AsyncKernelManager):
     """
 
     template: Template | None = None
-    client_class = DottedObjectName("mlops_nb.executors.forking.ReadyClient")
+    client_class = DottedObjectName(f"{__name__}.ReadyClient")
     client_factory = Type(ReadyClient, klass=AsyncKernelClient)
 
     async def _async_pre_start_kernel(self, **kw: Any):

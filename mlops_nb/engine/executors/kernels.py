@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..worker import RESULT_MIME
+from .worker import RESULT_MIME
 
 
 @dataclass

@@ -39,11 +39,11 @@ ALWAYS = [
     "pdb",
     "sqlite3",
     "tornado.queues",
-    "mlops_nb.worker",
-    "mlops_nb.magics",
-    "mlops_nb.runtime",
-    "mlops_nb.artifacts",
-    "mlops_nb.pipeline",
+    "mlops_nb.engine.executors.worker",
+    "mlops_nb.engine.step",
+    "mlops_nb.engine.cache",
+    "mlops_nb.store.artifacts",
+    "mlops_nb.pipeline.notebook",
 ]
 
 
@@ -89,7 +89,7 @@ class Template:
         self._lock = threading.Lock()
         self.error: str | None = None
         self._process = subprocess.Popen(
-            [python, "-m", "mlops_nb.executors.template", json.dumps([*ALWAYS, *preload])],
+            [python, "-m", __name__, json.dumps([*ALWAYS, *preload])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -187,7 +187,7 @@ def main() -> None:
         except BaseException:  # noqa: BLE001 - not a module (an attribute) or failing: the kernel will say so
             pass
     try:  # what a step's first artifact read or write would otherwise look up in every kernel
-        from mlops_nb.artifacts import serializers
+        from mlops_nb.store.artifacts import serializers
 
         serializers.load_plugins()
     except Exception:  # noqa: BLE001 - a broken plugin: the kernel reports it where it is used

@@ -15,37 +15,38 @@ RESULT_MIME = "application/vnd.mlops-nb.step-result+json"
 
 
 def _step(spec: dict):
-    from .pipeline import Step
+    from ...pipeline.notebook import Step
 
     return Step(name=spec["step"], cell_index=spec["cell_index"], source="", code="", outputs=list(spec["outputs"]))
 
 
 def load_inputs(spec: dict[str, Any], namespace: dict) -> None:
     """Load the step's inputs from the artifact store into ``namespace`` and make it the running step."""
-    from . import runtime
-    from .artifacts import ArtifactRef, ArtifactStore
+    from ...core import hooks
+    from ...core.records import ArtifactRef
+    from ...store.artifacts import ArtifactStore
 
     store = ArtifactStore(spec["artifact_root"])
     for name, ref in spec["inputs"].items():
         namespace[name] = store.get(ArtifactRef.from_dict(ref))
-    runtime._active = runtime.ActiveStep(spec["step"])
+    hooks.begin_step(spec["step"])
 
 
 def finish(spec: dict[str, Any], namespace: dict) -> dict:
     """Store the step's outputs and display the result for the driver (outputs, what it touched, metrics)."""
     from IPython.display import display
 
-    from . import runtime
-    from .artifacts import ArtifactStore
+    from ...core import hooks
+    from ...store.artifacts import ArtifactStore
+    from ..step import metrics_of, store_outputs
 
     step = _step(spec)
-    touched = runtime._active or runtime.ActiveStep(step.name)
-    runtime._active = None
-    outputs = runtime.store_outputs(ArtifactStore(spec["artifact_root"]), step, namespace)
+    touched = hooks.end_step() or hooks.ActiveStep(step.name)
+    outputs = store_outputs(ArtifactStore(spec["artifact_root"]), step, namespace)
     result = {
         "outputs": {k: v.to_dict() for k, v in {**touched.outputs, **outputs}.items()},
         "inputs": {k: v.to_dict() for k, v in touched.inputs.items()},
-        "metrics": runtime.metrics_of(namespace, step),
+        "metrics": metrics_of(namespace, step),
     }
     display({RESULT_MIME: result, "text/plain": f"{step.name}: {', '.join(outputs) or 'no outputs'} stored"}, raw=True)
     return result
@@ -55,7 +56,7 @@ def step_cells(spec: dict[str, Any], body: str) -> list[str]:
     """The three cells that run one step in a warm kernel."""
     encoded = json.dumps(spec)
     return [
-        f"import json as _json\nfrom mlops_nb.worker import load_inputs\nload_inputs(_json.loads({encoded!r}), globals())",
+        f"import json as _json\nfrom {__name__} import load_inputs\nload_inputs(_json.loads({encoded!r}), globals())",
         body,
-        f"from mlops_nb.worker import finish\nfinish(_json.loads({encoded!r}), globals());",
+        f"from {__name__} import finish\nfinish(_json.loads({encoded!r}), globals());",
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .exceptions import ValidationError
+from ...exceptions import ValidationError
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED = {"_created", "_superseded", "_seq"}
@@ -275,7 +275,7 @@ def _aware(mask) -> BadRows:
 
 
 def validate_frame(view, data: Any, allow_extra: bool, assume_utc: bool):
-    """The data for :class:`~mlops_nb.feature_records.FeatureView` ``view`` as an Arrow table of its columns, or a
+    """The data for :class:`~mlops_nb.store.features.records.FeatureView` ``view`` as an Arrow table of its columns, or a
     ValidationError naming column and row."""
     import pandas as pd
     import pyarrow as pa

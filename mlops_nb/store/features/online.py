@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ValidationError
-from .feature_checks import DTYPES, quote
-from .feature_records import parse_feature_refs
-from .feature_segments import memory, visible_sql
+from ...exceptions import ValidationError
+from ..dbfile import memory
+from .checks import DTYPES, quote
+from .records import parse_feature_refs
+from .segments import visible_sql
 
 
 def to_pandas_values(array, dtype: str):

@@ -8,11 +8,11 @@ a plain ASOF join (see FACTS: resolving ties at read time costs 2.5x).
 
 from __future__ import annotations
 
-from .exceptions import FeatureNotFoundError, ValidationError
-from .feature_checks import BadRows, cast_series, fail, quote
-from .feature_online import to_pandas_values
-from .feature_records import FeatureView
-from .feature_segments import visible_sql
+from ...exceptions import FeatureNotFoundError, ValidationError
+from .checks import BadRows, cast_series, fail, quote
+from .online import to_pandas_values
+from .records import FeatureView
+from .segments import visible_sql
 
 
 def output_columns(

@@ -12,16 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ValidationError
-from .feature_checks import check_name
+from ...core.clock import iso
+from ...exceptions import ValidationError
+from .checks import check_name
 
 
 # Records ---------------------------------------------------------------------------------------------------------
-def iso(value: datetime | None) -> str | None:
-    """A naive UTC datetime (as the catalog holds them) as an ISO string with ``+00:00``; None stays None."""
-    return value.replace(tzinfo=UTC).isoformat() if value else None
-
-
 def aware(value: datetime | None) -> datetime | None:
     """A naive UTC datetime made tz-aware (UTC); aware values and None unchanged."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

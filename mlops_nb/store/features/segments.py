@@ -19,40 +19,16 @@ be a plain ASOF join.
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .feature_checks import arrow_type, quote
-from .feature_records import FeatureView, Segment, naive_utc
-
-
-# Files ----------------------------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fsync_rename(tmp: Path, final: Path) -> None:
-    """Flush ``tmp`` to disk and rename it to ``final`` (atomic on one filesystem), then flush the folder."""
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    try:
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some filesystems cannot fsync a folder
-        pass
+from ...core.files import fsync_rename
+from ...core.hashing import sha256_file
+from ..dbfile import memory
+from .checks import arrow_type, quote
+from .records import FeatureView, Segment, naive_utc
 
 
 def _sql_path(path: Path) -> str:
@@ -80,27 +56,6 @@ def table_hash(table) -> str:
     with pa.ipc.new_stream(pa.PythonFile(_Sink(), mode="w"), table.schema) as writer:
         writer.write_table(table)
     return digest.hexdigest()
-
-
-_memory_db = None
-_memory_guard = threading.Lock()
-
-
-def memory():
-    """A new connection to this process's in-memory DuckDB database, with the time zone set to UTC.
-
-    Opening a DuckDB database costs ~12 ms; a connection to an open one (a cursor) costs microseconds. Temporary
-    tables, views and registered Arrow tables belong to the connection and go when it is closed.
-    """
-    global _memory_db
-    with _memory_guard:
-        if _memory_db is None:
-            import duckdb
-
-            _memory_db = duckdb.connect()
-        con = _memory_db.cursor()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def _copy(mem, relation: str, folder: Path) -> tuple[Path, str]:
@@ -143,7 +98,7 @@ def build_segment(v: FeatureView, table, older: list[Segment], seq: int, ingeste
     import numpy as np
     import pyarrow as pa
 
-    from .feature_stats import compute_stats
+    from .stats import compute_stats
 
     keys = list(v.join_keys)
     ts = v.timestamp

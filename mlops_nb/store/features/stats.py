@@ -12,7 +12,7 @@ import html
 import math
 from typing import Any
 
-from .feature_checks import DTYPES, quote
+from .checks import DTYPES, quote
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 BINS = 10

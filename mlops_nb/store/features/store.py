@@ -29,16 +29,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactRef
-from .dbfile import DuckDBFile, utcnow
-from .exceptions import FeatureNotFoundError, SchemaChangeError, StoreBusyError, ValidationError
-from .feature_checks import (
+from ...core import hooks
+from ...core.clock import iso, utcnow
+from ...core.files import fsync_rename
+from ...core.hashing import sha256_file
+from ...core.records import ArtifactRef
+from ...exceptions import FeatureNotFoundError, SchemaChangeError, StoreBusyError, ValidationError
+from ..dbfile import DuckDBFile, memory
+from .checks import (
     KEY_DTYPES,
     check_name,
     label_times,
@@ -46,9 +49,9 @@ from .feature_checks import (
     read_data_file,
     validate_frame,
 )
-from .feature_online import merged_online_table, online_refs, read_online, request_columns
-from .feature_pit import asof_columns, output_columns
-from .feature_records import (
+from .online import merged_online_table, online_refs, read_online, request_columns
+from .pit import asof_columns, output_columns
+from .records import (
     Entity,
     FeatureView,
     IngestResult,
@@ -56,25 +59,19 @@ from .feature_records import (
     Segment,
     aware,
     differences,
-    iso,
     naive_utc,
     parse_feature_refs,
     parse_ttl,
     stored_definition,
     to_utc,
 )
-from .feature_segments import build_segment, fsync_rename, memory, sha256_file, table_hash, visible_sql
+from .segments import build_segment, table_hash, visible_sql
 
-__all__ = [
-    "Entity",
-    "FeatureStore",
-    "FeatureView",
-    "IngestResult",
-    "MaterializeResult",
-    "Segment",
-    "current_view_hash",
-    "report",
-]
+__all__ = ["ARTIFACT_KINDS", "FeatureStore"]
+
+ARTIFACT_KINDS = ("feature_view", "feature_segment")
+"""Kinds of the artifacts the feature store holds itself (a view's state, a segment): see
+:meth:`FeatureStore.current_hash`."""
 
 MIGRATIONS: list[str] = [
     """
@@ -164,17 +161,14 @@ def _segment_ref(segment: Segment) -> ArtifactRef:
     )
 
 
-def _active_runtime():
-    """The step runtime when it is loaded (a step may be running), else None: no import just to find nothing."""
-    return sys.modules.get("mlops_nb.runtime")
-
-
 # The store ---------------------------------------------------------------------------------------------------------
 class FeatureStore:
     """Entities, feature views, validated ingestion, point-in-time training sets and an online table.
 
     Args:
-        project: a :class:`~mlops_nb.project.Project`, a project folder, or None to discover it.
+        project: a :class:`~mlops_nb.project.Project`, a project folder, or None for the current project.
+        root, catalog, lock_timeout: explicit paths instead (the segments' folder and the catalog's DuckDB
+            file), as the project hands them down.
 
     Example::
 
@@ -188,21 +182,24 @@ class FeatureStore:
         fs.get_online_features(["customer_stats:spend"], [{"customer_id": 7}])
     """
 
-    def __init__(self, project: Any = None):
-        from .project import Project
-
-        if not isinstance(project, Project):
-            project = Project(project)
-        self.project = project
-        self.root = project.mlops_dir / "features"
-        self.db = DuckDBFile(
-            project.features_path, project.settings.lock_timeout, "feature store catalog", generations=True
-        )
+    def __init__(
+        self,
+        project: Any = None,
+        *,
+        root: str | os.PathLike | None = None,
+        catalog: str | os.PathLike | None = None,
+        lock_timeout: float = 30.0,
+    ):
+        if root is None or catalog is None:  # a project, its folder, or None: its paths, found by the package root
+            located = hooks.locate("features", project)
+            root, catalog, lock_timeout = located["root"], located["catalog"], located["lock_timeout"]
+        self.root = Path(root).resolve()
+        self.db = DuckDBFile(Path(catalog).resolve(), lock_timeout, "feature store catalog", generations=True)
         if not self.db.path.exists() or str(self.db.path) not in _catalog_images:
             self.db.migrate(MIGRATIONS, "feature store catalog")
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.project.home)!r})"
+        return f"FeatureStore({str(self.root)!r})"
 
     # catalog reads -----------------------------------------------------------------------------------------------
     def _entity(self, con, name: str) -> Entity | None:
@@ -582,22 +579,12 @@ class FeatureStore:
         table = validate_frame(v, data, allow_extra, assume_utc)
         content_hash = table_hash(table)
         result, segment, segments = self._write_segment(v, table, content_hash, str(source) if source else None)
-        runtime = _active_runtime()
-        if runtime is not None and runtime.active_step() is not None:
+        if hooks.active_step() is not None:  # inside a pipeline step: what it read and wrote
             if source is not None:
-                runtime.record_input(
-                    source.name,
-                    ArtifactRef(
-                        runtime.hash_path(source),
-                        "external",
-                        name=source.name,
-                        summary=f"file {source.name}",
-                        uri=source.as_uri(),
-                    ),
-                )
+                hooks.record_input(source.name, ArtifactRef.external(source))
             if segment is not None:
-                runtime.record_output(f"features:{v.name}#{segment.seq}", _segment_ref(segment))
-            runtime.record_output(f"features:{v.name}", self._view_ref(v, segments))
+                hooks.record_output(f"features:{v.name}#{segment.seq}", _segment_ref(segment))
+            hooks.record_output(f"features:{v.name}", self._view_ref(v, segments))
         return result
 
     def _view_lock(self, view: str):
@@ -782,13 +769,12 @@ class FeatureStore:
                     result[out_names[(view, name)]] = values
         finally:
             mem.close()
-        runtime = _active_runtime()
-        if runtime is not None and runtime.active_step() is not None:
+        if hooks.active_step() is not None:  # inside a pipeline step: the views (and segments) it read
             for view in wanted:
                 v, segments = snapshot[view]
-                runtime.record_input(f"features:{view}", self._view_ref(v, segments))
+                hooks.record_input(f"features:{view}", self._view_ref(v, segments))
                 for segment in segments:  # lineage: the training set came from these segments
-                    runtime.record_input(f"features:{view}#{segment.seq}", _segment_ref(segment))
+                    hooks.record_input(f"features:{view}#{segment.seq}", _segment_ref(segment))
         return result
 
     # online store ------------------------------------------------------------------------------------------------
@@ -884,6 +870,28 @@ class FeatureStore:
         result.update(columns)
         return pd.DataFrame(result)
 
+    # lineage: an artifact source for the step runtime -------------------------------------------------------------
+    def current_hash(self, ref: ArtifactRef) -> str | None:
+        """What a recorded feature artifact names now (:class:`~mlops_nb.core.hooks.ArtifactSource`): for a view
+        (``feature_view``), its current state hash, which changes with every ingest, TTL change or re-registration;
+        for a segment (``feature_segment``), its hash while it is still one of its view's segments with its file in
+        place; None when the view or segment is gone. Before a cached step stands in for a step, the runtime asks:
+        a training step whose view changed runs again, and so does an ingest whose segment is gone."""
+        if ref.uri.startswith("features://"):
+            view = ref.uri.removeprefix("features://")
+        else:
+            view = (ref.name or "").removeprefix("features:").split("#", 1)[0]
+        if not self.db.path.exists():
+            return None
+        try:
+            v, segments = self._snapshot([view])[view]
+        except (FeatureNotFoundError, ValidationError):
+            return None
+        if ref.kind == "feature_view":
+            return self.state_hash(v, segments)
+        present = any(s.hash == ref.hash and s.path.exists() for s in segments)
+        return ref.hash if present else None
+
     # statistics --------------------------------------------------------------------------------------------------
     def stats(self, view: str, by_segment: bool = False):
         """Feature statistics of ``view``: one row per feature (count, nulls, mean, std, min, quantiles, max,
@@ -894,7 +902,7 @@ class FeatureStore:
         """
         import pandas as pd
 
-        from .feature_stats import stats_frame
+        from .stats import stats_frame
 
         if by_segment:
             segments = self._snapshot([view])[view][1]
@@ -908,7 +916,7 @@ class FeatureStore:
     def stats_dict(self, view: str) -> dict[str, dict]:
         """Feature name -> statistics (with ``histogram`` edges and counts, or ``top`` values) over the view's
         current rows (the latest version of each key and event time)."""
-        from .feature_stats import compute_stats
+        from .stats import compute_stats
 
         v, segments = self._snapshot([view])[view]
         if len(segments) == 1 and not segments[0].ties_rows and segments[0].stats:
@@ -920,76 +928,3 @@ class FeatureStore:
             return compute_stats(mem, "current_rows", v.features)
         finally:
             mem.close()
-
-
-# Module helpers -----------------------------------------------------------------------------------------------------
-# Lineage: the runtime asks on cache hits whether a step's feature views changed -----------------------------------
-def _recorded_view(ref: ArtifactRef, project: Any = None) -> tuple[FeatureView, list[Segment]] | None:
-    """The current state of the view a recorded ref names (``features://VIEW``, or the event name
-    ``features:VIEW`` / ``features:VIEW#SEQ``) in the project's feature store; None when it or the view is gone."""
-    from .project import Project
-
-    if ref.uri.startswith("features://"):
-        view = ref.uri.removeprefix("features://")
-    else:
-        view = (ref.name or "").removeprefix("features:").split("#", 1)[0]
-    project = project or Project()
-    if not project.features_path.exists():
-        return None
-    try:
-        return FeatureStore(project)._snapshot([view])[view]
-    except (FeatureNotFoundError, ValidationError):
-        return None
-
-
-def current_view_hash(ref: ArtifactRef, project: Any = None) -> str | None:
-    """The current state hash of the feature view ``ref`` names (in the current project), None when it is gone.
-
-    The step runtime calls it for inputs of kind ``feature_view`` before reusing a cached step: a view that was
-    ingested into, re-registered or had its TTL changed since makes the step run again.
-    """
-    state = _recorded_view(ref, project)
-    return FeatureStore.state_hash(*state) if state is not None else None
-
-
-def segment_present(ref: ArtifactRef, project: Any = None) -> bool:
-    """Whether the feature segment ``ref`` (an ingest step's output) is still one of its view's current segments
-    with its file in place. The step runtime asks before reusing a cached ingest step: after the feature store was
-    deleted or the view re-registered, the ingest must run again."""
-    state = _recorded_view(ref, project)
-    return state is not None and any(s.hash == ref.hash and s.path.exists() for s in state[1])
-
-
-def report(view: str | None = None, project: Any = None):
-    """What ``%mlops features [VIEW]`` shows: the views as a table, or one view's statistics with histograms."""
-    from .feature_stats import stats_html
-
-    fs = FeatureStore(project)
-
-    class _Report:
-        def __init__(self, text: str, html_text: str):
-            self.text, self.html = text, html_text
-
-        def __repr__(self) -> str:
-            return self.text
-
-        def _repr_html_(self) -> str:
-            return self.html
-
-    if view is None:
-        frame = fs.list_views()
-        if frame.empty:
-            return _Report(
-                "no feature views yet; register one with FeatureStore().register_view(...)",
-                "<p>no feature views yet</p>",
-            )
-        return _Report(frame.to_string(index=False), frame.to_html(index=False))
-    info = fs.describe(view)
-    stats = fs.stats_dict(view)
-    caption = (
-        f"{view} v{info['version']} — entity {info['entity']} ({', '.join(info['join_keys'])}), "
-        f"{info['rows']} rows in {len(info['segments'])} segments, ttl {info['ttl_seconds']} s"
-    )
-    from .feature_stats import stats_frame
-
-    return _Report(caption + "\n" + stats_frame(stats).to_string(index=False), stats_html(view, stats, caption))

@@ -1,4 +1,4 @@
-"""``mlops-nb features list|show|ingest|materialize|stats``: thin commands over :class:`~mlops_nb.features.FeatureStore`.
+"""``mlops-nb features list|show|ingest|materialize|stats``: thin commands over :class:`~mlops_nb.store.features.store.FeatureStore`.
 
 Only click is imported at module level, so ``mlops-nb --help`` stays light; errors are
 :class:`~mlops_nb.exceptions.MlopsError`, which the main command group prints as one line (exit status 1).
@@ -11,30 +11,13 @@ from datetime import timedelta
 
 import click
 
+from ..format import echo_json, short, table
+
 
 def _store(ctx: click.Context):
-    from .features import FeatureStore
-    from .project import Project
+    from ...project import Project
 
-    return FeatureStore(Project((ctx.obj or {}).get("home")))
-
-
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _table(rows: list[list], headers: list[str]) -> str:
-    from .cli import table
-
-    return table(rows, headers)
-
-
-def _short(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return Project((ctx.obj or {}).get("home")).features
 
 
 @click.group()
@@ -59,7 +42,7 @@ def list_views(ctx: click.Context, as_json: bool) -> None:
     for record, seconds in zip(records, ttl, strict=True):
         record["ttl_seconds"] = seconds
     if as_json:
-        _echo_json(records)
+        echo_json(records)
         return
     if not records:
         click.echo("No feature views yet; register one with FeatureStore().register_view(...)")
@@ -78,7 +61,7 @@ def list_views(ctx: click.Context, as_json: bool) -> None:
         ]
         for r in records
     ]
-    click.echo(_table(rows, ["VIEW", "V", "ENTITY", "KEYS", "FEATURES", "ROWS", "SEGMENTS", "LAST EVENT", "ONLINE"]))
+    click.echo(table(rows, ["VIEW", "V", "ENTITY", "KEYS", "FEATURES", "ROWS", "SEGMENTS", "LAST EVENT", "ONLINE"]))
 
 
 @features.command()
@@ -92,7 +75,7 @@ def show(ctx: click.Context, view: str, as_json: bool) -> None:
     """
     info = _store(ctx).describe(view)
     if as_json:
-        _echo_json(info)
+        echo_json(info)
         return
     ttl = str(timedelta(seconds=info["ttl_seconds"])) if info["ttl_seconds"] is not None else "none"
     click.echo(f"{info['name']} v{info['version']}  entity {info['entity']} ({', '.join(info['join_keys'])})")
@@ -115,7 +98,7 @@ def show(ctx: click.Context, view: str, as_json: bool) -> None:
             ]
             for s in info["segments"]
         ]
-        text = _table(rows, ["segment", "rows", "first event", "last event", "supersedes", "ingested", "hash"])
+        text = table(rows, ["segment", "rows", "first event", "last event", "supersedes", "ingested", "hash"])
         click.echo("\n".join("  " + line for line in text.splitlines()))
     online = info["online"]
     if online:
@@ -139,7 +122,7 @@ def ingest(ctx: click.Context, view: str, file: str, allow_extra: bool, assume_u
     """
     result = _store(ctx).ingest(view, file, allow_extra=allow_extra, assume_utc=assume_utc)
     if as_json:
-        _echo_json(result.to_dict())
+        echo_json(result.to_dict())
     else:
         click.echo(result.line())
 
@@ -156,7 +139,7 @@ def materialize(ctx: click.Context, view: str, end: str | None, as_json: bool) -
     """
     result = _store(ctx).materialize(view, end=end)
     if as_json:
-        _echo_json(result.to_dict())
+        echo_json(result.to_dict())
     else:
         click.echo(result.line())
 
@@ -173,16 +156,16 @@ def stats(ctx: click.Context, view: str, by_segment: bool, as_json: bool) -> Non
     """
     store = _store(ctx)
     if as_json and not by_segment:
-        _echo_json(store.stats_dict(view))
+        echo_json(store.stats_dict(view))
         return
     frame = store.stats(view, by_segment=by_segment)
     if as_json:
-        _echo_json(json.loads(frame.to_json(orient="records")))
+        echo_json(json.loads(frame.to_json(orient="records")))
         return
     columns = [
         c
         for c in ["segment", "feature", "dtype", "count", "nulls", "mean", "std", "min", "p50", "max", "top"]
         if c in frame.columns
     ]
-    rows = [[_short(None if v != v else v) for v in record] for record in frame[columns].itertuples(index=False)]
-    click.echo(_table(rows, columns))
+    rows = [[short(None if v != v else v) for v in record] for record in frame[columns].itertuples(index=False)]
+    click.echo(table(rows, columns))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import click
 
-from .exceptions import MlopsError
+from ...core.records import RUN_KINDS, TRIGGERS
+from ...exceptions import MlopsError
+from ..format import duration, echo_json, step_counts, table, when
 
 
 class _Group(click.Group):
@@ -29,38 +31,13 @@ class _Group(click.Group):
 
 
 def _project(ctx: click.Context):
-    from .project import Project
+    from ...project import Project
 
     return Project(ctx.obj.get("home"))
 
 
 def _store(ctx: click.Context):
     return _project(ctx).metadata
-
-
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def table(rows: list[list], headers: list[str]) -> str:
-    """Rows as a plain aligned text table."""
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s"
-
-
-def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,8 +55,11 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
 
     Runs, artifacts and lineage live under the project's .mlops/ folder; nothing to start.
     """
+    from ..progress import install
+
     ctx.ensure_object(dict)
     ctx.obj.update(home=home, debug=debug)
+    install()  # long work shows tqdm bars
 
 
 @cli.command()
@@ -92,7 +72,7 @@ def init(ctx: click.Context, folder: Path | None) -> None:
 
     Example: mlops-nb init
     """
-    from .project import Project
+    from ...project import Project
 
     project = Project(folder) if folder else _project(ctx)
     existed = project.initialized
@@ -107,16 +87,20 @@ def init(ctx: click.Context, folder: Path | None) -> None:
     "--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), help="Only runs with this status."
 )
 @click.option("--pipeline", help="Only runs of this pipeline.")
+@click.option("--kind", type=click.Choice(RUN_KINDS), help="Only runs of this kind.")
+@click.option("--trigger", type=click.Choice(TRIGGERS), help="Only runs started by this trigger.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
 @click.pass_context
-def runs(ctx: click.Context, limit: int, status: str | None, pipeline: str | None, as_json: bool) -> None:
+def runs(
+    ctx: click.Context, limit: int, status: str | None, pipeline: str | None, kind, trigger, as_json: bool
+) -> None:
     """List the latest runs, newest first.
 
-    Example: mlops-nb runs --limit 5
+    Example: mlops-nb runs --limit 5 --kind pipeline
     """
-    records = _store(ctx).list_runs(limit, status=status, pipeline=pipeline)
+    records = _store(ctx).list_runs(limit, status=status, pipeline=pipeline, kind=kind, trigger=trigger)
     if as_json:
-        _echo_json([r.to_dict() for r in records])
+        echo_json([r.to_dict() for r in records])
         return
     if not records:
         click.echo("No runs yet. Start one with `mlops-nb run NOTEBOOK` or `mlops-nb demo`.")
@@ -124,16 +108,17 @@ def runs(ctx: click.Context, limit: int, status: str | None, pipeline: str | Non
     rows = [
         [
             r.id,
-            r.pipeline,
+            r.kind,
+            r.pipeline or "-",
             r.status,
-            _when(r.started_at),
-            _duration(r.duration),
+            when(r.started_at),
+            duration(r.duration),
             r.trigger,
-            ", ".join(f"{n} {s}" for s, n in r.step_counts.items()) or "-",
+            step_counts(r.step_counts) or "-",
         ]
         for r in records
     ]
-    click.echo(table(rows, ["RUN", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "TRIGGER", "STEPS"]))
+    click.echo(table(rows, ["RUN", "KIND", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "TRIGGER", "STEPS"]))
 
 
 def _refs(refs: dict) -> str:
@@ -158,14 +143,15 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
     """
     record = _store(ctx).get_run(run)
     if timeline is not None:
-        from .plots import timeline as draw_timeline
+        from ..plots import timeline as draw_timeline
 
         draw_timeline(record).savefig(timeline, dpi=110, bbox_inches="tight")
         click.echo(f"Timeline of run {record.id} written to {timeline}", err=True)
     if as_json:
-        _echo_json(record.to_dict())
+        echo_json(record.to_dict())
         return
-    click.echo(f"Run {record.id}  pipeline {record.pipeline}  {record.status}  {_duration(record.duration)}")
+    what = f"pipeline {record.pipeline}" if record.kind == "pipeline" else record.kind
+    click.echo(f"Run {record.id}  {what}  {record.status}  {duration(record.duration)}")
     if record.notebook:
         click.echo(
             f"  notebook:  {record.notebook}"
@@ -173,7 +159,9 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
         )
     git = "-" if not record.git_commit else record.git_commit[:10] + (" (dirty)" if record.git_dirty else "")
     click.echo(
-        f"  started:   {_when(record.started_at)} UTC  trigger {record.trigger}  executor {record.executor}  "
+        f"  started:   {when(record.started_at)} UTC  trigger {record.trigger}"
+        + (f" ({record.fired_by})" if record.fired_by else "")
+        + f"  executor {record.executor}  "
         f"host {record.host} pid {record.pid}  git {git}"
     )
     if record.params:
@@ -187,7 +175,7 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
     if record.step_runs:
         click.echo("")
         rows = [
-            [s.id, s.step, s.status, _duration(s.duration), s.why or "-", _refs(s.outputs) or "-"]
+            [s.id, s.step, s.status, duration(s.duration), s.why or "-", _refs(s.outputs) or "-"]
             for s in record.step_runs
         ]
         click.echo(table(rows, ["STEP RUN", "STEP", "STATUS", "DURATION", "WHY", "OUTPUTS"]))
@@ -226,7 +214,7 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fm
     """
     graph = _store(ctx).lineage(node, direction=direction, depth=depth)
     if as_json or fmt == "json":
-        _echo_json(graph.to_dict())
+        echo_json(graph.to_dict())
     elif fmt == "mermaid":
         click.echo(graph.to_mermaid())
     else:
@@ -244,7 +232,7 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fm
 
 
 def _read_params_file(path: Path) -> dict:
-    from .exceptions import ConfigError
+    from ...exceptions import ConfigError
 
     text = path.read_text(encoding="utf-8")
     try:
@@ -281,9 +269,10 @@ def _read_params_file(path: Path) -> dict:
 @click.option("--no-cache", is_flag=True, help="Run every step; reuse nothing from the cache.")
 @click.option(
     "--executor",
-    type=click.Choice(["notebook", "dag", "dask"]),
+    metavar="NAME",
     help="notebook: papermill runs the whole notebook in one kernel; dag: each step in a warm kernel of its own, "
-    "independent steps in parallel; dask: the dag plan on a Dask cluster (default: the project's executor setting).",
+    "independent steps in parallel; dask: the dag plan on a Dask cluster; or one an installed package registers "
+    "(default: the project's executor setting).",
 )
 @click.option(
     "--jobs", "-j", type=click.IntRange(min=1), help="Steps at once (dag, dask; default: the number of cores)."
@@ -329,18 +318,15 @@ def run(
 
     Example: mlops-nb run notebooks/quickstart.ipynb -p n_rows 500 --executor dag --jobs 2
     """
-    from .headless import run as run_notebook
-    from .project import Project
+    from ...engine.driver import run_notebook
+    from ...engine.executors import RunOptions
+    from ...project import Project
 
     values = _read_params_file(params_file) if params_file else {}
     values.update(dict(params))
-    project = Project(ctx.obj["home"]) if ctx.obj.get("home") else None
-    record = run_notebook(
-        notebook,
-        values,
-        executor,
+    options = RunOptions(
+        executor=executor,
         no_cache=no_cache,
-        project=project,
         trigger="cli",
         progress=not as_json,
         kernel_name=kernel_name,
@@ -348,18 +334,20 @@ def run(
         jobs=jobs,
         from_step=from_step,
         to_step=to_step,
-        only=[o.strip() for o in only.split(",") if o.strip()] if only else None,
+        only=tuple(o.strip() for o in only.split(",") if o.strip()) if only else None,
         retries=retries,
         reuse_kernels=reuse_kernels,
         scheduler=scheduler,
     )
+    project = Project(ctx.obj["home"]) if ctx.obj.get("home") else None
+    record = run_notebook(notebook, values, options, project)
     if as_json:
-        _echo_json(record.to_dict())
+        echo_json(record.to_dict())
         return
-    counts = ", ".join(f"{n} {s}" for s, n in record.step_counts.items())
-    click.echo(f"Run {record.id} {record.status} in {_duration(record.duration)} ({counts or 'no steps'})")
+    counts = step_counts(record.step_counts)
+    click.echo(f"Run {record.id} {record.status} in {duration(record.duration)} ({counts or 'no steps'})")
     for s in record.step_runs:
-        click.echo(f"  {s.step:<12} {s.status:<9} {_duration(s.duration):>7}  {s.why or ''}")
+        click.echo(f"  {s.step:<12} {s.status:<9} {duration(s.duration):>7}  {s.why or ''}")
     if record.executed_notebook:
         click.echo(f"  executed notebook: {record.executed_notebook.uri}")
 
@@ -379,11 +367,11 @@ def dag(notebook: Path, fmt: str) -> None:
 
     Example: mlops-nb dag notebooks/quickstart.ipynb --format mermaid
     """
-    from .pipeline import Pipeline
+    from ...pipeline.notebook import Pipeline
 
     pipeline = Pipeline.from_notebook(notebook)
     if fmt == "json":
-        _echo_json(pipeline.to_dict())
+        echo_json(pipeline.to_dict())
     elif fmt == "mermaid":
         click.echo(pipeline.to_mermaid())
     else:
@@ -406,12 +394,12 @@ def demo(ctx: click.Context, folder: Path) -> None:
 
     Example: mlops-nb demo --dir /tmp/demo
     """
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(folder, echo=click.echo)
 
 
-from .features_cli import features as _features  # noqa: E402 - the group lives in its own module
+from .features import features as _features  # noqa: E402 - the group lives in its own module
 
 cli.add_command(_features)
 

@@ -1,0 +1,148 @@
+"""The cache: a step's key, why it runs, and whether an earlier step run can stand in for it.
+
+A step's **cache key** is the hash of its normalised source, the setup cells, the local modules the notebook
+imports, its input artifacts, the content of its ``--reads`` files, the parameter values it uses, and a format
+version. :func:`decide` is the one place a step is decided, in every mode: the magic, the planner and the
+``dag``/``dask`` driver all call it (DESIGN invariant 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.hashing import canonical, hash_path, sha256
+from ..core.records import ArtifactRef
+from ..pipeline.notebook import FORMAT_VERSION, Pipeline, Step
+
+
+def key_parts(pipeline: Pipeline, step: Step, inputs: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
+    """The components of a step's cache key: normalised source, setup, local modules, input artifact hashes,
+    ``--reads`` content hashes, the parameter values it uses, and the format version."""
+    return {
+        "format": FORMAT_VERSION,
+        "source": sha256(step.normalized),
+        "setup": pipeline.setup_hash,
+        "modules": {**pipeline.setup_modules, **step.modules},
+        "inputs": dict(sorted(inputs.items())),
+        "reads": {p: hash_path(pipeline.folder / p) for p in step.reads},
+        "params": {p: canonical(params.get(p, pipeline.params.get(p))) for p in step.params},
+    }
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """sha256 of the canonical key parts."""
+    return sha256(canonical(parts))
+
+
+def explain(parts: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """Why a step's key differs from its previous run's: ``source changed``, ``input raw changed``, ..."""
+    if previous is None:
+        return "no earlier run"
+    reasons = []
+    if previous.get("format") != parts["format"]:
+        reasons.append("mlops_nb cache format changed")
+    if previous.get("source") != parts["source"]:
+        reasons.append("source changed")
+    if previous.get("setup") != parts["setup"]:
+        reasons.append("setup changed")
+    for group, label in (
+        ("modules", "module {} changed"),
+        ("params", "param {} changed"),
+        ("inputs", "input {} changed"),
+        ("reads", "{} changed"),
+    ):
+        old, new = previous.get(group, {}), parts[group]
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                reasons.append(label.format(name))
+    return ", ".join(reasons)
+
+
+# Artifacts in other stores ------------------------------------------------------------------------------------------
+def _current_hash(project, ref: ArtifactRef) -> str | None:
+    """What ``ref`` names now, asked of the store holding it (``ref.hash`` for what the artifact store holds)."""
+    source = project.artifact_source(ref.kind)
+    return ref.hash if source is None else source.current_hash(ref)
+
+
+def stale_inputs(project, step_run) -> list[str]:
+    """Names of a step run's inputs from other stores (feature views) whose content changed since it ran. A part
+    (``NAME#PART``, a view's segment) is not named when its whole (``NAME``) is."""
+    stale = [
+        name
+        for name, ref in step_run.inputs.items()
+        if project.artifact_source(ref.kind) is not None and _current_hash(project, ref) != ref.hash
+    ]
+    return [name for name in stale if name.partition("#")[0] == name or name.partition("#")[0] not in stale]
+
+
+def unusable(project, hit, step: Step) -> str | None:
+    """Why a cached step run's outputs cannot stand in for running ``step``, or None when they can: every output
+    must be recorded and still stored (what it wrote to other stores too, such as feature segments), and no input
+    from another store may have changed."""
+    if any(n not in hit.outputs or not project.artifacts.exists(hit.outputs[n]) for n in step.outputs):
+        return "cached outputs missing"
+    for name, ref in hit.outputs.items():
+        if project.artifact_source(ref.kind) is not None and _current_hash(project, ref) != ref.hash:
+            return f"output {name} is gone"
+    stale = stale_inputs(project, hit)
+    return ", ".join(f"{name} changed" for name in stale) if stale else None
+
+
+def reusable(project, hit, step: Step) -> bool:
+    """Whether a cached step run (None: there is none) can stand in for running ``step`` (see :func:`unusable`)."""
+    return hit is not None and unusable(project, hit, step) is None
+
+
+# Deciding a step ----------------------------------------------------------------------------------------------------
+@dataclass
+class Decision:
+    """What the cache says about a step about to run.
+
+    Attributes:
+        key: the cache key.
+        parts: its components (recorded, to explain later runs).
+        inputs: name -> artifact the step reads, ``--reads`` files included (kind ``external``).
+        hit: the earlier step run whose outputs can be reused, or None.
+        why: one line: ``cached from run R``, or why the step must run.
+    """
+
+    key: str
+    parts: dict
+    inputs: dict[str, ArtifactRef]
+    hit: Any
+    why: str
+
+
+def decide(
+    project, pipeline: Pipeline, step: Step, inputs: dict[str, ArtifactRef], params: dict, no_cache: bool
+) -> Decision:
+    """Compute a step's cache key from its inputs and parameters, look for a reusable earlier run, and say why
+    the step runs when there is none. Reads the metadata store; writes nothing."""
+    store = project.metadata
+    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params)
+    key = cache_key(parts)
+    inputs = dict(inputs)
+    for path in step.reads:
+        inputs[path] = ArtifactRef.external(pipeline.folder / path, path, parts["reads"][path])
+    no_cache = no_cache or step.no_cache
+    rejected = None
+    if not no_cache:
+        hit = store.find_cached(key)
+        if hit is not None:
+            rejected = unusable(project, hit, step)
+            if rejected is None:
+                return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
+    previous = store.previous_step_run(pipeline.name, step.name)
+    why = explain(parts, previous[1] if previous else None)
+    stale = stale_inputs(project, previous[0]) if previous and previous[0].cache_key == key else []
+    if stale:
+        why = ", ".join(f"{name} changed" for name in stale)
+    if no_cache:
+        why = "--no-cache"
+    elif rejected:  # an earlier run with this very key: why it cannot be reused says it best
+        why = rejected
+    elif not why:
+        why = "previous attempt failed" if previous and previous[0].status == "failed" else "cached outputs missing"
+    return Decision(key, parts, inputs, None, why)

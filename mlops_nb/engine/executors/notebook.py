@@ -1,0 +1,218 @@
+"""The ``notebook`` executor: papermill runs the whole notebook in one kernel, a drop-in for papermill with tracking.
+
+The kernel gets the run's id in its environment; the ``%%mlops step`` magic inside attaches to that run and does
+each step's work (``run.step.execute_step``). This runner reports each finished step, stores the executed notebook
+as an artifact and turns papermill's errors (a cell that raised, a dead kernel, a timeout) into one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from ...core import progress
+from ...exceptions import StepFailedError
+from ...pipeline.notebook import parse_magic_line, split_magic
+from ...settings import HOME_ENV, NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV
+from ..step import emit_post_step
+from .base import Job, Outcome, Runner
+
+
+class NotebookRunner(Runner):
+    """papermill executes the notebook in one kernel; the magic records each step into the run."""
+
+    name = "notebook"
+
+    def execute(self, job: Job) -> Outcome:
+        """Execute the notebook with papermill; return how it ended, with the executed notebook."""
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        from .kernels import kernel_config
+
+        pipeline, store, options = job.pipeline, job.project.metadata, job.options
+        path = pipeline.path
+        output = Path(tempfile.mkdtemp(prefix="mlops_nb-run-")) / path.name
+        env = {
+            RUN_ENV: job.run_id,
+            NOTEBOOK_ENV: str(path),
+            HOME_ENV: str(job.project.home),
+            NO_CACHE_ENV: "1" if options.no_cache else "0",
+        }
+        outcome = Outcome("succeeded")
+        bar = progress.start(len(pipeline.steps), pipeline.name, enabled=options.progress)
+        try:
+            with _environment(env):
+                papermill.execute_notebook(
+                    str(path),
+                    str(output),
+                    parameters=job.given,
+                    engine_name=_engine(),
+                    progress_bar=False,
+                    cwd=str(path.parent),
+                    kernel_name=options.kernel_name,
+                    on_cell_complete=_StepReporter(job, bar),
+                    execution_timeout=options.step_timeout,
+                    config=kernel_config(),
+                )
+        except PapermillExecutionError as exc:
+            if _cell_raised(output):  # not only the traceback of an attempt that a retry then fixed
+                outcome.failure = _failure(pipeline, store, job.run_id, exc)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the kernel died, a cell timed out: recorded, then raised
+            outcome.status, outcome.failure = _abort(pipeline, store, job.run_id, exc, options.step_timeout)
+        finally:
+            bar.close()
+            outcome.executed_notebook = _store_executed(job, output)
+        if outcome.failure is not None:
+            if outcome.status == "succeeded":
+                outcome.status = "failed"
+            if outcome.executed_notebook is not None:
+                f = outcome.failure
+                where = f"{f.message}; executed notebook: {outcome.executed_notebook.uri}"
+                outcome.failure = StepFailedError(where, f.step, f.cell_index, f.ename, f.evalue)
+            outcome.error = outcome.failure.message
+        return outcome
+
+
+class _StepReporter:
+    """papermill's ``on_cell_complete``: after a step's cell, one progress line from its record, and the
+    ``post_step`` hook in this (the driver's) process."""
+
+    def __init__(self, job: Job, bar):
+        self.job, self.bar = job, bar
+
+    def __call__(self, cell) -> None:
+        name = _step_name(cell)
+        if name is None:
+            return
+        done = [s for s in self.job.project.metadata.get_run(self.job.run_id).step_runs if s.step == name]
+        if done:
+            s = done[-1]
+            verb = {"succeeded": "ran", "cached": "cached"}.get(s.status, s.status)
+            outs = ", ".join(f"{k}: {r.summary or r.kind}" for k, r in s.outputs.items())
+            self.bar.write(f"  {name}: {verb} ({s.why}) {s.duration or 0:.2f}s" + (f" → {outs}" if outs else ""))
+            emit_post_step(self.job.run_id, name, s.id, s.status, s.why, s.outputs, s.error)
+        self.bar.advance()
+
+
+def _store_executed(job: Job, output: Path):
+    """Store the executed notebook papermill wrote as an artifact (None when it wrote none); remove the file."""
+    if not output.exists():
+        return None
+    import nbformat
+
+    ref = job.project.artifacts.put(nbformat.read(output, as_version=4), name=f"{job.pipeline.path.stem} (executed)")
+    output.unlink()
+    output.parent.rmdir()
+    return ref
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for the kernel papermill starts (it inherits ours), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_ENGINE = "mlops_nb"
+
+
+def _engine() -> str:
+    """papermill's nbclient engine with a per-cell callback and a kernel that is ready sooner, registered once."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    if _ENGINE in papermill_engines._engines:
+        return _ENGINE
+
+    class MlopsEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell_complete=None, **kwargs):
+            if on_cell_complete is not None:
+                original = nb_man.cell_complete
+
+                def cell_complete(cell, cell_index=None, **kw):
+                    original(cell, cell_index=cell_index, **kw)
+                    on_cell_complete(cell)
+
+                nb_man.cell_complete = cell_complete
+            from .forking import ForkingKernelManager  # with no template: a kernel that is ready sooner
+
+            kwargs.setdefault("kernel_manager_class", ForkingKernelManager)
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(_ENGINE, MlopsEngine)
+    return _ENGINE
+
+
+def _step_name(cell) -> str | None:
+    if cell.get("cell_type") != "code":
+        return None
+    magic = split_magic(cell.get("source", ""))
+    if magic is None:
+        return None
+    try:
+        return parse_magic_line(magic[0]).name
+    except ValueError:
+        return None
+
+
+def _cell_raised(output: Path) -> bool:
+    """Whether papermill recorded a cell that raised (a step retried to success shows an error output but did
+    not raise)."""
+    import json
+
+    cells = json.loads(output.read_text(encoding="utf-8")).get("cells", [])
+    return any(c.get("metadata", {}).get("papermill", {}).get("exception") for c in cells)
+
+
+def _failure(pipeline, store, run_id: str, exc) -> StepFailedError:
+    """The one-line error of a failed headless run, from the failed step's record (or the failing cell)."""
+    failed = [s for s in store.get_run(run_id).step_runs if s.status == "failed"]
+    if failed:
+        s = failed[-1]
+        step = pipeline.step(s.step)
+        return StepFailedError(
+            f"step {s.step!r} (cell {step.cell}) failed: {s.error}", s.step, step.cell_index, exc.ename, exc.evalue
+        )
+    return StepFailedError(
+        f"cell {exc.cell_index} of {pipeline.path.name} failed before any step could: {exc.ename}: {exc.evalue}",
+        "",
+        exc.cell_index,
+        exc.ename,
+        exc.evalue,
+    )
+
+
+def _abort(pipeline, store, run_id: str, exc: Exception, step_timeout: float | None):
+    """Status and error when papermill stopped without a cell error: a dead kernel or a timeout."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    running = [s for s in store.get_run(run_id).step_runs if s.status == "running"]
+    step = pipeline.step(running[-1].step) if running else None
+    where = f"step {step.name!r} (cell {step.cell})" if step else f"a cell of {pipeline.path.name}"
+    if isinstance(exc, DeadKernelError):
+        status, message = "interrupted", f"the kernel died while running {where}; re-run to resume from the cache"
+    elif isinstance(exc, (CellTimeoutError, TimeoutError)):
+        status, message = (
+            "failed",
+            f"{where} timed out after {step_timeout:g} s (--step-timeout); the kernel was stopped",
+        )
+    else:
+        status, message = "failed", f"running {pipeline.path.name} failed at {where}: {type(exc).__name__}: {exc}"
+    if running:
+        store.finish_step(running[-1].id, "failed" if status == "failed" else "interrupted", error=message)
+    return status, StepFailedError(
+        message, step.name if step else "", step.cell_index if step else None, type(exc).__name__, str(exc)
+    )

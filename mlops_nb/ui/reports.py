@@ -1,0 +1,38 @@
+"""What notebook magics display: objects with a text form for terminals and an HTML form for notebooks."""
+
+from __future__ import annotations
+
+
+class Report:
+    """A displayable report: ``repr`` gives the text, Jupyter shows the HTML."""
+
+    def __init__(self, text: str, html_text: str):
+        self.text, self.html = text, html_text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+def features_report(store, view: str | None = None) -> Report:
+    """What ``%mlops features [VIEW]`` shows: the views of ``store`` (a
+    :class:`~mlops_nb.store.features.FeatureStore`) as a table, or one view's statistics with histograms."""
+    from ..store.features.stats import stats_frame, stats_html
+
+    if view is None:
+        frame = store.list_views()
+        if frame.empty:
+            return Report(
+                "no feature views yet; register one with FeatureStore().register_view(...)",
+                "<p>no feature views yet</p>",
+            )
+        return Report(frame.to_string(index=False), frame.to_html(index=False))
+    info = store.describe(view)
+    stats = store.stats_dict(view)
+    caption = (
+        f"{view} v{info['version']} — entity {info['entity']} ({', '.join(info['join_keys'])}), "
+        f"{info['rows']} rows in {len(info['segments'])} segments, ttl {info['ttl_seconds']} s"
+    )
+    return Report(caption + "\n" + stats_frame(stats).to_string(index=False), stats_html(view, stats, caption))

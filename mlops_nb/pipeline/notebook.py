@@ -16,10 +16,13 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.hashing import canonical, sha256
 from ..exceptions import MlopsError, PipelineError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inference import CellAnalysis
 
 MAGIC = "%%mlops"
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -245,6 +248,35 @@ def local_modules(modules: list[tuple[str, int]], roots: list[Path]) -> dict[str
     return dict(sorted(hashes.items()))
 
 
+@dataclass
+class _ParseState:
+    """What :meth:`Pipeline._parse` collects in its pass over the cells, for the checks that follow it.
+
+    Attributes:
+        producers: name -> the latest step producing it.
+        imported_by: name -> the first step importing it.
+        setup_names: names the setup cells assign or import.
+        setup_sources: the setup cells' normalised source.
+        setup_modules: (module, level) pairs the setup cells import.
+        analyses: step cell index -> the analysis of its code.
+        pending_reads: (cell index, step or ``None`` for a report cell, names) to check once every step is known.
+        seen_names: step name -> index of the cell defining it.
+    """
+
+    producers: dict[str, Step] = field(default_factory=dict)
+    imported_by: dict[str, Step] = field(default_factory=dict)
+    setup_names: set[str] = field(default_factory=set)
+    setup_sources: list[str] = field(default_factory=list)
+    setup_modules: list[tuple[str, int]] = field(default_factory=list)
+    analyses: dict[int, CellAnalysis] = field(default_factory=dict)
+    pending_reads: list[tuple[int, Step | None, list[str]]] = field(default_factory=list)
+    seen_names: dict[str, int] = field(default_factory=dict)
+
+    def assigns(self, step: Step) -> list[str] | set[str]:
+        """The names a step assigns: its ``--outputs`` if declared, otherwise every name its code assigns."""
+        return step.declared_outputs if step.declared_outputs is not None else self.analyses[step.cell_index].assigned
+
+
 class Pipeline:
     """A notebook's pipeline: setup cells, parameters and steps with their DAG.
 
@@ -349,121 +381,146 @@ class Pipeline:
 
     # parsing -----------------------------------------------------------------------------------------------
     def _parse(self) -> None:
+        """Classify the cells, build the steps and their DAG, and record every problem found."""
+        state = _ParseState()
+        self._scan_cells(state)
+        self._check_later_reads(state)
+        self._infer_outputs(state)
+        self._check_reads_and_hash(state)
+
+    def _scan_cells(self, state: _ParseState) -> None:
+        """One pass over the cells: the parameters cell, report cells, setup cells and step cells.
+
+        A plain code cell reading a name an earlier step produces is a report cell; any other plain code cell
+        (except the one tagged ``parameters``) is a setup cell.
+
+        Args:
+            state: the parse state, filled in here.
+        """
         from .inference import analyze, normalize
 
-        producers: dict[str, Step] = {}  # name -> latest step producing it
-        imported_by: dict[str, Step] = {}
-        assigned_later: dict[str, list[tuple[Step, set[str]]]] = {}
-        setup_names: set[str] = set()
-        setup_sources: list[str] = []
-        setup_modules: list[tuple[str, int]] = []
-        analyses: dict[int, Any] = {}
-        pending_reads: list[tuple[int, Step | None, list[str]]] = []
-        seen_names: dict[str, int] = {}
-
-        index: int | None = None
         for index, cell in enumerate(self.cells):
             if cell.get("cell_type") != "code" or not cell.get("source", "").strip():
                 continue
             source = cell["source"]
             magic = split_magic(source)
-            if magic is None:
-                try:
-                    code = transform(source)
-                    analysis = analyze(code)
-                except SyntaxError as exc:
-                    self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
-                    continue
-                if "parameters" in cell.get("metadata", {}).get("tags", []):
-                    self._parse_parameters(index, code)
-                    continue
-                reads_steps = [n for n in analysis.reads if n in producers]
-                if reads_steps:
-                    self.report_cells.append(index)
-                    pending_reads.append((index, None, reads_steps))
-                    continue
-                self.setup_cells.append(index)
-                setup_sources.append(normalize(code))
-                setup_names |= analysis.assigned | analysis.imported
-                setup_modules += analysis.modules
+            if magic is not None:
+                self._parse_step(state, index, *magic)
                 continue
-            line, body = magic
             try:
-                step = step_from_source(line, body, index)
-            except ValueError as exc:
-                self._problem(index, f"{self._where(index, _step_name(line))}: {exc}")
-                continue
+                code = transform(source)
+                analysis = analyze(code)
             except SyntaxError as exc:
                 self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
                 continue
-            if step.name in seen_names:
-                self._problem(
-                    index,
-                    f"{self._where(index, step.name)}: step name {step.name!r} is also used by cell "
-                    f"{seen_names[step.name] + 1}; rename one of them",
-                )
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                self._parse_parameters(index, code)
                 continue
-            seen_names[step.name] = index
-            try:
-                analysis = analyze(step.code)
-            except SyntaxError as exc:
-                self._problem(
-                    index, f"{self._where(index, step.name)}: syntax error on line {exc.lineno + 1}: {exc.msg}; fix it"
-                )
+            reads_steps = [n for n in analysis.reads if n in state.producers]
+            if reads_steps:
+                self.report_cells.append(index)
+                state.pending_reads.append((index, None, reads_steps))
                 continue
-            analyses[index] = analysis
-            where = self._where(index, step.name)
-            if analysis.star_import and (step.declared_inputs is None or step.declared_outputs is None):
-                self._problem(
-                    index,
-                    f"{where}: `import *` hides which names the step reads and assigns; declare them with "
-                    "--inputs and --outputs (or move the import to a setup cell)",
-                )
-            # inputs
-            if step.declared_inputs is not None:
-                for name in step.declared_inputs:
-                    if name not in producers:
-                        self._problem(
-                            index,
-                            f"{where}: input {name!r} is not produced by any earlier step; produce it in an earlier "
-                            "step or remove it from --inputs",
-                        )
-                step.inputs = list(step.declared_inputs)
-            else:
-                step.inputs = [n for n in analysis.reads if n in producers]
-            step.upstream = {n: producers[n].name for n in step.inputs if n in producers}
-            for name in analysis.reads:
-                if name in imported_by and name not in producers and name not in setup_names:
-                    self._problem(
-                        index,
-                        f"{where}: uses {name!r}, which step {imported_by[name].name!r} imports; move the import "
-                        "to a setup cell so every step (and a cache hit) has it",
-                    )
-            step.params = [n for n in analysis.reads if n in self.params and n not in producers]
-            pending_reads.append((index, step, [n for n in analysis.reads if n not in producers]))
-            # outputs: declared, or resolved once later cells are known
-            produced = step.declared_outputs if step.declared_outputs is not None else sorted(analysis.assigned)
-            for name in produced:
-                producers[name] = step
-                assigned_later.setdefault(name, []).append((step, set()))
-            for name in analysis.imported:
-                imported_by.setdefault(name, step)
-            self.steps.append(step)
+            self.setup_cells.append(index)
+            state.setup_sources.append(normalize(code))
+            state.setup_names |= analysis.assigned | analysis.imported
+            state.setup_modules += analysis.modules
 
-        # a step reading a name that only a later step assigns
-        for index, step, names in pending_reads:
+    def _parse_step(self, state: _ParseState, index: int, line: str, body: str) -> None:
+        """Parse one ``%%mlops step`` cell and add its step, unless its magic line or code is invalid.
+
+        Args:
+            state: the parse state; the step's outputs and imports are registered in it.
+            index: the cell's index.
+            line: the magic line, without ``%%mlops``.
+            body: the cell's body, without the magic line.
+        """
+        from .inference import analyze
+
+        try:
+            step = step_from_source(line, body, index)
+        except ValueError as exc:
+            self._problem(index, f"{self._where(index, _step_name(line))}: {exc}")
+            return
+        except SyntaxError as exc:
+            self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
+            return
+        if step.name in state.seen_names:
+            self._problem(
+                index,
+                f"{self._where(index, step.name)}: step name {step.name!r} is also used by cell "
+                f"{state.seen_names[step.name] + 1}; rename one of them",
+            )
+            return
+        state.seen_names[step.name] = index
+        try:
+            analysis = analyze(step.code)
+        except SyntaxError as exc:
+            self._problem(
+                index, f"{self._where(index, step.name)}: syntax error on line {exc.lineno + 1}: {exc.msg}; fix it"
+            )
+            return
+        state.analyses[index] = analysis
+        if analysis.star_import and (step.declared_inputs is None or step.declared_outputs is None):
+            self._problem(
+                index,
+                f"{self._where(index, step.name)}: `import *` hides which names the step reads and assigns; "
+                "declare them with --inputs and --outputs (or move the import to a setup cell)",
+            )
+        self._resolve_inputs(state, step, analysis)
+        # outputs: declared, or resolved once later cells are known (_infer_outputs)
+        produced = step.declared_outputs if step.declared_outputs is not None else sorted(analysis.assigned)
+        for name in produced:
+            state.producers[name] = step
+        for name in analysis.imported:
+            state.imported_by.setdefault(name, step)
+        self.steps.append(step)
+
+    def _resolve_inputs(self, state: _ParseState, step: Step, analysis: CellAnalysis) -> None:
+        """Set a step's inputs, upstream and params from the steps before it, and check what it reads.
+
+        Args:
+            state: the parse state, as of the steps before this one; the step's reads are queued in it.
+            step: the step, its inputs not yet set.
+            analysis: the step's code analysed.
+        """
+        where = self._where(step.cell_index, step.name)
+        producers = state.producers
+        if step.declared_inputs is not None:
+            for name in step.declared_inputs:
+                if name not in producers:
+                    self._problem(
+                        step.cell_index,
+                        f"{where}: input {name!r} is not produced by any earlier step; produce it in an earlier "
+                        "step or remove it from --inputs",
+                    )
+            step.inputs = list(step.declared_inputs)
+        else:
+            step.inputs = [n for n in analysis.reads if n in producers]
+        step.upstream = {n: producers[n].name for n in step.inputs if n in producers}
+        for name in analysis.reads:
+            if name in state.imported_by and name not in producers and name not in state.setup_names:
+                self._problem(
+                    step.cell_index,
+                    f"{where}: uses {name!r}, which step {state.imported_by[name].name!r} imports; move the import "
+                    "to a setup cell so every step (and a cache hit) has it",
+                )
+        step.params = [n for n in analysis.reads if n in self.params and n not in producers]
+        state.pending_reads.append((step.cell_index, step, [n for n in analysis.reads if n not in producers]))
+
+    def _check_later_reads(self, state: _ParseState) -> None:
+        """Report each step reading a name that only a later step assigns (the steps are in the wrong order).
+
+        Args:
+            state: the parse state after :meth:`_scan_cells`.
+        """
+        for index, step, names in state.pending_reads:
             if step is None:
                 continue
             for name in names:
-                if name in setup_names or name in self.params or name in step.inputs:
+                if name in state.setup_names or name in self.params or name in step.inputs:
                     continue
-                later = [
-                    s
-                    for s in self.steps
-                    if s.cell_index > index
-                    and name
-                    in (s.declared_outputs if s.declared_outputs is not None else analyses[s.cell_index].assigned)
-                ]
+                later = [s for s in self.steps if s.cell_index > index and name in state.assigns(s)]
                 if later:
                     self._problem(
                         index,
@@ -471,7 +528,14 @@ class Pipeline:
                         f"{later[0].name!r} (cell {later[0].cell}) assigns; move this step after it",
                     )
 
-        # inferred outputs: names a later cell reads from this step
+    def _infer_outputs(self, state: _ParseState) -> None:
+        """Set each step's outputs: the declared ones, or the names it assigns that a later cell reads from it.
+
+        Args:
+            state: the parse state after :meth:`_scan_cells`.
+        """
+        from .inference import analyze
+
         readers: dict[str, set[str]] = {}  # step name -> names later cells take from it
         for step in self.steps:
             for name, producer in step.upstream.items():
@@ -481,11 +545,7 @@ class Pipeline:
             for name in analysis.reads:
                 producer = None
                 for step in self.steps:
-                    if step.cell_index < index and name in (
-                        step.declared_outputs
-                        if step.declared_outputs is not None
-                        else analyses[step.cell_index].assigned
-                    ):
+                    if step.cell_index < index and name in state.assigns(step):
                         producer = step
                 if producer is not None:
                     readers.setdefault(producer.name, set()).add(name)
@@ -493,9 +553,14 @@ class Pipeline:
             if step.declared_outputs is not None:
                 step.outputs = list(step.declared_outputs)
             else:
-                step.outputs = sorted(readers.get(step.name, set()) & analyses[step.cell_index].assigned)
+                step.outputs = sorted(readers.get(step.name, set()) & state.analyses[step.cell_index].assigned)
 
-        # --reads paths
+    def _check_reads_and_hash(self, state: _ParseState) -> None:
+        """Check that every ``--reads`` path exists; hash the setup cells and the local modules imported.
+
+        Args:
+            state: the parse state after :meth:`_scan_cells`.
+        """
         for step in self.steps:
             for path in step.reads:
                 if not (self.folder / path).exists():
@@ -505,11 +570,11 @@ class Pipeline:
                         f"{self.folder}); fix the path or create the file",
                     )
         roots = [self.folder]
-        self.setup_hash = sha256(canonical(setup_sources))
-        self.setup_modules = local_modules(setup_modules, roots)
+        self.setup_hash = sha256(canonical(state.setup_sources))
+        self.setup_modules = local_modules(state.setup_modules, roots)
         for step in self.steps:
-            if step.cell_index in analyses:
-                step.modules = local_modules(analyses[step.cell_index].modules, roots)
+            if step.cell_index in state.analyses:
+                step.modules = local_modules(state.analyses[step.cell_index].modules, roots)
 
     def _parse_parameters(self, index: int, code: str) -> None:
         self.parameters_cell = index

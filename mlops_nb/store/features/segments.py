@@ -88,6 +88,61 @@ class BuiltSegment:
     tied: list[int] = field(default_factory=list)
 
 
+def _numbered(table, ingested_at: datetime, stamp: bool):
+    """``table`` plus ``__r``, each row's position, and with ``stamp`` (a view without ``created_timestamp``)
+    ``_created``, the ingest time ``ingested_at``."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = table.num_rows
+    table = table.append_column("__r", pa.array(np.arange(n, dtype=np.int64)))
+    if stamp:
+        stamps = np.full(n, np.datetime64(ingested_at, "us"), dtype="datetime64[us]")
+        table = table.append_column("_created", pa.array(stamps).cast(pa.timestamp("us", tz="UTC")))
+    return table
+
+
+def _pair_rows(mem, older: list[Segment], key_ts: list[str], ts: str, created_col: str) -> None:
+    """Create the temporary table ``pairs`` in ``mem``: the pairs of (older row, new row of ``new_rows``) with
+    equal keys and event time, from those ``older`` segments whose event times overlap the new rows'.
+
+    Its columns: ``__seq`` (the older row's segment), the keys and event time, ``__oc`` and ``__nc`` (the older and
+    the new row's creation times) and ``__r`` (the new row's position).
+    """
+    lo, hi = mem.execute(f"SELECT min({quote(ts)}), max({quote(ts)}) FROM new_rows").fetchall()[0]
+    older = [s for s in older if s.min_ts <= naive_utc(hi) and s.max_ts >= naive_utc(lo)]
+    if older:
+        on = " AND ".join(f"o.{c} = n.{c}" for c in key_ts)
+        mem.execute(
+            f"CREATE TEMP TABLE pairs AS SELECT o._seq AS __seq, {', '.join(f'o.{c}' for c in key_ts)}, "
+            f"o.{created_col} AS __oc, n.{created_col} AS __nc, n.__r FROM read_parquet(?) o "
+            f"JOIN new_rows n ON {on}",
+            [[str(s.path) for s in older]],
+        )
+    else:
+        mem.execute(
+            f"CREATE TEMP TABLE pairs AS SELECT 0::INTEGER AS __seq, {', '.join(key_ts)}, {created_col} AS __oc, "
+            f"{created_col} AS __nc, __r FROM new_rows WHERE false"
+        )
+
+
+def _write_ties(mem, built: BuiltSegment, keys: list[str], ts: str, seq: int, folder: Path) -> None:
+    """Write the ties file of segment ``seq`` into ``folder`` if its rows supersede rows of older segments (from
+    the table ``pairs`` in ``mem``), and record it in ``built``."""
+    # older rows the new rows supersede (a new row sorts after an older one created at the same time or before)
+    group = ", ".join(["__seq AS _seq", *(quote(k) for k in keys), f"{quote(ts)} AS __ts", "__oc AS __created"])
+    mem.execute(
+        f"CREATE TEMP TABLE ties AS SELECT {group}, min(__nc) AS __superseded_at FROM pairs "
+        "WHERE __nc >= __oc GROUP BY ALL"
+    )
+    built.superseded = mem.execute("SELECT count(*) FROM ties").fetchall()[0][0]
+    if built.superseded:
+        built.tied = [r[0] for r in mem.execute("SELECT DISTINCT _seq FROM ties ORDER BY 1").fetchall()]
+        tmp, built.ties_hash = _copy(mem, "ties", folder)
+        built.ties_path = folder / f"{seq:06d}-ties.parquet"
+        fsync_rename(tmp, built.ties_path)
+
+
 def build_segment(v: FeatureView, table, older: list[Segment], seq: int, ingested_at: datetime, folder: Path):
     """Resolve ties of validated data ``table`` (within itself and against ``older`` segments) and write the
     segment file (and ties file) into ``folder``. Runs under the view's writer lock.
@@ -95,19 +150,12 @@ def build_segment(v: FeatureView, table, older: list[Segment], seq: int, ingeste
     Returns:
         a :class:`BuiltSegment`.
     """
-    import numpy as np
-    import pyarrow as pa
-
     from .stats import compute_stats
 
     keys = list(v.join_keys)
     ts = v.timestamp
     created = v.created_timestamp
-    n = table.num_rows
-    table = table.append_column("__r", pa.array(np.arange(n, dtype=np.int64)))
-    if created is None:
-        stamps = np.full(n, np.datetime64(ingested_at, "us"), dtype="datetime64[us]")
-        table = table.append_column("_created", pa.array(stamps).cast(pa.timestamp("us", tz="UTC")))
+    table = _numbered(table, ingested_at, stamp=created is None)
     created_col = quote(created) if created else "_created"
     key_ts = [quote(c) for c in [*keys, ts]]
     mem = memory()
@@ -118,21 +166,7 @@ def build_segment(v: FeatureView, table, older: list[Segment], seq: int, ingeste
             f"ORDER BY {created_col}, __r) AS __next FROM new_in"
         )
         mem.unregister("new_in")
-        lo, hi = mem.execute(f"SELECT min({quote(ts)}), max({quote(ts)}) FROM new_rows").fetchall()[0]
-        older = [s for s in older if s.min_ts <= naive_utc(hi) and s.max_ts >= naive_utc(lo)]
-        if older:  # the pairs of (older row, new row) with equal keys and event time
-            on = " AND ".join(f"o.{c} = n.{c}" for c in key_ts)
-            mem.execute(
-                f"CREATE TEMP TABLE pairs AS SELECT o._seq AS __seq, {', '.join(f'o.{c}' for c in key_ts)}, "
-                f"o.{created_col} AS __oc, n.{created_col} AS __nc, n.__r FROM read_parquet(?) o "
-                f"JOIN new_rows n ON {on}",
-                [[str(s.path) for s in older]],
-            )
-        else:
-            mem.execute(
-                f"CREATE TEMP TABLE pairs AS SELECT 0::INTEGER AS __seq, {', '.join(key_ts)}, {created_col} AS __oc, "
-                f"{created_col} AS __nc, __r FROM new_rows WHERE false"
-            )
+        _pair_rows(mem, older, key_ts, ts, created_col)
         data_cols = [*keys, ts, *([created] if created else []), *v.features]
         select = ", ".join(f"n.{quote(c)}" for c in data_cols) + (", n._created" if created is None else "")
         # a new row is superseded by the next one of its own (keys, event time) or by a later-created older row
@@ -151,18 +185,7 @@ def build_segment(v: FeatureView, table, older: list[Segment], seq: int, ingeste
         tmp, digest = _copy(mem, "seg", folder)
         built = BuiltSegment(folder / f"{seq:06d}-{digest[:16]}.parquet", digest, summary, stats)
         fsync_rename(tmp, built.path)
-        # older rows the new rows supersede (a new row sorts after an older one created at the same time or before)
-        group = ", ".join(["__seq AS _seq", *(quote(k) for k in keys), f"{quote(ts)} AS __ts", "__oc AS __created"])
-        mem.execute(
-            f"CREATE TEMP TABLE ties AS SELECT {group}, min(__nc) AS __superseded_at FROM pairs "
-            "WHERE __nc >= __oc GROUP BY ALL"
-        )
-        built.superseded = mem.execute("SELECT count(*) FROM ties").fetchall()[0][0]
-        if built.superseded:
-            built.tied = [r[0] for r in mem.execute("SELECT DISTINCT _seq FROM ties ORDER BY 1").fetchall()]
-            tmp, built.ties_hash = _copy(mem, "ties", folder)
-            built.ties_path = folder / f"{seq:06d}-ties.parquet"
-            fsync_rename(tmp, built.ties_path)
+        _write_ties(mem, built, keys, ts, seq, folder)
     finally:
         mem.close()
     return built

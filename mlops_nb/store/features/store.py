@@ -65,7 +65,7 @@ from .records import (
     stored_definition,
     to_utc,
 )
-from .segments import build_segment, table_hash, visible_sql
+from .segments import BuiltSegment, build_segment, table_hash, visible_sql
 
 __all__ = ["ARTIFACT_KINDS", "FeatureStore"]
 
@@ -387,6 +387,31 @@ class FeatureStore:
             SchemaChangeError: the view exists with another schema and ``force`` is False; the message lists the
                 differences. TTL and description changes are applied in place.
         """
+        view = self._build_view(name, entity, schema, timestamp, created_timestamp, ttl, description)
+        return self._store_view(view, force)
+
+    def _build_view(
+        self,
+        name: str,
+        entity: str,
+        schema: dict[str, Any],
+        timestamp: str,
+        created_timestamp: str | None,
+        ttl: Any,
+        description: str,
+    ) -> FeatureView:
+        """Validate the arguments of :meth:`register_view` and build the view they define (at version 1).
+
+        Checks, in this order: the names of the view and its timestamp columns, the schema's form, the TTL, the
+        entity, the join keys' dtypes, then the feature columns.
+
+        Returns:
+            the :class:`FeatureView`, at version 1 (:meth:`_store_view` gives it its version in the catalog).
+
+        Raises:
+            ValidationError: an invalid name, schema, TTL or dtype.
+            FeatureNotFoundError: the entity is not registered.
+        """
         check_name(name, "view")
         check_name(timestamp, "timestamp column")
         if created_timestamp is not None:
@@ -403,6 +428,16 @@ class FeatureStore:
                 f"view {name!r}: unknown entity {entity!r}; register it first with fs.register_entity({entity!r}, "
                 "join_keys=...)"
             )
+        keys = self._view_join_keys(name, ent, schema)
+        features = self._view_features(name, schema, keys, timestamp, created_timestamp)
+        return FeatureView(name, 1, entity, keys, features, timestamp, created_timestamp, ttl_value, description)
+
+    def _view_join_keys(self, name: str, ent: Entity, schema: dict[str, Any]) -> dict[str, str]:
+        """The dtypes of view ``name``'s join keys: the entity's, or the schema's where the entity gives none.
+
+        Raises:
+            ValidationError: entity and schema disagree on a key's dtype, or neither gives it.
+        """
         keys: dict[str, str] = {}
         for key, dtype in ent.join_keys.items():
             given = schema.get(key)
@@ -410,7 +445,7 @@ class FeatureStore:
                 given = self._key_dtype(given, f"view {name!r} join key {key!r}")
             if dtype and given and dtype != given:
                 raise ValidationError(
-                    f"view {name!r} join key {key!r}: schema says {given} but entity {entity!r} says {dtype}; "
+                    f"view {name!r} join key {key!r}: schema says {given} but entity {ent.name!r} says {dtype}; "
                     "drop it from the schema"
                 )
             if not (dtype or given):
@@ -419,6 +454,18 @@ class FeatureStore:
                     f"the entity (join_keys={{{key!r}: 'int64'}})"
                 )
             keys[key] = dtype or given
+        return keys
+
+    @staticmethod
+    def _view_features(
+        name: str, schema: dict[str, Any], keys: dict[str, str], timestamp: str, created_timestamp: str | None
+    ) -> dict[str, str]:
+        """The feature columns of view ``name`` and their dtypes: the schema's columns other than the join keys
+        and the timestamp columns (whose dtypes must be timestamps).
+
+        Raises:
+            ValidationError: an invalid column name or dtype, or no feature column at all.
+        """
         features = {}
         for column, dtype in schema.items():
             check_name(column, "column")
@@ -433,8 +480,16 @@ class FeatureStore:
             features[column] = normalize_dtype(dtype, f"view {name!r} column {column!r}")
         if not features:
             raise ValidationError(f"view {name!r}: the schema has no feature columns (only keys and timestamps)")
-        view = FeatureView(name, 1, entity, keys, features, timestamp, created_timestamp, ttl_value, description)
-        now = utcnow()
+        return features
+
+    def _store_view(self, view: FeatureView, force: bool) -> FeatureView:
+        """Write ``view`` (from :meth:`_build_view`) to the catalog: a new view, a no-op for the same definition (a
+        TTL or description change applied in place), or with ``force`` a new version of a changed one.
+
+        Raises:
+            SchemaChangeError: the view exists with another schema and ``force`` is False.
+        """
+        name, now = view.name, utcnow()
         with self.db.connect(write=True) as con:
             existing = self._view(con, name)
             if existing is not None:
@@ -444,7 +499,7 @@ class FeatureStore:
                     if existing.ttl != view.ttl or existing.description != view.description:
                         con.execute(
                             "UPDATE views SET definition = ?, description = ?, updated_at = ? WHERE name = ?",
-                            [json.dumps(stored_definition(view)), description, now, name],
+                            [json.dumps(stored_definition(view)), view.description, now, name],
                         )
                     return view
                 if not force:
@@ -457,13 +512,13 @@ class FeatureStore:
                 con.execute(
                     "UPDATE views SET version = ?, entity = ?, definition = ?, description = ?, updated_at = ? "
                     "WHERE name = ?",
-                    [view.version, entity, json.dumps(stored_definition(view)), description, now, name],
+                    [view.version, view.entity, json.dumps(stored_definition(view)), view.description, now, name],
                 )
                 con.execute("DELETE FROM online WHERE view = ?", [name])
             else:
                 con.execute(
                     "INSERT INTO views VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [name, 1, entity, json.dumps(stored_definition(view)), description, now, now],
+                    [name, 1, view.entity, json.dumps(stored_definition(view)), view.description, now, now],
                 )
             con.execute(
                 "INSERT INTO view_versions VALUES (?, ?, ?, ?)",
@@ -620,7 +675,16 @@ class FeatureStore:
         return held()
 
     def _write_segment(self, validated: FeatureView, table, content_hash: str, source: str | None):
+        """Store validated data ``table`` as the view's next segment (files, then catalog row) under its writer
+        lock; data identical to one of the view's segments (same ``content_hash``) is a no-op.
 
+        Returns:
+            ``(result, segment, segments)``: the :class:`IngestResult`, the new :class:`Segment` (None for a no-op)
+            and the view's segments, the new one included.
+
+        Raises:
+            SchemaChangeError: the view got a new version since ``validated`` was read.
+        """
         with self._locked(validated.name):
             with self.db.connect() as con:
                 v = self._require_view(con, validated.name)
@@ -644,61 +708,76 @@ class FeatureStore:
 
             older = [s for s in segments if s.min_ts is not None]
             built = build_segment(v, table, older, seq, ingested_at, folder)
-            n = table.num_rows
-            rows, min_ts, max_ts, min_created, max_created = built.summary
-            final, seg_hash, stats = built.path, built.hash, built.stats
-            ties_path, ties_hash, superseded, tied = built.ties_path, built.ties_hash, built.superseded, built.tied
-            segment = Segment(
-                v.name,
-                v.version,
-                seq,
-                final,
-                seg_hash,
-                content_hash,
-                final.stat().st_size,
-                rows,
-                n,
-                naive_utc(min_ts),
-                naive_utc(max_ts),
-                naive_utc(min_created),
-                naive_utc(max_created),
-                ingested_at,
-                ties_path,
-                ties_hash,
-                int(superseded),
-                tuple(tied),
-                source,
-                stats,
-            )
+            segment = self._segment_record(v, built, seq, content_hash, table.num_rows, ingested_at, source)
             with self.db.connect(write=True) as con:
                 con.execute(
                     "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        v.name,
-                        v.version,
-                        seq,
-                        str(final.relative_to(self.root)),
-                        seg_hash,
-                        content_hash,
-                        segment.size,
-                        rows,
-                        n,
-                        segment.min_ts,
-                        segment.max_ts,
-                        segment.min_created,
-                        segment.max_created,
-                        ingested_at,
-                        str(ties_path.relative_to(self.root)) if ties_path else None,
-                        ties_hash,
-                        int(superseded),
-                        json.dumps(tied),
-                        source,
-                        json.dumps(stats),
-                    ],
+                    self._segment_row(segment),
                 )
                 con.execute("UPDATE views SET updated_at = ? WHERE name = ?", [ingested_at, v.name])
         segments = [*segments, segment]
-        return self._result(v, segment, segments, new=True, superseded=int(superseded)), segment, segments
+        return self._result(v, segment, segments, new=True, superseded=segment.ties_rows), segment, segments
+
+    @staticmethod
+    def _segment_record(
+        v: FeatureView,
+        built: BuiltSegment,
+        seq: int,
+        content_hash: str,
+        input_rows: int,
+        ingested_at: datetime,
+        source: str | None,
+    ) -> Segment:
+        """The catalog's record of segment ``seq`` of ``v``, whose files :func:`build_segment` wrote as ``built``
+        from ``input_rows`` rows of data (hashed as ``content_hash``) read from ``source``."""
+        rows, min_ts, max_ts, min_created, max_created = built.summary
+        return Segment(
+            v.name,
+            v.version,
+            seq,
+            built.path,
+            built.hash,
+            content_hash,
+            built.path.stat().st_size,
+            rows,
+            input_rows,
+            naive_utc(min_ts),
+            naive_utc(max_ts),
+            naive_utc(min_created),
+            naive_utc(max_created),
+            ingested_at,
+            built.ties_path,
+            built.ties_hash,
+            int(built.superseded),
+            tuple(built.tied),
+            source,
+            built.stats,
+        )
+
+    def _segment_row(self, segment: Segment) -> list:
+        """The row of the ``segments`` table for ``segment`` (paths relative to the store's root)."""
+        return [
+            segment.view,
+            segment.version,
+            segment.seq,
+            str(segment.path.relative_to(self.root)),
+            segment.hash,
+            segment.content_hash,
+            segment.size,
+            segment.rows,
+            segment.input_rows,
+            segment.min_ts,
+            segment.max_ts,
+            segment.min_created,
+            segment.max_created,
+            segment.ingested_at,
+            str(segment.ties_path.relative_to(self.root)) if segment.ties_path else None,
+            segment.ties_hash,
+            segment.ties_rows,
+            json.dumps(list(segment.tied_segments)),
+            segment.source,
+            json.dumps(segment.stats),
+        ]
 
     def _result(self, v: FeatureView, s: Segment, segments: list[Segment], new: bool, superseded: int) -> IngestResult:
         return IngestResult(

@@ -64,3 +64,13 @@ RUN_KINDS = ("pipeline", "promotion", "build", "deploy", "monitor")
 
 TRIGGERS = ("manual", "cli", "api", "rest", "schedule", "data", "drift", "approval", "watch")
 """What started a run."""
+
+STATUS_COLOURS = {
+    "succeeded": ("#4caf50", "#c8e6c9"),
+    "cached": ("#64b5f6", "#bbdefb"),
+    "failed": ("#e53935", "#ffcdd2"),
+    "skipped": ("#bdbdbd", "#eeeeee"),
+    "running": ("#fdd835", "#fff9c4"),
+    "interrupted": ("#fb8c00", "#ffe0b2"),
+}
+"""Status of a run or step run -> (colour, its light shade): bars in plots, node fills in diagrams."""

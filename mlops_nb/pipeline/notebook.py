@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.hashing import canonical, sha256
+from ..core.records import STATUS_COLOURS
 from ..exceptions import MlopsError, PipelineError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -665,14 +666,7 @@ class Pipeline:
     def to_mermaid(self, statuses: dict[str, str] | None = None) -> str:
         """A mermaid flowchart; ``statuses`` (step -> status of its last run) colours the nodes."""
         statuses = statuses or {}
-        colours = {
-            "succeeded": "#c8e6c9",
-            "cached": "#bbdefb",
-            "failed": "#ffcdd2",
-            "skipped": "#eeeeee",
-            "running": "#fff9c4",
-            "interrupted": "#ffe0b2",
-        }
+        colours = {status: light for status, (_, light) in STATUS_COLOURS.items()}
         ids = {s.name: f"s{i}" for i, s in enumerate(self.steps)}
         lines = ["flowchart TD"]
         for step in self.steps:

@@ -1,6 +1,6 @@
 """IPython magics: ``%%mlops step`` runs a cell as a pipeline step; ``%mlops run|dag|runs|lineage`` look around.
 
-Thin over the Python API: the step runtime (``runtime.execute_step``), ``mlops_nb.run``, the metadata store.
+Thin over the Python API: the step runtime (``engine.step.execute_step``), ``mlops_nb.run``, the metadata store.
 Loading the extension prints nothing. Errors a user can fix show as one line, without a traceback.
 """
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-STATUS_COLOURS = {
-    "succeeded": "#4caf50",
-    "cached": "#64b5f6",
-    "failed": "#e53935",
-    "skipped": "#bdbdbd",
-    "running": "#fdd835",
-    "interrupted": "#fb8c00",
-}
+from ..core.records import STATUS_COLOURS
+
+COLOURS = {status: colour for status, (colour, _) in STATUS_COLOURS.items()}
 
 
 def timeline(run):
@@ -32,7 +27,7 @@ def timeline(run):
     for row, s in enumerate(step_runs):
         begin = (s.started_at - start).total_seconds()
         width = max((s.duration or 0.0), 0.01)
-        axes.barh(row, width, left=begin, color=STATUS_COLOURS.get(s.status, "#9e9e9e"), edgecolor="black", lw=0.4)
+        axes.barh(row, width, left=begin, color=COLOURS.get(s.status, "#9e9e9e"), edgecolor="black", lw=0.4)
         axes.text(begin + width, row, f" {width:.2f}s", va="center", fontsize=8)
         labels.append(s.step if s.attempt == 1 else f"{s.step} (try {s.attempt})")
     axes.set_yticks(range(len(labels)), labels)
@@ -41,7 +36,7 @@ def timeline(run):
     axes.set_title(f"run {run.id} · {run.pipeline} · {run.executor} · {run.status}", fontsize=10)
     used = sorted({s.status for s in step_runs})
     axes.legend(
-        handles=[Patch(color=STATUS_COLOURS.get(u, "#9e9e9e"), label=u) for u in used],
+        handles=[Patch(color=COLOURS.get(u, "#9e9e9e"), label=u) for u in used],
         loc="upper left",
         bbox_to_anchor=(1.0, 1.0),
         fontsize=8,

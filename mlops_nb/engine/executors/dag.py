@@ -2,9 +2,9 @@
 in parallel, driven from one process that alone writes the metadata store.
 
 The driver walks the DAG: a step whose upstream steps are done is *decided* (cache key, hit or why it runs,
-``runtime.decide`` as in every mode); a hit is recorded as ``cached`` with no kernel; a miss is recorded as
-``running`` and handed to a runner — a :class:`~mlops_nb.engine.executors.kernels.KernelPool` of warm local kernels, or a
-Dask cluster whose workers keep such pools — which runs the per-step notebook (load inputs, the body, store
+``engine.cache.decide`` as in every mode); a hit is recorded as ``cached`` with no kernel; a miss is recorded as
+``running`` and handed to a pool — a :class:`~mlops_nb.engine.executors.kernels.KernelPool` of warm local kernels,
+or a Dask cluster whose workers keep such pools — which runs the per-step notebook (load inputs, the body, store
 outputs; ``worker.py``) and returns what happened. A failed step marks its downstream ``skipped`` while
 independent branches finish.
 """

@@ -15,9 +15,10 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from ...core.clock import utcnow
 from .worker import RESULT_MIME
 
 
@@ -79,10 +80,6 @@ def kernel_config():
     return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _first_error(cells) -> tuple[str, str] | None:
     for cell in cells:
         for output in cell.get("outputs", []):
@@ -132,7 +129,6 @@ class Lane(threading.Thread):
         import nbformat
         from jupyter_core.utils import run_sync
         from nbclient import NotebookClient
-        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
         pool = self.pool
         preamble = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in pool.setup.preamble])
@@ -162,53 +158,13 @@ class Lane(threading.Thread):
                         return None
                     if not run_sync(client.km.is_alive)():  # died while idle (killed, out of memory): a new one
                         return job
-                    step_nb = nbformat.v4.new_notebook(
-                        cells=[copy.deepcopy(c) for c in preamble.cells]
-                        + [nbformat.v4.new_code_cell(src) for src in job.cells]
-                    )
-                    executed = Executed("succeeded", started_at=_utcnow())
-                    if failed:
-                        executed.status, executed.ename = "failed", failed[0]
-                        executed.error = f"a setup cell failed: {failed[0]}: {failed[1]}"
-                    else:
-                        client.nb = step_nb
-                        client.allow_errors = False
-                        client.timeout = job.timeout
-                        try:
-                            for index in range(len(preamble.cells), len(step_nb.cells)):
-                                if index == len(preamble.cells) + 1 and job.gate is not None:
-                                    try:  # the step's body runs only once its start is recorded
-                                        job.gate.result()
-                                    except Exception as exc:  # noqa: BLE001 - reported as the step's failure
-                                        executed.status, executed.ename = "failed", type(exc).__name__
-                                        executed.error = f"its start could not be recorded: {exc}"
-                                        break
-                                client.execute_cell(step_nb.cells[index], index)
-                        except CellTimeoutError:
-                            executed.status, executed.ename = "timeout", "TimeoutError"
-                            executed.error = f"timed out after {job.timeout:g} s"
-                        except DeadKernelError:
-                            executed.status, executed.ename = "died", "DeadKernelError"
-                            executed.error = "the kernel died (out of memory, os._exit or killed)"
-                        except CellExecutionError as exc:
-                            executed.status, executed.ename = "failed", exc.ename
-                            executed.error = f"{exc.ename}: {exc.evalue}"
-                        finally:
-                            client.nb, client.allow_errors, client.timeout = preamble, True, None
-                    executed.ended_at = _utcnow()
-                    for output in step_nb.cells[-1].get("outputs", []):
-                        if RESULT_MIME in output.get("data", {}):
-                            executed.result = output["data"][RESULT_MIME]
-                    executed.cells = [dict(c) for c in step_nb.cells]
+                    executed = self._run_job(client, preamble, job, failed)
                     job.executed = executed
                     job.done.set()
                     job = self.job = None
                     if executed.status in ("timeout", "died") or not pool.setup.reuse:
                         return None  # discard this kernel; the loop starts a fresh one
-                    reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")])
-                    client.nb = reset  # nbclient writes the executed cell into client.nb
-                    client.execute_cell(reset.cells[0], 0)
-                    client.nb = preamble
+                    self._reset(client, preamble)
         finally:
             self.client = None
             try:
@@ -216,6 +172,59 @@ class Lane(threading.Thread):
                     run_sync(client.km._async_shutdown_kernel)(now=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+
+    @staticmethod
+    def _run_job(client, preamble, job: _Job, failed: tuple[str, str] | None) -> Executed:
+        """Run one step's cells on the warm kernel after its preamble; the body waits for ``job.gate``."""
+        import nbformat
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+        step_nb = nbformat.v4.new_notebook(
+            cells=[copy.deepcopy(c) for c in preamble.cells] + [nbformat.v4.new_code_cell(src) for src in job.cells]
+        )
+        executed = Executed("succeeded", started_at=utcnow())
+        if failed:
+            executed.status, executed.ename = "failed", failed[0]
+            executed.error = f"a setup cell failed: {failed[0]}: {failed[1]}"
+        else:
+            client.nb, client.allow_errors, client.timeout = step_nb, False, job.timeout
+            try:
+                for index in range(len(preamble.cells), len(step_nb.cells)):
+                    if index == len(preamble.cells) + 1 and job.gate is not None:
+                        try:  # the step's body runs only once its start is recorded
+                            job.gate.result()
+                        except Exception as exc:  # noqa: BLE001 - reported as the step's failure
+                            executed.status, executed.ename = "failed", type(exc).__name__
+                            executed.error = f"its start could not be recorded: {exc}"
+                            break
+                    client.execute_cell(step_nb.cells[index], index)
+            except CellTimeoutError:
+                executed.status, executed.ename = "timeout", "TimeoutError"
+                executed.error = f"timed out after {job.timeout:g} s"
+            except DeadKernelError:
+                executed.status, executed.ename = "died", "DeadKernelError"
+                executed.error = "the kernel died (out of memory, os._exit or killed)"
+            except CellExecutionError as exc:
+                executed.status, executed.ename = "failed", exc.ename
+                executed.error = f"{exc.ename}: {exc.evalue}"
+            finally:
+                client.nb, client.allow_errors, client.timeout = preamble, True, None
+        executed.ended_at = utcnow()
+        for output in step_nb.cells[-1].get("outputs", []):
+            if RESULT_MIME in output.get("data", {}):
+                executed.result = output["data"][RESULT_MIME]
+        executed.cells = [dict(c) for c in step_nb.cells]
+        return executed
+
+    @staticmethod
+    def _reset(client, preamble) -> None:
+        """Empty the kernel's namespace (``--reuse-kernels``); the loop then runs the preamble again."""
+        import nbformat
+
+        reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")])
+        client.nb = reset  # nbclient writes the executed cell into client.nb
+        client.execute_cell(reset.cells[0], 0)
+        client.nb = preamble
 
 
 class KernelPool:

@@ -127,13 +127,15 @@ def _environment(values: dict[str, str]):
 
 
 _ENGINE = "mlops_nb"
+_registered = False
 
 
 def _engine() -> str:
     """papermill's nbclient engine with a per-cell callback and a kernel that is ready sooner, registered once."""
     from papermill.engines import NBClientEngine, papermill_engines
 
-    if _ENGINE in papermill_engines._engines:
+    global _registered
+    if _registered:
         return _ENGINE
 
     class MlopsEngine(NBClientEngine):
@@ -153,6 +155,7 @@ def _engine() -> str:
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register(_ENGINE, MlopsEngine)
+    _registered = True
     return _ENGINE
 
 

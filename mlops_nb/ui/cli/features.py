@@ -20,6 +20,14 @@ def _store(ctx: click.Context):
     return Project((ctx.obj or {}).get("home")).features
 
 
+def _echo_result(result, as_json: bool) -> None:
+    """An ingest or materialization result: one line, or JSON."""
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.line())
+
+
 @click.group()
 def features() -> None:
     """Feature store: views, ingestion, statistics and the online table (.mlops/features.duckdb).
@@ -121,10 +129,7 @@ def ingest(ctx: click.Context, view: str, file: str, allow_extra: bool, assume_u
     Example: mlops-nb features ingest customer_stats data/stats.parquet
     """
     result = _store(ctx).ingest(view, file, allow_extra=allow_extra, assume_utc=assume_utc)
-    if as_json:
-        echo_json(result.to_dict())
-    else:
-        click.echo(result.line())
+    _echo_result(result, as_json)
 
 
 @features.command()
@@ -138,10 +143,7 @@ def materialize(ctx: click.Context, view: str, end: str | None, as_json: bool) -
     Example: mlops-nb features materialize customer_stats --end 2024-06-30T00:00:00Z
     """
     result = _store(ctx).materialize(view, end=end)
-    if as_json:
-        echo_json(result.to_dict())
-    else:
-        click.echo(result.line())
+    _echo_result(result, as_json)
 
 
 @features.command()

@@ -15,6 +15,7 @@ import click
 
 from ...core.records import RUN_KINDS, TRIGGERS
 from ...exceptions import MlopsError
+from ...settings import HOME_ENV
 from ..format import duration, echo_json, step_counts, table, when
 
 
@@ -40,11 +41,21 @@ def _store(ctx: click.Context):
     return _project(ctx).metadata
 
 
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="MLOPS_NB_HOME",
+    envvar=HOME_ENV,
     help="Project folder (default: $MLOPS_NB_HOME, else the nearest folder upward with pyproject.toml or .mlops/).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
@@ -195,14 +206,7 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
     help="Follow what NODE came from (up), what came from it (down), or both.",
 )
 @click.option("--depth", type=click.IntRange(min=1), help="Follow at most this many steps.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "mermaid", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@_format_option
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_context
 def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fmt: str, as_json: bool) -> None:
@@ -354,14 +358,7 @@ def run(
 
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "mermaid", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@_format_option
 def dag(notebook: Path, fmt: str) -> None:
     """Show NOTEBOOK's pipeline: its steps, what each takes from which step, the files and parameters it reads.
 

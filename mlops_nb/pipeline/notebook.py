@@ -260,7 +260,8 @@ class _ParseState:
         setup_sources: the setup cells' normalised source.
         setup_modules: (module, level) pairs the setup cells import.
         analyses: step cell index -> the analysis of its code.
-        pending_reads: (cell index, step or ``None`` for a report cell, names) to check once every step is known.
+        pending_reads: (cell index, step, names it reads that no earlier step produced), checked once every step is
+            known.
         seen_names: step name -> index of the cell defining it.
     """
 
@@ -270,7 +271,7 @@ class _ParseState:
     setup_sources: list[str] = field(default_factory=list)
     setup_modules: list[tuple[str, int]] = field(default_factory=list)
     analyses: dict[int, CellAnalysis] = field(default_factory=dict)
-    pending_reads: list[tuple[int, Step | None, list[str]]] = field(default_factory=list)
+    pending_reads: list[tuple[int, Step, list[str]]] = field(default_factory=list)
     seen_names: dict[str, int] = field(default_factory=dict)
 
     def assigns(self, step: Step) -> list[str] | set[str]:
@@ -420,7 +421,6 @@ class Pipeline:
             reads_steps = [n for n in analysis.reads if n in state.producers]
             if reads_steps:
                 self.report_cells.append(index)
-                state.pending_reads.append((index, None, reads_steps))
                 continue
             self.setup_cells.append(index)
             state.setup_sources.append(normalize(code))
@@ -516,8 +516,6 @@ class Pipeline:
             state: the parse state after :meth:`_scan_cells`.
         """
         for index, step, names in state.pending_reads:
-            if step is None:
-                continue
             for name in names:
                 if name in state.setup_names or name in self.params or name in step.inputs:
                     continue

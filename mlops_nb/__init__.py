@@ -1,9 +1,9 @@
 """mlops_nb: a Jupyter-native MLOps toolkit. The notebook a data scientist writes is the pipeline.
 
 Importing ``mlops_nb`` is light: the stores and their heavy dependencies load on first use. The package is in
-layers whose imports point down only (``ui`` → ``run`` → ``project`` → ``store`` | ``pipeline`` → ``core``,
-``settings``, ``exceptions``); this root is the public face above them all: it names the public objects and
-resolves the current project for stores made without paths (``mlops_nb.MetadataStore()``).
+layers whose imports point down only (``ui`` → ``engine`` → ``project`` → ``store`` | ``pipeline`` → ``settings`` →
+``core`` | ``exceptions``); this root is the public face above them all: it names the public objects and resolves
+the current project for stores made without paths (``mlops_nb.MetadataStore()``).
 """
 
 from __future__ import annotations

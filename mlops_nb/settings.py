@@ -8,6 +8,7 @@ are overridden by ``MLOPS_NB_<NAME>`` variables. Also here: the other environmen
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,9 +74,12 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip().isidentifier():
-        raise ValueError("expected a name")
+    if not isinstance(value, str) or not _NAME.match(value.strip()):
+        raise ValueError("expected a name: letters, digits, _ . -")
     return value.strip()
 
 

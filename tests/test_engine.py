@@ -65,15 +65,23 @@ def test_post_step_and_post_run_hooks(project, events, executor):
 
 
 @pytest.mark.slow
-def test_hooks_see_a_failed_step_skipped_downstream_and_the_failed_run(project, events):
+@pytest.mark.parametrize(
+    ("executor", "expected"),
+    [
+        ("dag", [("a", "failed"), ("b", "skipped"), ("c", "succeeded")]),
+        # papermill stops at the failing cell: the driver reports it, then records the rest as skipped
+        ("notebook", [("a", "failed"), ("b", "skipped"), ("c", "skipped")]),
+    ],
+)
+def test_hooks_see_a_failed_step_skipped_downstream_and_the_failed_run(project, events, executor, expected):
     nb = write_notebook(
         project.home / "boom.ipynb",
         ["%load_ext mlops_nb", "%%mlops step a\nx = 1 / 0", "%%mlops step b\ny = x + 1", "%%mlops step c\nz = 2"],
     )
     with pytest.raises(mlops_nb.StepFailedError) as info:
-        mlops_nb.run(nb, executor="dag", project=project, progress=False)
+        mlops_nb.run(nb, executor=executor, project=project, progress=False)
     run_id = info.value.run_id
-    assert sorted(steps_of(events, run_id)) == [("a", "failed"), ("b", "skipped"), ("c", "succeeded")]
+    assert sorted(steps_of(events, run_id)) == expected
     assert runs_of(events) == [(run_id, "failed", "pipeline", "api")]
     error = next(f["error"] for name, f in events if name == "post_run")
     assert "ZeroDivisionError" in error
@@ -171,6 +179,33 @@ def test_options_a_runner_does_not_take_are_refused_before_anything_is_recorded(
 
 
 # Runs of every kind ---------------------------------------------------------------------------------------------------
+def test_an_unknown_trigger_is_refused_before_anything_is_recorded(project):
+    nb = write_notebook(project.home / "chain.ipynb", CHAIN, parameters=1)
+    with pytest.raises(ConfigError) as info:
+        mlops_nb.run(nb, project=project, trigger="ci")
+    assert info.value.message.startswith("trigger 'ci' is not one of manual, cli, api, rest, schedule, data, drift")
+    assert project.metadata.list_runs() == []
+
+
+def test_a_pipeline_run_without_a_notebook_file_records_the_current_folders_git_state(store, tmp_path, monkeypatch):
+    """A manual session with no notebook file (a console) still records where the code came from."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "a.txt").write_text("a")
+    subprocess.run([*git, "add", "a.txt"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], cwd=repo, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(repo)
+    run = store.get_run(store.create_run("interactive", executor="interactive", trigger="manual"))
+    assert (run.git_commit, run.git_dirty) == (head, False)
+    build = store.get_run(store.create_run(None, kind="build", trigger="cli"))
+    assert (build.git_commit, build.git_dirty) == (None, None)
+
+
 def test_runs_of_every_kind(store):
     build = store.create_run(None, kind="build", trigger="approval", fired_by="models:/churn/3")
     store.finish_run(build, "succeeded")

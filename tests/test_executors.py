@@ -183,30 +183,41 @@ def test_killed_driver_then_resume(tmp_path):
     assert statuses(again) == {"first": "cached", "second": "succeeded"}
 
 
-def test_sigterm_interrupts_the_run(tmp_path):
+@pytest.mark.parametrize("executor", ["dag", "notebook"])
+def test_sigterm_interrupts_the_run(tmp_path, executor):
+    import psutil
+
     (tmp_path / "pyproject.toml").write_text("")
     flag = tmp_path / "started"
     nb = write_notebook(
         tmp_path / "slow.ipynb",
         [
-            "%load_ext mlops_nb\nimport time\nfrom pathlib import Path",
-            f"%%mlops step wait --outputs w\nPath({str(flag)!r}).touch()\ntime.sleep(60)\nw = 1",
+            "%load_ext mlops_nb\nimport os, time\nfrom pathlib import Path",
+            f"%%mlops step wait --outputs w\nPath({str(flag)!r}).write_text(str(os.getpid()))\ntime.sleep(60)\nw = 1",
         ],
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
-    code = f"import mlops_nb\ntry:\n    mlops_nb.run({str(nb)!r}, executor='dag', progress=False)\nexcept KeyboardInterrupt:\n    pass"
+    code = (
+        f"import mlops_nb\ntry:\n    mlops_nb.run({str(nb)!r}, executor={executor!r}, progress=False)\n"
+        "except KeyboardInterrupt:\n    pass"
+    )
     driver = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         deadline = time.time() + 90
-        while not flag.exists() and time.time() < deadline:
+        while not (flag.exists() and flag.read_text()) and time.time() < deadline:
             time.sleep(0.1)
+        kernel = int(flag.read_text())
         driver.send_signal(signal.SIGTERM)
         assert driver.wait(30) == 0
     finally:
         driver.kill()
     run = Project(tmp_path).metadata.get_run("latest")
     assert run.status == "interrupted" and statuses(run) == {"wait": "interrupted"}
-    assert "interrupted (Ctrl-C or SIGTERM)" in run.error
+    assert run.error == "interrupted (Ctrl-C or SIGTERM); re-run to resume from the cache"
+    assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+    if executor == "notebook":  # what papermill executed until then is kept with the run
+        executed = Project(tmp_path).artifacts.get(run.executed_notebook)
+        assert executed.cells[1].source.startswith("%%mlops step wait")
 
 
 def test_dask_scheduler_and_worker_processes(tmp_path):

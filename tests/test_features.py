@@ -724,3 +724,45 @@ def test_features_notebook_runs_headless_then_fully_cached_with_lineage(tmp_path
     training_set = run.step("training_set")  # the view is a new segment (a new ingest time): read again
     assert training_set.status == "succeeded" and training_set.why == "features:customer_activity changed"
     assert FeatureStore(project).describe("customer_activity")["rows"] > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["notebook", "dag"])
+def test_two_ingests_into_one_view_rerun_fully_cached(tmp_path, executor):
+    """A view that grows after an ingest step does not invalidate that step: its segment is still there. Only
+    what reads the view depends on its state."""
+    from nbtools import write_notebook
+
+    import mlops_nb
+    from mlops_nb import Project
+
+    (tmp_path / "pyproject.toml").write_text("")
+    setup = (
+        "%load_ext mlops_nb\nimport pandas as pd\nfrom mlops_nb import FeatureStore\nfs = FeatureStore()\n"
+        "fs.register_entity('customer', {'customer_id': 'int64'})\n"
+        "fs.register_view('stats', 'customer', {'spend': 'float64'}, ttl='30d')"
+    )
+
+    def ingest(name, day_):
+        return (
+            f"%%mlops step {name} --outputs {name}_rows\n"
+            f"{name}_rows = fs.ingest('stats', pd.DataFrame({{'customer_id': [1, 2], 'spend': [{day_}.0, 2.0], "
+            f"'event_ts': pd.to_datetime(['2024-01-{day_:02d}'] * 2, utc=True)}})).rows"
+        )
+
+    read = (
+        "%%mlops step read --inputs first_rows,second_rows --outputs spend\n"
+        "labels = pd.DataFrame({'customer_id': [1], 'event_timestamp': pd.to_datetime(['2024-01-20'], utc=True)})\n"
+        "spend = float(fs.get_historical_features(labels, ['stats:spend'])['spend'][0])"
+    )
+    nb = write_notebook(tmp_path / "grow.ipynb", [setup, ingest("first", 1), ingest("second", 5), read, "spend"])
+    project = Project(tmp_path)
+    first = mlops_nb.run(nb, executor=executor, project=project, progress=False)
+    assert {s.step: s.status for s in first.step_runs} == {
+        "first": "succeeded",
+        "second": "succeeded",
+        "read": "succeeded",
+    }
+    assert project.artifacts.get(first.step("read").outputs["spend"]) == 5.0
+    again = mlops_nb.run(nb, executor=executor, project=project, progress=False)
+    assert {s.step: s.status for s in again.step_runs} == {"first": "cached", "second": "cached", "read": "cached"}

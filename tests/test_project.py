@@ -91,7 +91,7 @@ def test_settings_precedence(tmp_path):
             "seconds to wait",
         ),
         ("[tool.mlops_nb]\nlock_timeout = -1\n", {}, "invalid value -1 (expected a positive number of seconds)"),
-        ("[tool.mlops_nb]\nexecutor = 'no such'\n", {}, "executor: invalid value 'no such' (expected a name)"),
+        ("[tool.mlops_nb]\nexecutor = 'no such'\n", {}, "executor: invalid value 'no such' (expected a name: letters,"),
         (
             "[tool.mlops_nb]\ncolour = 'red'\n",
             {},

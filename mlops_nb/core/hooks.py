@@ -1,12 +1,12 @@
 """Declared hooks: how a lower layer tells a higher one something without importing it (imports point down).
 
 * **Step tracking.** While a step runs, stores other than the artifact store (the feature store; the model
-  registry later) record what the step read and wrote with :func:`record_input` / :func:`record_output`. The run
-  layer opens the tracking around the step's body with :func:`track` and records what it collected with the step
+  registry later) record what the step read and wrote with :func:`record_input` / :func:`record_output`. The engine
+  opens the tracking around the step's body with :func:`track` and records what it collected with the step
   run. Outside a step both calls do nothing. An artifact named ``NAME#PART`` is a part of ``NAME`` (a segment of
   a feature view).
 * **Artifact sources.** A store whose artifacts live outside the artifact store implements
-  :class:`ArtifactSource`; before a cached step run stands in for a step, the run layer asks it whether what the
+  :class:`ArtifactSource`; before a cached step run stands in for a step, the engine asks it whether what the
   step read is unchanged and what it wrote is still there.
 * **Lifecycle events.** :data:`hooks` calls its subscribers after each step run (``post_step``) and each run
   (``post_run``) is recorded, in the process that recorded it; alerts, triggers and the dashboard listen there.
@@ -69,8 +69,7 @@ class track:  # noqa: N801 - used as a context manager, like contextlib's
         self.touched = ActiveStep(step)
 
     def __enter__(self) -> ActiveStep:
-        global _active
-        _active = self.touched
+        self.touched = begin_step(self.step)
         return self.touched
 
     def __exit__(self, *exc: object) -> None:

@@ -68,13 +68,15 @@ def _current_hash(project, ref: ArtifactRef) -> str | None:
 
 def stale_inputs(project, step_run) -> list[str]:
     """Names of a step run's inputs from other stores (feature views) whose content changed since it ran. A part
-    (``NAME#PART``, a view's segment) is not named when its whole (``NAME``) is."""
-    stale = [
+    (``NAME#PART``, a view's segment) read with its whole (``NAME``) is checked through the whole."""
+    inputs = step_run.inputs
+    return [
         name
-        for name, ref in step_run.inputs.items()
-        if project.artifact_source(ref.kind) is not None and _current_hash(project, ref) != ref.hash
+        for name, ref in inputs.items()
+        if project.artifact_source(ref.kind) is not None
+        and not ("#" in name and name.partition("#")[0] in inputs)
+        and _current_hash(project, ref) != ref.hash
     ]
-    return [name for name in stale if name.partition("#")[0] == name or name.partition("#")[0] not in stale]
 
 
 def unusable(project, hit, step: Step) -> str | None:
@@ -83,8 +85,8 @@ def unusable(project, hit, step: Step) -> str | None:
     from another store may have changed."""
     if any(n not in hit.outputs or not project.artifacts.exists(hit.outputs[n]) for n in step.outputs):
         return "cached outputs missing"
-    for name, ref in hit.outputs.items():
-        if project.artifact_source(ref.kind) is not None and _current_hash(project, ref) != ref.hash:
+    for name, ref in hit.outputs.items():  # written to another store: still there? (a view may have grown since)
+        if project.artifact_source(ref.kind) is not None and _current_hash(project, ref) is None:
             return f"output {name} is gone"
     stale = stale_inputs(project, hit)
     return ", ".join(f"{name} changed" for name in stale) if stale else None

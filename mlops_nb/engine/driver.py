@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..core.hooks import hooks
+from ..core.records import TRIGGERS
 from ..exceptions import ConfigError, MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline
-from .executors import Job, Outcome, RunOptions, executors
+from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
 from .plan import cached_records, fully_cached, plan, prepare, select_steps
-from .step import emit_post_step
+from .step import emit_post_run, emit_post_step
 
 
 def run(
@@ -89,6 +89,8 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
     """:func:`run` with its options as one :class:`RunOptions`."""
     from ..project import Project
 
+    if options.trigger not in TRIGGERS:
+        raise ConfigError(f"trigger {options.trigger!r} is not one of {', '.join(TRIGGERS)}; pass one of them")
     path = Path(path).resolve()
     pipeline = Pipeline.from_notebook(path)
     values = pipeline.resolve_params(params)
@@ -114,8 +116,9 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
     try:
         with _sigterm_interrupts():
             outcome = runner().execute(job)
-    except KeyboardInterrupt:
-        outcome = Outcome("interrupted", "interrupted (Ctrl-C or SIGTERM); re-run to resume from the cache")
+    except KeyboardInterrupt as exc:
+        made = exc.outcome.executed_notebook if isinstance(exc, Interrupted) else None
+        outcome = Outcome("interrupted", INTERRUPTED, executed_notebook=made)
         raise
     except MlopsError as exc:
         outcome = Outcome("failed", exc.message)
@@ -124,17 +127,11 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
         outcome = Outcome("failed", f"the {name} executor failed: {type(exc).__name__}: {exc}")
         raise
     finally:
-        _record_skipped(pipeline, store, run_id, prepared.selected, outcome.failure)
-        store.finish_run(run_id, outcome.status, error=outcome.error, executed_notebook=outcome.executed_notebook)
-        hooks.emit(
-            "post_run",
-            run_id=run_id,
-            kind="pipeline",
-            pipeline=pipeline.name,
-            status=outcome.status,
-            trigger=options.trigger,
-            error=outcome.error,
-        )
+        try:
+            _record_skipped(pipeline, store, run_id, prepared.selected, outcome.failure)
+        finally:
+            store.finish_run(run_id, outcome.status, error=outcome.error, executed_notebook=outcome.executed_notebook)
+            emit_post_run(run_id, pipeline.name, outcome.status, options.trigger, outcome.error)
     if outcome.failure is not None:
         outcome.failure.run_id = run_id
         raise outcome.failure
@@ -190,7 +187,8 @@ def _record_skipped(pipeline: Pipeline, store, run_id: str, selected: set[str], 
         else:
             why = "not reached: the run stopped early"
         records.append({"step": step.name, "status": "skipped", "why": why, "cell_index": step.cell_index})
-    store.record_steps(run_id, records)
+    for record, step_run_id in zip(records, store.record_steps(run_id, records), strict=True):
+        emit_post_step(run_id, record["step"], step_run_id, "skipped", record["why"], {}, None)
 
 
 def _record_fully_cached(project, pipeline: Pipeline, planned, values: dict, executor: str, options: RunOptions):
@@ -210,13 +208,5 @@ def _record_fully_cached(project, pipeline: Pipeline, planned, values: dict, exe
     for p, step_run in zip(planned, recorded.step_runs, strict=True):
         lines.write(f"  {p.step.name}: cached (cached from run {p.hit.run_id})")
         emit_post_step(run_id, p.step.name, step_run.id, "cached", step_run.why, step_run.outputs, None)
-    hooks.emit(
-        "post_run",
-        run_id=run_id,
-        kind="pipeline",
-        pipeline=pipeline.name,
-        status="succeeded",
-        trigger=options.trigger,
-        error=None,
-    )
+    emit_post_run(run_id, pipeline.name, "succeeded", options.trigger, None)
     return recorded

@@ -136,15 +136,7 @@ class RunContext:
         status = "failed" if failed else "succeeded"
         self.store.finish_run(self.run_id, status, error=error)
         self.owns_run = False
-        hooks.emit(
-            "post_run",
-            run_id=self.run_id,
-            kind="pipeline",
-            pipeline=self.pipeline.name if self.pipeline else None,
-            status=status,
-            trigger="manual",
-            error=error,
-        )
+        emit_post_run(self.run_id, self.pipeline.name if self.pipeline else None, status, "manual", error)
 
 
 def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
@@ -176,9 +168,14 @@ def record_hit(store, run_id: str, step: Step, decision: Decision) -> tuple[str,
     return step_run_id, outputs
 
 
+def attempt_why(decision: Decision, attempt: int, retries: int) -> str:
+    """Why attempt ``attempt`` of a step runs: the decision's why, then ``retry N of M``."""
+    return decision.why if attempt == 1 else f"retry {attempt - 1} of {retries}"
+
+
 def record_start(store, run_id: str, step: Step, decision: Decision, attempt: int, retries: int) -> tuple[str, str]:
     """Record that attempt ``attempt`` of ``step`` starts; return the step run's id and its why line."""
-    why = decision.why if attempt == 1 else f"retry {attempt - 1} of {retries}"
+    why = attempt_why(decision, attempt, retries)
     step_run_id = store.start_step(
         run_id,
         step.name,
@@ -235,6 +232,13 @@ def store_outputs(artifacts, step: Step, namespace: dict) -> dict[str, ArtifactR
                 exc.message,
             ) from None
     return outputs
+
+
+def emit_post_run(run_id: str, pipeline: str | None, status: str, trigger: str, error: str | None) -> None:
+    """Tell the ``post_run`` subscribers that a pipeline run ended and is recorded."""
+    hooks.emit(
+        "post_run", run_id=run_id, kind="pipeline", pipeline=pipeline, status=status, trigger=trigger, error=error
+    )
 
 
 def emit_post_step(run_id: str, step: str, step_run_id: str | None, status: str, why, outputs, error) -> None:

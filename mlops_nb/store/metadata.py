@@ -430,17 +430,15 @@ class MetadataStore:
             pid: the process that owns the run (default: this one); when it dies the run becomes interrupted.
             git: ``(commit, dirty)`` when already known (default: asked of git in the notebook's folder).
         """
-        self._check_status(kind, RUN_KINDS, "run kind")
-        self._check_status(trigger, TRIGGERS, "trigger")
-        if kind == "pipeline" and not pipeline:
-            raise StoreError("a pipeline run needs the pipeline's name")
-        if kind != "pipeline" and (pipeline or notebook or notebook_hash):
-            raise StoreError(f"a {kind} run is not a notebook's: it takes no pipeline, notebook or notebook_hash")
+        self._check_run(kind, trigger, pipeline, notebook or notebook_hash)
         run_id = run_id or new_run_id()
         params = dict(params or {})
         pid = pid or os.getpid()
         folder = Path(notebook).resolve().parent if notebook else None
-        commit, dirty = git if git is not None else git_state(folder) if notebook else (None, None)
+        if git is not None:
+            commit, dirty = git
+        else:  # a notebook's folder, else the current one (a session with no notebook file); no git for other kinds
+            commit, dirty = git_state(folder) if kind == "pipeline" else (None, None)
         now = utcnow()
         with self._connect(write=True) as con:
             if pipeline:
@@ -476,6 +474,15 @@ class MetadataStore:
                     [[run_id, k, json.dumps(v, sort_keys=True, default=str)] for k, v in params.items()],
                 )
         return run_id
+
+    def _check_run(self, kind: str, trigger: str, pipeline: str | None, notebook: Any) -> None:
+        """Refuse an unknown kind or trigger, a pipeline run without a pipeline, notebook fields on other kinds."""
+        self._check_status(kind, RUN_KINDS, "run kind")
+        self._check_status(trigger, TRIGGERS, "trigger")
+        if kind == "pipeline" and not pipeline:
+            raise StoreError("a pipeline run needs the pipeline's name")
+        if kind != "pipeline" and (pipeline or notebook):
+            raise StoreError(f"a {kind} run is not a notebook's: it takes no pipeline, notebook or notebook_hash")
 
     @staticmethod
     def _record_artifacts(con, refs: list[ArtifactRef]) -> None:
@@ -717,8 +724,8 @@ class MetadataStore:
 
     # reads ---------------------------------------------------------------------------------------------------
     _RUN_COLUMNS = (
-        "id, pipeline, status, kind, fired_by, notebook, notebook_hash, params, executor, trigger, started_at, ended_at, host, "
-        "pid, git_commit, git_dirty, error, executed_notebook"
+        "id, pipeline, status, kind, fired_by, notebook, notebook_hash, params, executor, trigger, started_at, "
+        "ended_at, host, pid, git_commit, git_dirty, error, executed_notebook"
     )
 
     @staticmethod

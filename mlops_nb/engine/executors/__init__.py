@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ...exceptions import ConfigError, MlopsError
-from .base import Job, Outcome, Runner, RunOptions
+from .base import INTERRUPTED, Interrupted, Job, Outcome, Runner, RunOptions
 
 
 def _notebook() -> type[Runner]:
@@ -85,15 +85,22 @@ class Registry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        import warnings
         from importlib.metadata import entry_points
 
         for entry in entry_points(group=self.ENTRY_POINT_GROUP):
             try:
-                self.register(entry.load())
+                runner = entry.load()
+                self.register(runner)
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the built-in executors
-                import warnings
-
                 warnings.warn(f"executor plugin {entry.name!r} could not be loaded: {exc}", stacklevel=2)
+                continue
+            if runner.name != entry.name:
+                warnings.warn(
+                    f"executor plugin {entry.name!r} ({entry.value}) is named {runner.name!r}; use --executor "
+                    f"{runner.name} (or make its entry point's name match)",
+                    stacklevel=2,
+                )
 
 
 def _flag(option: str) -> str:
@@ -103,4 +110,4 @@ def _flag(option: str) -> str:
 executors = Registry()
 """The process's executors."""
 
-__all__ = ["Job", "Outcome", "RunOptions", "Runner", "executors"]
+__all__ = ["INTERRUPTED", "Interrupted", "Job", "Outcome", "RunOptions", "Runner", "executors"]

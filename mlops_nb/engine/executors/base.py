@@ -99,6 +99,18 @@ class Outcome:
     executed_notebook: ArtifactRef | None = None
 
 
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); re-run to resume from the cache"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a runner once its kernels were stopped; ``outcome`` holds what it had made by
+    then (the executed notebook), for the driver to record with the interrupted run."""
+
+    def __init__(self, outcome: Outcome):
+        super().__init__(INTERRUPTED)
+        self.outcome = outcome
+
+
 class Runner(ABC):
     """Executes the steps of one run that must run. Subclass it and register the class by name.
 

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from abc import abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from ...pipeline.notebook import Step
 from ...settings import HOME_ENV
 from ..cache import Decision, decide
 from ..plan import preamble
-from ..step import emit_post_step, record_hit, record_start, retry_delay
+from ..step import attempt_why, emit_post_step, record_hit, record_start, retry_delay
 from .base import Job, Outcome, Runner
 from .worker import step_cells
 
@@ -118,7 +119,7 @@ class GraphRun:
         self.failed: dict[str, str] = {}
         self.skipped: set[str] = set()
         self.running: dict[Any, _Running] = {}
-        self.bar = progress.Silent(0, "")
+        self.bar: progress.Progress = progress.Silent(0, "")  # until execute() starts the real one
         self.writer = _Writer()
         self._ends: list[tuple] = []  # end records of finished steps, queued after the steps they unblock start
         self._launches: list[tuple] = []  # started steps (start record queued) not yet handed to the runner
@@ -130,7 +131,7 @@ class GraphRun:
     def execute(self) -> tuple[str, str | None]:
         """Run the selected steps; return the run's status and error (None when it succeeded)."""
         if self.prepared.records:
-            self.writer.submit(self.store.record_steps, self.run_id, self.prepared.records)
+            self.writer.submit(self._record_unselected)
         pending = [s for s in self.pipeline.steps if s.name in self.prepared.selected]
         self.bar = progress.start(len(pending), self.pipeline.name, enabled=self.progress)
         threads = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mlops-nb-step")
@@ -198,6 +199,11 @@ class GraphRun:
         self.writer.submit(self._record_skip, step, why)
         self._say(f"  {step.name}: skipped ({why})")
 
+    def _record_unselected(self) -> None:
+        records = self.prepared.records
+        for record, step_run_id in zip(records, self.store.record_steps(self.run_id, records), strict=True):
+            emit_post_step(self.run_id, record["step"], step_run_id, "cached", record["why"], record["outputs"], None)
+
     def _record_skip(self, step: Step, why: str) -> None:
         step_run_id = self.store.record_step(self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index)
         emit_post_step(self.run_id, step.name, step_run_id, "skipped", why, {}, None)
@@ -252,7 +258,7 @@ class GraphRun:
             **fields,
         )
         if status == "succeeded" or item.attempt > self._retries(item.step):  # the step's last attempt
-            why = item.decision.why if item.attempt == 1 else f"retry {item.attempt - 1} of {self._retries(item.step)}"
+            why = attempt_why(item.decision, item.attempt, self._retries(item.step))
             emit_post_step(
                 self.run_id, item.step.name, step_run_id, status, why, fields.get("outputs"), fields.get("error")
             )
@@ -317,9 +323,9 @@ class GraphRunner(Runner):
             pool.close()
         return Outcome(status, error, StepFailedError(error) if status == "failed" else None)
 
+    @abstractmethod
     def pool(self, kernels, jobs: int, job: Job):
         """The pool the steps run on: ``run(cells, timeout, gate) -> Executed`` and ``close()``."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
 
 class DagRunner(GraphRunner):

@@ -1,7 +1,7 @@
 """The ``notebook`` executor: papermill runs the whole notebook in one kernel, a drop-in for papermill with tracking.
 
 The kernel gets the run's id in its environment; the ``%%mlops step`` magic inside attaches to that run and does
-each step's work (``run.step.execute_step``). This runner reports each finished step, stores the executed notebook
+each step's work (``engine.step.execute_step``). This runner reports each finished step, stores the executed notebook
 as an artifact and turns papermill's errors (a cell that raised, a dead kernel, a timeout) into one line.
 """
 
@@ -17,7 +17,7 @@ from ...exceptions import StepFailedError
 from ...pipeline.notebook import parse_magic_line, split_magic
 from ...settings import HOME_ENV, NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV
 from ..step import emit_post_step
-from .base import Job, Outcome, Runner
+from .base import INTERRUPTED, Interrupted, Job, Outcome, Runner
 
 
 class NotebookRunner(Runner):
@@ -43,6 +43,7 @@ class NotebookRunner(Runner):
         }
         outcome = Outcome("succeeded")
         bar = progress.start(len(pipeline.steps), pipeline.name, enabled=options.progress)
+        interrupted = False
         try:
             with _environment(env):
                 papermill.execute_notebook(
@@ -60,13 +61,16 @@ class NotebookRunner(Runner):
         except PapermillExecutionError as exc:
             if _cell_raised(output):  # not only the traceback of an attempt that a retry then fixed
                 outcome.failure = _failure(pipeline, store, job.run_id, exc)
-        except KeyboardInterrupt:
-            raise
+        except KeyboardInterrupt:  # papermill stopped the kernel; keep what it executed
+            interrupted = True
         except Exception as exc:  # noqa: BLE001 - the kernel died, a cell timed out: recorded, then raised
             outcome.status, outcome.failure = _abort(pipeline, store, job.run_id, exc, options.step_timeout)
         finally:
             bar.close()
             outcome.executed_notebook = _store_executed(job, output)
+        if interrupted:
+            outcome.status, outcome.error = "interrupted", INTERRUPTED
+            raise Interrupted(outcome)
         if outcome.failure is not None:
             if outcome.status == "succeeded":
                 outcome.status = "failed"

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import click
 
-from ..format import echo_json, short, table
+from ..format import echo_json, indented, short, table
 
 
 def _store(ctx: click.Context):
@@ -107,7 +107,7 @@ def show(ctx: click.Context, view: str, as_json: bool) -> None:
             for s in info["segments"]
         ]
         text = table(rows, ["segment", "rows", "first event", "last event", "supersedes", "ingested", "hash"])
-        click.echo("\n".join("  " + line for line in text.splitlines()))
+        click.echo(indented(text, "  "))
     online = info["online"]
     if online:
         click.echo(f"  online: {online['rows']} keys up to {online['end']}, materialized {online['materialized_at']}")

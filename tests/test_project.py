@@ -138,3 +138,22 @@ def test_unknown_executor_setting_is_refused_when_a_run_starts(tmp_path):
     assert message.endswith("use one of: notebook, dag, dask")
     assert "\n" not in message
     assert project.metadata.list_runs() == []
+
+
+def test_stores_made_without_paths_belong_to_the_current_project(tmp_path, monkeypatch):
+    """``mlops_nb.MetadataStore()`` and ``mlops_nb.FeatureStore()`` resolve the project at the package root (the
+    stores themselves take explicit paths and never import the project)."""
+    import mlops_nb
+
+    home = tmp_path / "home"
+    (home / "sub").mkdir(parents=True)
+    (home / "pyproject.toml").write_text("[tool.mlops_nb]\nlock_timeout = 7\n")
+    monkeypatch.chdir(home / "sub")
+    store = mlops_nb.MetadataStore()
+    assert store.path == home / ".mlops" / "metadata.duckdb" and store.lock_timeout == 7.0
+    assert isinstance(Project(home).metadata, mlops_nb.MetadataStore)
+    features = mlops_nb.FeatureStore()
+    assert features.root == home / ".mlops" / "features" and features.db.path == home / ".mlops" / "features.duckdb"
+    assert mlops_nb.FeatureStore(home).root == features.root == mlops_nb.FeatureStore(Project(home)).root
+    assert isinstance(Project(home).features, mlops_nb.FeatureStore)
+    assert mlops_nb.MetadataStore(tmp_path / "other.duckdb").path == tmp_path / "other.duckdb"

@@ -37,13 +37,15 @@ def copy_quickstart(folder: Path) -> Path:
     return folder / "quickstart.ipynb"
 
 
-def run_by_hand(path: Path, extra_env: dict[str, str] | None = None) -> list[dict]:
+def run_by_hand(path: Path, extra_env: dict[str, str] | None = None, front_end: str = "jupyterlab") -> list[dict]:
     """Execute every code cell in order on a real kernel, as a user pressing Shift-Enter would.
 
-    The kernel learns its notebook the way Jupyter tells it (``JPY_SESSION_NAME``). Returns the outputs of each
-    cell (``[{"index", "stream", "errors", "result"}]``); errors do not stop the run.
+    The kernel learns its notebook the way the front end tells it: JupyterLab sets ``JPY_SESSION_NAME``; VS Code
+    (``front_end="vscode"``) sets ``__vsc_ipynb_file__`` in the namespace, with no cell of the notebook. Returns the
+    outputs of each cell (``[{"index", "stream", "errors", "result", "images"}]``); errors do not stop the run.
     """
-    env = {"JPY_SESSION_NAME": str(path), **(extra_env or {})}
+    env = {"JPY_SESSION_NAME": str(path)} if front_end == "jupyterlab" else {"JPY_SESSION_NAME": ""}
+    env.update(extra_env or {})
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -51,6 +53,9 @@ def run_by_hand(path: Path, extra_env: dict[str, str] | None = None) -> list[dic
         client = NotebookClient(nb, resources={"metadata": {"path": str(path.parent)}}, allow_errors=True)
         seen = []
         with client.setup_kernel():
+            if front_end == "vscode":
+                hidden = nbformat.v4.new_code_cell(f"__vsc_ipynb_file__ = {str(path)!r}")
+                client.execute_cell(hidden, 0, store_history=False)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
@@ -61,6 +66,7 @@ def run_by_hand(path: Path, extra_env: dict[str, str] | None = None) -> list[dic
                         "stream": "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream"),
                         "errors": [(o.ename, o.evalue) for o in cell.outputs if o.output_type == "error"],
                         "result": [o.data.get("text/plain") for o in cell.outputs if o.output_type == "execute_result"],
+                        "images": sum("image/png" in o.get("data", {}) for o in cell.outputs),
                     }
                 )
         return seen

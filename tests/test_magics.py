@@ -76,8 +76,9 @@ def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_pat
     assert list(frame["run"]) == [runs[0].id]
     dag = shell.run_cell("%mlops dag").result
     assert dag.data.startswith("```mermaid\nflowchart TD") and "fill:#c8e6c9" in dag.data
-    figure = shell.run_cell("%mlops timeline").result
-    assert figure.axes[0].get_title().startswith(f"run {runs[0].id}")
+    picture = shell.run_cell("%mlops timeline").result  # an image in a fresh kernel: no %matplotlib needed
+    assert picture.figure.axes[0].get_title().startswith(f"run {runs[0].id}")
+    assert picture._repr_png_().startswith(b"\x89PNG\r\n\x1a\n") and repr(picture).startswith("<timeline of run")
     lineage = shell.run_cell("%mlops lineage total").result
     assert "make [succeeded]" in lineage.data and "-->|items|" in lineage.data
 
@@ -157,3 +158,39 @@ def test_mlops_run_runs_the_saved_notebook_headless(shell, tmp_path, monkeypatch
     run_record = Project(tmp_path).metadata.get_run(frame["run"][0])
     assert run_record.trigger == "manual" and run_record.executor == "notebook"
     assert Project(tmp_path).artifacts.get(run_record.step("make").outputs["items"]) == [0, 1, 2, 3, 4]
+
+
+def test_a_session_that_does_not_know_its_notebook_says_so_once(shell, tmp_path, capsys):
+    shell.run_cell("%%mlops step a\nbase = 10")
+    shell.run_cell("%%mlops step b\ndoubled = base * 2")
+    out = capsys.readouterr().out
+    warning = "mlops: this kernel does not know which notebook it runs, so its steps record as pipeline 'interactive'"
+    assert out.count(warning) == 1 and "run `%mlops notebook PATH` first" in out
+
+
+@pytest.mark.parametrize("how", ["vscode", "magic"])
+def test_the_notebook_from_vscode_or_mlops_notebook(shell, tmp_path, capsys, how):
+    """VS Code tells the kernel its notebook in ``__vsc_ipynb_file__``; a console or nbclient names it with
+    ``%mlops notebook PATH``: either way the steps belong to that notebook's pipeline and share its cache."""
+    nb = write_notebook(tmp_path / "nb.ipynb", ["%load_ext mlops_nb", "%%mlops step make\nitems = list(range(3))"])
+    if how == "vscode":
+        shell.user_ns["__vsc_ipynb_file__"] = str(nb)
+    else:
+        shell.run_cell("%mlops notebook nb.ipynb")
+        assert f"mlops: this session's steps belong to {nb}" in capsys.readouterr().out
+    shell.run_cell("%%mlops step make\nitems = list(range(3))")
+    out = capsys.readouterr().out
+    assert "✔ make ran (no earlier run)" in out and "does not know which notebook" not in out
+    record = Project(tmp_path).metadata.get_run("latest")
+    assert record.pipeline == "nb" and record.notebook == str(nb)
+
+
+def test_mlops_notebook_refuses_what_is_not_a_notebook(shell, tmp_path):
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    for line, message in [
+        ("%mlops notebook", "usage: %mlops notebook PATH"),
+        ("%mlops notebook data.csv", "data.csv is not a notebook file; give the path of the saved .ipynb file"),
+        ("%mlops notebook missing.ipynb", "missing.ipynb is not a notebook file"),
+    ]:
+        result, error = run(shell, line)
+        assert not result.success and message in str(error)

@@ -36,10 +36,11 @@ def cli_run(home: Path, *args: str):
     return CliRunner().invoke(cli, ["--home", str(home), "run", *args], obj={})
 
 
-def test_manual_then_headless_is_fully_cached(tmp_path):
+@pytest.mark.parametrize("front_end", ["jupyterlab", "vscode"])
+def test_manual_then_headless_is_fully_cached(tmp_path, front_end):
     nb = copy_quickstart(tmp_path / "qs")
     home = nb.parent
-    cells = run_by_hand(nb)
+    cells = run_by_hand(nb, front_end=front_end)
     lines = "".join(c["stream"] for c in cells)
     for step in STEPS:
         assert f"✔ {step} ran (no earlier run)" in lines
@@ -63,6 +64,29 @@ def test_manual_then_headless_is_fully_cached(tmp_path):
             k: r.hash for k, r in manual.step(step).outputs.items()
         }
     assert headless.executed_notebook is None  # no kernel started
+
+
+def test_report_cells_added_by_hand_leave_the_cache_alone(tmp_path):
+    """The README invites `%mlops dag` / `runs` / `lineage` / `timeline` cells: once JupyterLab saves them, a
+    headless run is still fully cached."""
+    import nbformat
+
+    nb = copy_quickstart(tmp_path / "qs")
+    book = nbformat.read(nb, as_version=4)
+    book.cells += [
+        nbformat.v4.new_code_cell(src) for src in ("%mlops dag", "%mlops runs 3", "%mlops timeline", "model")
+    ]
+    nbformat.write(book, nb)  # what autosave writes after the user added the cells
+    cells = run_by_hand(nb)
+    assert not [c for c in cells if c["errors"]], [c for c in cells if c["errors"]]
+    assert cells[-2]["images"] == 1  # `%mlops timeline` in a fresh kernel: a picture, not `<Figure size ...>`
+    manual = Project(nb.parent).metadata.list_runs(1)[0]
+    headless = mlops_nb.run(nb, progress=False)
+    assert statuses(headless) == {s: "cached" for s in STEPS}
+    assert all(why == f"cached from run {manual.id}" for why in whys(headless).values())
+    book.cells.append(nbformat.v4.new_code_cell("%mlops lineage model"))  # one more, edited later: still cached
+    nbformat.write(book, nb)
+    assert statuses(mlops_nb.run(nb, progress=False)) == {s: "cached" for s in STEPS}
 
 
 def test_param_module_and_data_changes_rerun_only_what_depends(tmp_path):

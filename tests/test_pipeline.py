@@ -119,8 +119,40 @@ def test_to_text(branching):
         "  [ 4] raw_b: (no inputs) -> b  (params seed)\n"
         "  [ 5] clean_b: b <- raw_b -> b2\n"
         "  [ 6] clean_a: a <- raw_a -> a2  (reads data/a.csv)\n"
-        "  [ 7] join: a2 <- clean_a, b2 <- clean_b -> total"
+        "  [ 7] join: a2 <- clean_a, b2 <- clean_b -> total\n"
+        "  report cells: 8 (they show results; no cache key contains them)"
     )
+    assert branching.to_dict()["report_cells"] == [8]
+
+
+@pytest.mark.parametrize(
+    ("source", "report"),
+    [
+        ("%mlops dag", True),
+        ("%mlops runs 5\n%mlops lineage model\n%mlops timeline", True),
+        ("%mlops features customer_stats", True),
+        ("n", True),  # a bare name: displayed
+        ("%mlops timeline\nn", True),
+        ("%mlops run", False),  # runs the notebook: not a report
+        ("%mlops end", False),
+        ("%load_ext mlops_nb", False),
+        ("%matplotlib inline", False),
+        ("n = 2", False),
+        ("print(n)", False),
+        ("%mlops dag\nimport os", False),
+    ],
+)
+def test_report_cells_are_in_no_cache_key(tmp_path, source, report):
+    """A cell that only shows things (read-only %mlops magics, bare names) is a report cell: adding or editing it
+    leaves the setup hash, and so every cache key, as it was."""
+    cells = ["%load_ext mlops_nb\nn = 1", "%%mlops step a\nx = n + 1", "x"]
+    plain = Pipeline(tmp_path / "nb.ipynb", [{"cell_type": "code", "source": c} for c in cells])
+    with_cell = Pipeline(
+        tmp_path / "nb.ipynb", [{"cell_type": "code", "source": c} for c in [*cells[:2], source, cells[2]]]
+    )
+    assert (2 in with_cell.report_cells) is report
+    assert (with_cell.setup_hash == plain.setup_hash) is report
+    assert with_cell.step("a").outputs == ["x"]  # the last cell still reads x: still an output
 
 
 MERMAID = """flowchart TD

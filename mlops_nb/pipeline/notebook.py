@@ -182,6 +182,36 @@ def step_from_source(name_line: str, body: str, cell_index: int) -> Step:
     )
 
 
+REPORT_SUBCOMMANDS = frozenset({"dag", "runs", "lineage", "timeline", "features", "models", "monitor", "dashboard"})
+"""``%mlops`` line magics that only read the stores: a cell of these is a report cell, in no cache key."""
+
+
+def is_report(code: str) -> bool:
+    """Whether a cell's code (as plain Python) only shows things: every statement is a ``%mlops`` line magic that
+    reads (:data:`REPORT_SUBCOMMANDS`) or a bare name to display. Such a cell runs in a manual run and with the
+    ``notebook`` executor, but it is not setup: editing, adding or removing it re-runs nothing."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return False
+    return bool(body) and all(isinstance(node, ast.Expr) and _shows(node.value) for node in body)
+
+
+def _shows(node: ast.expr) -> bool:
+    if isinstance(node, ast.Name):
+        return True
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run_line_magic"):
+        return False
+    owner = node.func.value  # get_ipython()
+    if not (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "get_ipython"):
+        return False
+    args = node.args
+    if len(args) != 2 or not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
+        return False
+    words = args[1].value.split()
+    return args[0].value == "mlops" and bool(words) and words[0] in REPORT_SUBCOMMANDS
+
+
 def split_magic(source: str) -> tuple[str, str] | None:
     """``(options line, body)`` when the cell starts with ``%%mlops``, else None."""
     stripped = source.lstrip()
@@ -393,8 +423,9 @@ class Pipeline:
     def _scan_cells(self, state: _ParseState) -> None:
         """One pass over the cells: the parameters cell, report cells, setup cells and step cells.
 
-        A plain code cell reading a name an earlier step produces is a report cell; any other plain code cell
-        (except the one tagged ``parameters``) is a setup cell.
+        A plain code cell reading a name an earlier step produces, or made only of ``%mlops`` line magics that read
+        and names to display (:func:`is_report`), is a report cell; any other plain code cell (except the one tagged
+        ``parameters``) is a setup cell.
 
         Args:
             state: the parse state, filled in here.
@@ -418,8 +449,7 @@ class Pipeline:
             if "parameters" in cell.get("metadata", {}).get("tags", []):
                 self._parse_parameters(index, code)
                 continue
-            reads_steps = [n for n in analysis.reads if n in state.producers]
-            if reads_steps:
+            if any(n in state.producers for n in analysis.reads) or is_report(code):
                 self.report_cells.append(index)
                 continue
             self.setup_cells.append(index)
@@ -659,6 +689,7 @@ class Pipeline:
                 for s in self.steps
             ],
             "edges": [{"from": a, "to": b, "name": n} for a, b, n in self.edges()],
+            "report_cells": [i + 1 for i in self.report_cells],
         }
 
     def to_mermaid(self, statuses: dict[str, str] | None = None) -> str:
@@ -701,6 +732,9 @@ class Pipeline:
                 f"  [{step.cell:>2}] {step.name}: {takes or '(no inputs)'} -> {', '.join(step.outputs) or '(no outputs)'}"
                 + (f"  ({'; '.join(extra)})" if extra else "")
             )
+        if self.report_cells:
+            cells = ", ".join(str(i + 1) for i in self.report_cells)
+            lines.append(f"  report cells: {cells} (they show results; no cache key contains them)")
         return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from traitlets.config import Configurable
 
 from ..exceptions import MlopsError
 
-_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, end"
+_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, features, notebook, end"
 
 
 class MagicUsageError(MlopsError):
@@ -31,14 +31,19 @@ def _one_line_error(shell, etype, value, tb, tb_offset=None):
     return stb
 
 
-def notebook_path(shell) -> Path | None:
-    """The notebook this kernel runs: ``$MLOPS_NB_NOTEBOOK`` (headless), else what Jupyter tells the kernel."""
+def notebook_path(shell, chosen: Path | None = None) -> Path | None:
+    """The notebook this kernel runs: ``$MLOPS_NB_NOTEBOOK`` (headless), else the one ``%mlops notebook PATH``
+    chose, else what the front end tells the kernel: JupyterLab (``JPY_SESSION_NAME``, ``__session__``) or VS Code
+    (``__vsc_ipynb_file__``)."""
     from ..settings import NOTEBOOK_ENV
 
+    namespace = shell.user_ns if shell is not None else {}
     for candidate in (
         os.environ.get(NOTEBOOK_ENV),
+        chosen,
         os.environ.get("JPY_SESSION_NAME"),
-        shell.user_ns.get("__session__") if shell is not None else None,
+        namespace.get("__session__"),
+        namespace.get("__vsc_ipynb_file__"),
     ):
         if candidate and str(candidate).endswith(".ipynb"):
             path = Path(candidate)
@@ -60,6 +65,7 @@ class MlopsMagics(Magics, Configurable):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         self._ctx = None
+        self._notebook: Path | None = None  # chosen with %mlops notebook PATH
 
     # the session's run -------------------------------------------------------------------------------------
     def context(self):
@@ -71,7 +77,7 @@ class MlopsMagics(Magics, Configurable):
 
         if self._ctx is not None:
             return self._ctx
-        path = notebook_path(self.shell)
+        path = notebook_path(self.shell, self._notebook)
         run_id = os.environ.get(RUN_ENV)
         if run_id:
             project = Project()
@@ -84,6 +90,11 @@ class MlopsMagics(Magics, Configurable):
             from ..pipeline.notebook import Pipeline
 
             pipeline = Pipeline(Path.cwd() / "interactive.ipynb", [], strict=False)
+            if not self.quiet:
+                print(
+                    "mlops: this kernel does not know which notebook it runs, so its steps record as pipeline "
+                    "'interactive' and share no cache with `mlops-nb run`; run `%mlops notebook PATH` first"
+                )
         params = {k: self.shell.user_ns.get(k, v) for k, v in pipeline.params.items()}
         run_id = open_run(project, pipeline, _jsonable(params), "interactive", "manual")
         self._ctx = RunContext(project, run_id, pipeline, owns_run=True)
@@ -164,11 +175,11 @@ class MlopsMagics(Magics, Configurable):
 
         if self._ctx is not None:
             return self._ctx.project
-        path = notebook_path(self.shell)
+        path = notebook_path(self.shell, self._notebook)
         return Project.discover(path.parent if path else None)
 
     def _notebook_or_fail(self) -> Path:
-        path = notebook_path(self.shell)
+        path = notebook_path(self.shell, self._notebook)
         if path is None:
             raise MagicUsageError(
                 "cannot tell which notebook this kernel runs; save the notebook and run it from JupyterLab, or set "
@@ -212,6 +223,22 @@ class MlopsMagics(Magics, Configurable):
                 statuses[step_run.step] = step_run.status
         return Markdown(f"```mermaid\n{pipeline.to_mermaid(statuses)}\n```")
 
+    def _cmd_notebook(self, words: list[str]):
+        """``%mlops notebook PATH``: the notebook this session's steps belong to (for front ends that do not tell
+        the kernel, such as a console or nbclient); steps then share the cache of ``mlops-nb run PATH``."""
+        if len(words) != 1:
+            raise MagicUsageError("usage: %mlops notebook PATH (the .ipynb file this session runs)")
+        path = Path(words[0]).expanduser()
+        if path.suffix != ".ipynb" or not path.is_file():
+            raise MagicUsageError(f"{words[0]} is not a notebook file; give the path of the saved .ipynb file")
+        if self._ctx is not None and self._ctx.owns_run:  # steps recorded so far stay in their own run
+            self._ctx.finish()
+            atexit.unregister(self._ctx.finish_at_exit)
+            self._ctx = None
+        self._notebook = path.resolve()
+        if not self.quiet:
+            print(f"mlops: this session's steps belong to {self._notebook}")
+
     def _cmd_end(self, words: list[str]):
         """``%mlops end``: end this session's manual run now (``failed`` if a step's last try failed, else
         ``succeeded``); the next step starts a new run. In a headless run it does nothing: its driver ends it."""
@@ -234,9 +261,10 @@ class MlopsMagics(Magics, Configurable):
 
     def _cmd_timeline(self, words: list[str]):
         """``%mlops timeline [RUN]``: a bar per step run of RUN (default: the latest run), parallel steps overlap."""
-        from .plots import timeline
+        from .plots import Picture, timeline
 
-        return timeline(self._project().metadata.get_run(words[0] if words else "latest"))
+        run = self._project().metadata.get_run(words[0] if words else "latest")
+        return Picture(timeline(run), f"timeline of run {run.id}: {len(run.step_runs)} step runs")
 
     def _cmd_lineage(self, words: list[str]):
         """``%mlops lineage NAME``: lineage of a variable a step produced (or an artifact / step run id)."""

@@ -1,10 +1,40 @@
-"""Plots people would rather look at than read: a run's timeline."""
+"""Plots people would rather look at than read: a run's timeline.
+
+Each function returns a bare matplotlib Figure (no pyplot state, no GUI backend), which the CLI saves to a file; the
+magics wrap it in a :class:`Picture`, which a notebook shows as a PNG with no ``%matplotlib`` first.
+"""
 
 from __future__ import annotations
+
+import io
 
 from ..core.records import STATUS_COLOURS
 
 COLOURS = {status: colour for status, (colour, _) in STATUS_COLOURS.items()}
+
+
+class Picture:
+    """A figure that displays itself as a PNG in Jupyter (``_repr_png_``), in a fresh kernel too.
+
+    Attributes:
+        figure: the matplotlib Figure.
+        title: what it shows, for a text-only front end.
+    """
+
+    def __init__(self, figure, title: str, dpi: int = 110):
+        self.figure, self.title, self.dpi = figure, title, dpi
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=self.dpi, bbox_inches="tight")
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        return f"<{self.title}>"
+
+    def savefig(self, *args, **kwargs):
+        """Save the figure (``matplotlib.figure.Figure.savefig``)."""
+        return self.figure.savefig(*args, **kwargs)
 
 
 def timeline(run):

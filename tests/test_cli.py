@@ -92,12 +92,14 @@ def test_runs_show_lineage(tmp_path):
     assert result.exit_code == 0
     assert "train [succeeded]" in result.output and "raw (json)" in result.output
 
+    by_name = invoke(tmp_path, "lineage", "model", "--direction", "up", "--json")  # an output name: its latest artifact
+    assert by_name.exit_code == 0 and json.loads(by_name.output)["root"] == f"artifact:{model_hash}"
     graph = json.loads(invoke(tmp_path, "lineage", f"{run_id}/train", "--json").output)
     labels = {n["label"] for n in graph["nodes"]}
     assert {"load [succeeded]", "evaluate [succeeded]", "model (json)"} <= labels
 
     mermaid = invoke(tmp_path, "lineage", f"{run_id}/train", "--format", "mermaid").output
-    assert mermaid.startswith("flowchart LR")
+    assert mermaid.startswith("flowchart TD")
 
 
 @pytest.mark.slow

@@ -146,7 +146,7 @@ def test_without_a_notebook_file_inputs_come_from_the_session(shell, tmp_path, c
 
 
 @pytest.mark.slow
-def test_mlops_run_runs_the_saved_notebook_headless(shell, tmp_path, monkeypatch):
+def test_mlops_run_runs_the_saved_notebook_headless(shell, tmp_path, monkeypatch, capsys):
     nb = write_notebook(
         tmp_path / "nb.ipynb",
         ["%load_ext mlops_nb", "n = 3", "%%mlops step make --outputs items\nitems = list(range(n))"],
@@ -154,6 +154,9 @@ def test_mlops_run_runs_the_saved_notebook_headless(shell, tmp_path, monkeypatch
     )
     monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
     frame = shell.run_cell("%mlops run -p n 5").result
+    out = capsys.readouterr().out
+    assert f"mlops: running {nb} as saved (unsaved edits are not in this run)" in out
+    assert "  make: ran (no earlier run)" in out  # the step lines are output, not red stderr
     assert list(frame["status"]) == ["succeeded"] and frame["params"][0] == {"n": 5}
     run_record = Project(tmp_path).metadata.get_run(frame["run"][0])
     assert run_record.trigger == "manual" and run_record.executor == "notebook"
@@ -194,3 +197,10 @@ def test_mlops_notebook_refuses_what_is_not_a_notebook(shell, tmp_path):
     ]:
         result, error = run(shell, line)
         assert not result.success and message in str(error)
+
+
+def test_mlops_run_is_refused_inside_a_headless_run(shell, monkeypatch):
+    monkeypatch.setenv("MLOPS_NB_RUN_ID", "20261201-000000-00000000")
+    result, error = run(shell, "%mlops run")
+    assert not result.success
+    assert str(error).startswith("%mlops run inside a headless run would start a run within the run")

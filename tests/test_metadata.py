@@ -126,9 +126,26 @@ def test_lineage_up_down_depth(store, artifacts):
     assert len(both.upstream()) == 3 and len(both.downstream()) == 5
 
     mermaid = both.to_mermaid()
-    assert mermaid.startswith("flowchart LR") and "-->|out1|" in mermaid
+    assert mermaid.startswith("flowchart TD") and "-->|out1|" in mermaid
     records = both.to_dict()
     assert records["root"] == f"step_run:{run_id}.2" and len(records["edges"]) == len(both.edges)
+
+
+def test_lineage_of_an_output_name_is_its_latest_artifact(store, artifacts):
+    first = _pipeline(store, artifacts, n_steps=2)
+    second = _pipeline(store, artifacts, n_steps=2)  # the same names again: the latest run's artifacts win
+    latest = store.get_run(second).step("step1").outputs["out1"]
+    assert latest.hash != store.get_run(first).step("step1").outputs["out1"].hash
+    graph = store.lineage("out1", direction="up")
+    assert graph.root == f"artifact:{latest.hash}" and store.resolve_node("out1") == ("artifact", latest.hash)
+    assert store.resolve_node(f"{second}/step0") == ("step_run", f"{second}.1")
+    assert store.resolve_node(latest.hash[:8]) == ("artifact", latest.hash)
+    with pytest.raises(NotFoundError) as info:
+        store.lineage("model")
+    assert info.value.message == (
+        "no artifact, step run or output is named 'model'; give an artifact hash (6+ hex characters), RUN.N, "
+        "RUN/STEP (latest/train) or the name of a step's output (model)"
+    )
 
 
 def test_lineage_bad_nodes(store, artifacts):

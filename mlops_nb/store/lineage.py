@@ -75,9 +75,10 @@ class LineageGraph:
         }
 
     def to_mermaid(self) -> str:
-        """A mermaid ``flowchart`` of the graph (artifacts as rounded boxes, step runs as boxes)."""
+        """A top-down mermaid ``flowchart`` of the graph (artifacts as rounded boxes, step runs as boxes): deep
+        lineage grows downward and stays readable at notebook width."""
         ids = {key: f"n{i}" for i, key in enumerate(sorted(self.nodes))}
-        lines = ["flowchart LR"]
+        lines = ["flowchart TD"]
         for key, node in sorted(self.nodes.items()):
             label = node.label.replace('"', "'")
             shape = f'("{label}")' if node.kind == "artifact" else f'["{label}"]'

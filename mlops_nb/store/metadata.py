@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -130,6 +131,9 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_STEP_RUN_ID = re.compile(r"^.+\.\d+$")  # RUN.N
 
 
 def new_run_id() -> str:
@@ -954,7 +958,8 @@ class MetadataStore:
             return self._step_runs(con, "id = ?", [rows[0][0]])[0], json.loads(rows[0][1])
 
     def lineage(self, node: str, direction: str = "both", depth: int | None = None) -> LineageGraph:
-        """The lineage of an artifact (hash or prefix) or a step run (``RUN.N`` or ``RUN/STEP``).
+        """The lineage of a node: an artifact (hash or 6+ character prefix), a step run (``RUN.N`` or
+        ``RUN/STEP``), or an output name (the latest artifact a step produced under that name).
 
         Args:
             node: what to start from.
@@ -964,14 +969,41 @@ class MetadataStore:
         if direction not in ("up", "down", "both"):
             raise StoreError(f"lineage direction {direction!r} must be up, down or both")
         max_hops = 2 * depth if depth is not None else 10_000
-        text = str(node).strip()
-        is_artifact = all(c in "0123456789abcdef" for c in text.lower()) and len(text) >= 6
         with self._connect() as con:
-            if is_artifact:
-                kind, ident = "artifact", self._find_artifact_hash(con, text)
-            else:
-                kind, ident = "step_run", self._resolve_step_run(con, text)
+            kind, ident = self._resolve_node(con, str(node).strip())
             return lineage_graph(con, kind, ident, direction, max_hops)
+
+    def resolve_node(self, node: str) -> tuple[str, str]:
+        """``("artifact", hash)`` or ``("step_run", id)`` for a lineage node as people name it: an artifact hash or
+        prefix, ``RUN.N``, ``RUN/STEP`` (``latest/train``), or an output name (its latest artifact)."""
+        with self._connect() as con:
+            return self._resolve_node(con, str(node).strip())
+
+    def _resolve_node(self, con, text: str) -> tuple[str, str]:
+        if "/" in text or _STEP_RUN_ID.match(text):
+            return "step_run", self._resolve_step_run(con, text)
+        if len(text) >= 6 and all(c in "0123456789abcdef" for c in text.lower()):
+            try:
+                return "artifact", self._find_artifact_hash(con, text)
+            except NotFoundError:
+                if self._latest_output(con, text) is None:
+                    raise
+        digest = self._latest_output(con, text)
+        if digest is None:
+            raise NotFoundError(
+                f"no artifact, step run or output is named {text!r}; give an artifact hash (6+ hex characters), "
+                "RUN.N, RUN/STEP (latest/train) or the name of a step's output (model)"
+            )
+        return "artifact", digest
+
+    @staticmethod
+    def _latest_output(con, name: str) -> str | None:
+        rows = con.execute(
+            "SELECT e.artifact FROM events e JOIN step_runs s ON s.id = e.step_run_id "
+            "WHERE e.name = ? AND e.direction = 'out' ORDER BY s.seq DESC LIMIT 1",
+            [name],
+        ).fetchall()
+        return rows[0][0] if rows else None
 
     def _find_artifact_hash(self, con, text: str) -> str:
         if len(text) == 64:  # a whole hash: one index probe instead of a prefix scan of every artifact

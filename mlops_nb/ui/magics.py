@@ -202,8 +202,17 @@ class MlopsMagics(Magics, Configurable):
             raise MagicUsageError(
                 f"{exc}; usage: %mlops run [-p NAME VALUE]... [--no-cache] [--executor NAME]"
             ) from None
+        from ..settings import RUN_ENV
+
+        if os.environ.get(RUN_ENV):
+            raise MagicUsageError(
+                "%mlops run inside a headless run would start a run within the run; remove the cell, or make it a "
+                "step of its own pipeline"
+            )
         params, no_cache, executor = dict(args.param), args.no_cache, args.executor
         path = self._notebook_or_fail()
+        if not self.quiet:
+            print(f"mlops: running {path} as saved (unsaved edits are not in this run)")
         kwargs = {"executor": executor} if executor else {}
         run = run_notebook(path, params=params, no_cache=no_cache, trigger="manual", **kwargs)
         return _runs_frame([run])
@@ -330,4 +339,4 @@ def load_ipython_extension(ipython) -> None:
 
     ipython.register_magics(MlopsMagics)
     ipython.set_custom_exc((MlopsError,), _one_line_error)
-    install()  # long work shows tqdm.auto bars (widgets in a notebook)
+    install(lines_to_stdout=True)  # tqdm.auto bars (widgets in a notebook); their step lines are plain output

@@ -189,9 +189,9 @@ def _failure(pipeline, store, run_id: str, exc) -> StepFailedError:
     failed = [s for s in store.get_run(run_id).step_runs if s.status == "failed"]
     if failed:
         s = failed[-1]
-        step = pipeline.step(s.step)
+        cell = s.cell_index if s.cell_index is not None else exc.cell_index
         return StepFailedError(
-            f"step {s.step!r} (cell {step.cell}) failed: {s.error}", s.step, step.cell_index, exc.ename, exc.evalue
+            f"step {s.step!r} (cell {cell + 1}) failed: {s.error}", s.step, cell, exc.ename, exc.evalue
         )
     return StepFailedError(
         f"cell {exc.cell_index} of {pipeline.path.name} failed before any step could: {exc.ename}: {exc.evalue}",

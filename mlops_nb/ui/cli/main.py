@@ -212,7 +212,8 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
 def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fmt: str, as_json: bool) -> None:
     """Show the lineage of an artifact or a step run.
 
-    NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N) or RUN/STEP.
+    NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N), RUN/STEP, or the name of a
+    step's output (its latest artifact: mlops-nb lineage model).
 
     Example: mlops-nb lineage latest/train --direction up
     """

@@ -312,3 +312,22 @@ def test_nothing_below_ui_imports_front_end_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
+
+
+@pytest.mark.parametrize("order", ["view first", "segment first"])
+def test_a_gone_output_is_named_the_same_whatever_order_the_records_come_in(project, order):
+    """Both a view and its segment are gone (the feature store was deleted): the reason names the segment, the
+    most precise one, whichever order the events were read in."""
+    from mlops_nb.core.records import ArtifactRef
+    from mlops_nb.engine.cache import unusable
+    from mlops_nb.pipeline.notebook import Step
+    from mlops_nb.store.metadata import StepRun
+
+    view = ArtifactRef("a" * 64, "feature_view", name="features:stats", uri="features://stats")
+    segment = ArtifactRef("b" * 64, "feature_segment", name="stats", uri="file:///gone.parquet")
+    outputs = {"features:stats": view, "features:stats#1": segment}
+    if order == "segment first":
+        outputs = dict(reversed(list(outputs.items())))
+    hit = StepRun("r.1", "r", "ingest", "succeeded", outputs=outputs)
+    step = Step(name="ingest", cell_index=1, source="", code="")
+    assert unusable(project, hit, step) == "output features:stats#1 is gone"

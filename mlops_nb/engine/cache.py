@@ -85,7 +85,9 @@ def unusable(project, hit, step: Step) -> str | None:
     from another store may have changed."""
     if any(n not in hit.outputs or not project.artifacts.exists(hit.outputs[n]) for n in step.outputs):
         return "cached outputs missing"
-    for name, ref in hit.outputs.items():  # written to another store: still there? (a view may have grown since)
+    # written to another store: still there? (a view may have grown since); parts (a view's segment) first, the
+    # most precise reason, and in a fixed order whatever order the records come in
+    for name, ref in sorted(hit.outputs.items(), key=lambda item: ("#" not in item[0], item[0])):
         if project.artifact_source(ref.kind) is not None and _current_hash(project, ref) is None:
             return f"output {name} is gone"
     stale = stale_inputs(project, hit)

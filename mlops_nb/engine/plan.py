@@ -77,8 +77,10 @@ def fully_cached(pipeline: Pipeline, planned: list[PlannedStep]) -> bool:
 def cached_records(planned: list[PlannedStep]) -> list[dict]:
     """The ``cached`` step runs of a fully cached run, as :meth:`MetadataStore.record_steps` takes them."""
     records = []
+    producers = {p.step.name: p.hit.id for p in planned}
     for p in planned:
         inputs = {n: p.hit.inputs[n] for n in [*p.step.inputs, *p.step.reads] if n in p.hit.inputs}
+        sources = {n: producers[up] for n, up in p.step.upstream.items() if n in inputs}
         records.append(
             {
                 "step": p.step.name,
@@ -87,6 +89,7 @@ def cached_records(planned: list[PlannedStep]) -> list[dict]:
                 "cache_key": p.key,
                 "cell_index": p.step.cell_index,
                 "inputs": inputs,
+                "sources": sources,
                 "key_parts": p.parts,
                 "outputs": {n: p.hit.outputs[n] for n in p.step.outputs},
                 "cached_from": p.hit.id,
@@ -150,6 +153,7 @@ def prepare(project, pipeline: Pipeline, values: dict, selected: set[str]) -> Pr
     if not needed:
         return prepared
     planned = {p.step.name: p for p in plan(project, pipeline, values)}
+    producers: dict[str, str] = {}
     for step in pipeline.steps:
         if step.name not in needed:
             continue
@@ -175,10 +179,12 @@ def prepare(project, pipeline: Pipeline, values: dict, selected: set[str]) -> Pr
                 "cache_key": hit.cache_key,
                 "cell_index": step.cell_index,
                 "inputs": dict(hit.inputs),
+                "sources": {n: producers[up] for n, up in step.upstream.items() if up in producers},
                 "outputs": prepared.outputs[step.name],
                 "cached_from": hit.id,
             }
         )
+        producers[step.name] = hit.id
     return prepared
 
 

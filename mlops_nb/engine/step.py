@@ -80,7 +80,7 @@ class RunContext:
         self.no_cache = no_cache
         self.owns_run = owns_run
         self.results: list[StepResult] = []
-        self._produced: dict[str, tuple[ArtifactRef, int]] = {}  # variable -> (ref, id of the object)
+        self._produced: dict[str, tuple[ArtifactRef, int, str | None]] = {}  # variable -> (ref, id(obj), producer)
 
     @property
     def store(self):
@@ -92,14 +92,23 @@ class RunContext:
         """The artifact store."""
         return self.project.artifacts
 
-    def remember(self, name: str, ref: ArtifactRef, obj: Any) -> None:
-        """Note that variable ``name`` holds artifact ``ref``."""
-        self._produced[name] = (ref, id(obj))
+    def remember(self, name: str, ref: ArtifactRef, obj: Any, source: str | None = None) -> None:
+        """Note that variable ``name`` holds artifact ``ref``, an output of step run ``source`` (the producer)."""
+        self._produced[name] = (ref, id(obj), source)
 
     def produced(self, name: str) -> ArtifactRef | None:
         """The artifact a step of this run last stored (or loaded) as variable ``name``, if any."""
         known = self._produced.get(name)
         return known[0] if known else None
+
+    def sources(self, names, namespace: dict) -> dict[str, str]:
+        """Variable -> the step run that produced the object it still holds, for those of ``names`` known."""
+        found = {}
+        for name in names:
+            known = self._produced.get(name)
+            if known is not None and known[2] is not None and name in namespace and known[1] == id(namespace[name]):
+                found[name] = known[2]
+        return found
 
     def produced_names(self) -> set[str]:
         """The variables steps of this run stored or loaded."""
@@ -114,7 +123,7 @@ class RunContext:
         if known is not None and known[1] == id(namespace[name]):
             return known[0]
         ref = self.artifacts.put(namespace[name], name=name)
-        self._produced[name] = (ref, id(namespace[name]))
+        self._produced[name] = (ref, id(namespace[name]), None)
         return ref
 
     def finish_at_exit(self) -> None:
@@ -150,8 +159,12 @@ def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
 
 
 # Records shared with the dag/dask driver ----------------------------------------------------------------------------
-def record_hit(store, run_id: str, step: Step, decision: Decision) -> tuple[str, dict[str, ArtifactRef]]:
-    """Record a cache hit as a ``cached`` step run; return its id and the outputs it reuses."""
+def record_hit(
+    store, run_id: str, step: Step, decision: Decision, sources: dict[str, str] | None = None
+) -> tuple[str, dict[str, ArtifactRef]]:
+    """Record a cache hit as a ``cached`` step run; return its id and the outputs it reuses.
+
+    ``sources``: input -> the step run that produced the artifact the step loaded (see ``start_step``)."""
     outputs = {n: decision.hit.outputs[n] for n in step.outputs}
     step_run_id = store.record_step(
         run_id,
@@ -161,6 +174,7 @@ def record_hit(store, run_id: str, step: Step, decision: Decision) -> tuple[str,
         cache_key=decision.key,
         cell_index=step.cell_index,
         inputs=decision.inputs,
+        sources=sources,
         key_parts=decision.parts,
         outputs=outputs,
         cached_from=decision.hit.id,
@@ -173,7 +187,15 @@ def attempt_why(decision: Decision, attempt: int, retries: int) -> str:
     return decision.why if attempt == 1 else f"retry {attempt - 1} of {retries}"
 
 
-def record_start(store, run_id: str, step: Step, decision: Decision, attempt: int, retries: int) -> tuple[str, str]:
+def record_start(
+    store,
+    run_id: str,
+    step: Step,
+    decision: Decision,
+    attempt: int,
+    retries: int,
+    sources: dict[str, str] | None = None,
+) -> tuple[str, str]:
     """Record that attempt ``attempt`` of ``step`` starts; return the step run's id and its why line."""
     why = attempt_why(decision, attempt, retries)
     step_run_id = store.start_step(
@@ -185,6 +207,7 @@ def record_start(store, run_id: str, step: Step, decision: Decision, attempt: in
         inputs=decision.inputs,
         attempt=attempt,
         key_parts=decision.parts,
+        sources=sources,
     )
     return step_run_id, why
 
@@ -308,11 +331,11 @@ def _inputs_of(ctx: RunContext, step: Step, namespace: dict) -> dict[str, Artifa
 
 def _load_hit(ctx: RunContext, step: Step, namespace: dict, decision: Decision, started: float) -> StepResult:
     """Record a cache hit and load its outputs into the namespace."""
-    step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision)
+    step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision, ctx.sources(step.inputs, namespace))
     for name, ref in outputs.items():
         value = ctx.artifacts.get(ref)
         namespace[name] = value
-        ctx.remember(name, ref, value)
+        ctx.remember(name, ref, value, decision.hit.id)
     result = StepResult(
         step.name, "cached", decision.why, step_run_id, decision.key, outputs, time.perf_counter() - started
     )
@@ -339,7 +362,8 @@ def _run(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_b
 
 def _attempt(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, attempt: int) -> StepResult:
     """One attempt: record its start, run the body, store the outputs, record how it ended."""
-    step_run_id, why = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries)
+    sources = ctx.sources(step.inputs, namespace)
+    step_run_id, why = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries, sources)
     t0 = time.perf_counter()
     # a declared output must be assigned by the body, not left over from an earlier execution
     stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}
@@ -360,7 +384,7 @@ def _attempt(ctx: RunContext, step: Step, namespace: dict, decision: Decision, r
             raise
         return result
     for name, ref in outputs.items():
-        ctx.remember(name, ref, namespace[name])
+        ctx.remember(name, ref, namespace[name], step_run_id)
     ctx.store.finish_step(
         step_run_id,
         "succeeded",

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 INDEX_LOOKUPS = 16  # frontiers up to this size are looked up node by node
-_HOP = "SELECT artifact, step_run_id, direction FROM events WHERE {match}"
 
 
 @dataclass(frozen=True)
@@ -103,41 +102,78 @@ def lookup(con, query: str, column: str, values: list[str]) -> list[tuple]:
     return con.execute(query.format(match=f"{column} IN (SELECT unnest(?::VARCHAR[]))"), [values]).fetchall()
 
 
-def walk(con, kind: str, ident: str, max_hops: int, up: bool) -> dict[tuple[str, str], int]:
+_HOP = "SELECT artifact, step_run_id, direction, source FROM events WHERE {match}"
+
+
+def walk(
+    con, kind: str, ident: str, max_hops: int, up: bool, producer: str | None = None
+) -> dict[tuple[str, str], int]:
     """Nodes at most ``max_hops`` up (or down) from the root -> fewest hops to them (the root: 0).
 
-    An edge runs artifact -> step run for an input and step run -> artifact for an output; a ``reuse`` event
-    (a cached step run's outputs) counts as an output only of the root, so lineage follows the producer.
+    An edge runs artifact -> step run for an input and step run -> artifact for an output. Lineage is exact when
+    step runs made equal artifacts: an input event names its *source*, the step run whose output the consumer
+    loaded, so walking up from a consumer reaches that producer only, and walking down from a producer reaches
+    the consumers that loaded its output. An input with no source (a variable no step made) reaches every
+    producer. A ``reuse`` event (a cached step run's outputs) counts as an output only of the root. ``producer``
+    pins a root artifact to the step run that made it.
     """
     hops = {(kind, ident): 0}
-    frontier = [(kind, ident)]
+    root_from = None
+    if kind == "step_run":
+        rows = con.execute("SELECT cached_from FROM step_runs WHERE id = ?", [ident]).fetchall()
+        root_from = rows[0][0] if rows else None
+    # a state is a node and, for an artifact, the one step run it is followed through (None: any)
+    seen = {(kind, ident, producer)}
+    frontier = [(kind, ident, producer)]
     for n in range(1, max_hops + 1):
         if not frontier:
             break
-        reached = []
-        for column, node_kind in (("artifact", "artifact"), ("step_run_id", "step_run")):
-            ids = [i for k, i in frontier if k == node_kind]
-            for artifact, step_run_id, direction in lookup(con, _HOP, column, ids):
-                made = direction == "out" or (direction == "reuse" and step_run_id == ident)
-                if node_kind == "artifact" and (made if up else direction == "in"):
-                    reached.append(("step_run", step_run_id))
-                elif node_kind == "step_run" and (direction == "in" if up else made):
-                    reached.append(("artifact", artifact))
+        reached: list[tuple[str, str, str | None]] = []
+        artifacts: dict[str, set[str | None]] = {}
+        for k, i, via in frontier:
+            if k == "artifact":
+                artifacts.setdefault(i, set()).add(via)
+        step_runs = [i for k, i, _ in frontier if k == "step_run"]
+        by_artifact: dict[str, list[tuple]] = {}
+        for row in lookup(con, _HOP, "artifact", list(artifacts)):
+            by_artifact.setdefault(row[0], []).append(row)
+        for digest, vias in artifacts.items():
+            rows = by_artifact.get(digest, [])
+            if up:
+                made = [s for _, s, d, _ in rows if d == "out" or (d == "reuse" and s == ident)]
+                for via in vias:
+                    chosen = [s for s in made if s == via] if via is not None else made
+                    reached += [("step_run", s, None) for s in (chosen or made)]
+            else:
+                for _, step_run_id, direction, source in rows:
+                    if direction == "in" and (source is None or None in vias or source in vias):
+                        reached.append(("step_run", step_run_id, None))
+        for digest, step_run_id, direction, source in lookup(con, _HOP, "step_run_id", step_runs):
+            if up and direction == "in":
+                reached.append(("artifact", digest, source))
+            elif not up and (direction == "out" or (direction == "reuse" and step_run_id == ident)):
+                reached.append(("artifact", digest, step_run_id))
+                if direction == "reuse" and root_from:
+                    reached.append(("artifact", digest, root_from))
         frontier = []
-        for node in reached:
-            if node not in hops:
-                hops[node] = n
-                frontier.append(node)
+        for state in reached:
+            if state not in seen:
+                seen.add(state)
+                frontier.append(state)
+                hops.setdefault(state[:2], n)
     return hops
 
 
-def lineage_graph(con, kind: str, ident: str, direction: str, max_hops: int) -> LineageGraph:
+def lineage_graph(
+    con, kind: str, ident: str, direction: str, max_hops: int, producer: str | None = None
+) -> LineageGraph:
     """The graph around node ``kind:ident`` (``up``, ``down`` or ``both``, at most ``max_hops`` hops each way),
-    read on the metadata store's open connection ``con``."""
+    read on the metadata store's open connection ``con``; ``producer`` pins a root artifact to the step run that
+    made it."""
     found: dict[tuple[str, str], int] = {(kind, ident): 0}
     for name in ("up", "down") if direction == "both" else (direction,):
         sign = -1 if name == "up" else 1
-        for key, hops in walk(con, kind, ident, max_hops, up=name == "up").items():
+        for key, hops in walk(con, kind, ident, max_hops, name == "up", producer).items():
             if hops:
                 found.setdefault(key, sign * hops)
     graph = LineageGraph(root=f"{kind}:{ident}")
@@ -149,19 +185,26 @@ def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int]) -> 
     hashes = [i for k, i in found if k == "artifact"]
     step_ids = [i for k, i in found if k == "step_run"]
     names: dict[str, set[str]] = {}
-    for digest, name in lookup(con, "SELECT artifact, name FROM events WHERE {match}", "artifact", hashes):
+    producers: dict[str, set[str]] = {}
+    for digest, name, sid, direction in lookup(
+        con, "SELECT artifact, name, step_run_id, direction FROM events WHERE {match}", "artifact", hashes
+    ):
         if name is not None:
             names.setdefault(digest, set()).add(name)
+        if direction == "out":
+            producers.setdefault(digest, set()).add(sid)
+    shown = set(step_ids)
     for digest, kind, size, summary in lookup(
         con, "SELECT hash, kind, size, summary FROM artifacts WHERE {match}", "hash", hashes
     ):
         label = "/".join(sorted(names.get(digest, ()))) or digest[:12]
+        others = len(producers.get(digest, set()) - shown)
         graph.nodes[f"artifact:{digest}"] = LineageNode(
             "artifact",
             digest,
-            f"{label} ({kind})",
+            f"{label} ({kind})" + (f"; also produced by {others} other step run{'s' * (others > 1)}" if others else ""),
             _step_depth(found[("artifact", digest)]),
-            {"artifact_kind": kind, "size": size, "summary": summary},
+            {"artifact_kind": kind, "size": size, "summary": summary, "also_produced_by": others},
         )
     for sid, run_id, step, status in lookup(
         con, "SELECT id, run_id, step, status FROM step_runs WHERE {match}", "id", step_ids

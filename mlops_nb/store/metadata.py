@@ -129,6 +129,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ALTER COLUMN pipeline DROP NOT NULL;
     CREATE INDEX runs_kind ON runs (kind);
     """,
+    # 6: the step run whose output an input event's artifact was (exact lineage when artifacts are equal);
+    # earlier inputs get the latest step run of the same run that made or reused the artifact before them
+    """
+    ALTER TABLE events ADD COLUMN source VARCHAR;
+    UPDATE events SET source = (
+        SELECT coalesce(p.cached_from, p.id) FROM events o JOIN step_runs p ON p.id = o.step_run_id
+        JOIN step_runs c ON c.id = events.step_run_id
+        WHERE o.artifact = events.artifact AND o.direction IN ('out', 'reuse') AND p.run_id = c.run_id
+            AND p.seq < c.seq
+        ORDER BY p.seq DESC LIMIT 1
+    ) WHERE direction = 'in';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -195,6 +207,7 @@ class StepRun:
         attempt: 1 for the first try, more for retries.
         executed_notebook: hash of the executed per-step notebook (dag and dask executors).
         inputs, outputs: name -> :class:`ArtifactRef`.
+        sources: input name -> the step run whose output it loaded, when known.
     """
 
     id: str
@@ -212,6 +225,7 @@ class StepRun:
     executed_notebook: str | None = None
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def duration(self) -> float | None:
@@ -499,12 +513,29 @@ class MetadataStore:
                 [v for r in unique for v in (r.hash, r.kind, r.size, r.uri, r.summary, utcnow())],
             )
 
-    def _record_events(self, con, step_run_id: str, refs: dict[str, ArtifactRef] | None, direction: str) -> None:
+    def _record_events(
+        self,
+        con,
+        step_run_id: str,
+        refs: dict[str, ArtifactRef] | None,
+        direction: str,
+        sources: dict[str, str] | None = None,
+    ) -> None:
         if refs:
             self._record_artifacts(con, list(refs.values()))
+            sources = sources or {}
+            self._insert_events(
+                con, [(step_run_id, ref.hash, direction, name, sources.get(name)) for name, ref in refs.items()]
+            )
+
+    @staticmethod
+    def _insert_events(con, events: list[tuple]) -> None:
+        """Insert ``(step_run_id, artifact, direction, name, source)`` rows in one statement."""
+        if events:
             con.execute(
-                "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(refs)),
-                [v for name, ref in refs.items() for v in (step_run_id, ref.hash, direction, name)],
+                "INSERT INTO events (step_run_id, artifact, direction, name, source) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?)"] * len(events)),
+                [v for event in events for v in event],
             )
 
     def record_artifact(self, ref: ArtifactRef) -> None:
@@ -524,10 +555,13 @@ class MetadataStore:
         inputs: dict[str, ArtifactRef] | None = None,
         attempt: int = 1,
         key_parts: dict | None = None,
+        sources: dict[str, str] | None = None,
     ) -> str:
         """Record the start of a step run and its input artifacts; return the step run's id.
 
         ``key_parts`` are the components of ``cache_key`` (kept to explain why a later run of the step ran).
+        ``sources`` maps an input to the step run whose output the step loaded (the producer, through a cache
+        hit's ``cached_from``), so lineage follows that chain only when other step runs made an equal artifact.
         """
         self._check_status(status, STATUSES)
         with self._connect(write=True) as con:
@@ -552,7 +586,7 @@ class MetadataStore:
                     json.dumps(key_parts, sort_keys=True) if key_parts is not None else None,
                 ],
             )
-            self._record_events(con, step_run_id, inputs, "in")
+            self._record_events(con, step_run_id, inputs, "in", sources)
         return step_run_id
 
     def finish_step(
@@ -607,8 +641,8 @@ class MetadataStore:
     def record_step(self, run_id: str, step: str, status: str, **kwargs: Any) -> str:
         """Record a step run that started and ended at once (``cached`` or ``skipped``); return its id.
 
-        Keyword arguments: ``why``, ``cache_key``, ``cell_index``, ``inputs``, ``outputs``, ``key_parts``,
-        ``cached_from``, ``error``, ``attempt``.
+        Keyword arguments: ``why``, ``cache_key``, ``cell_index``, ``inputs``, ``sources``, ``outputs``,
+        ``key_parts``, ``cached_from``, ``error``, ``attempt`` (see :meth:`start_step`).
         """
         return self.record_steps(run_id, [{"step": step, "status": status, **kwargs}])[0]
 
@@ -621,6 +655,7 @@ class MetadataStore:
             "cache_key",
             "cell_index",
             "inputs",
+            "sources",
             "outputs",
             "key_parts",
             "cached_from",
@@ -659,10 +694,12 @@ class MetadataStore:
                     ]
                 )
                 out = "reuse" if r["status"] == "cached" else "out"
+                sources = r.get("sources") or {}
                 for direction, group in (("in", r.get("inputs") or {}), (out, r.get("outputs") or {})):
                     for name, ref in group.items():
                         refs.append(ref)
-                        events.append([step_run_id, ref.hash, direction, name])
+                        source = sources.get(name) if direction == "in" else None
+                        events.append((step_run_id, ref.hash, direction, name, source))
             for row in rows:  # one at a time: the seq default must follow the order
                 con.execute(
                     "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, cached_from, started_at, "
@@ -670,11 +707,7 @@ class MetadataStore:
                     row,
                 )
             self._record_artifacts(con, refs)
-            if events:
-                con.execute(
-                    "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(events)),
-                    [v for event in events for v in event],
-                )
+            self._insert_events(con, events)
         return ids
 
     def finish_run(
@@ -865,15 +898,17 @@ class MetadataStore:
             return step_runs
         by_id = {s.id: s for s in step_runs}
         events = con.execute(
-            "SELECT e.step_run_id, e.direction, e.name, a.hash, a.kind, a.size, a.summary, a.uri "
+            "SELECT e.step_run_id, e.direction, e.name, e.source, a.hash, a.kind, a.size, a.summary, a.uri "
             "FROM events e JOIN artifacts a ON a.hash = e.artifact "
             "WHERE e.step_run_id IN (SELECT unnest(?::VARCHAR[]))",
             [list(by_id)],
         ).fetchall()
-        for step_run_id, direction, name, digest, kind, size, summary, uri in events:
+        for step_run_id, direction, name, source, digest, kind, size, summary, uri in events:
             ref = ArtifactRef(digest, kind, size or 0, name, summary or "", uri or "")
-            target = by_id[step_run_id].inputs if direction == "in" else by_id[step_run_id].outputs
-            target[name] = ref
+            step_run = by_id[step_run_id]
+            (step_run.inputs if direction == "in" else step_run.outputs)[name] = ref
+            if source is not None:
+                step_run.sources[name] = source
         return step_runs
 
     def get_run(self, run_id: str) -> Run:
@@ -957,53 +992,65 @@ class MetadataStore:
                 return None
             return self._step_runs(con, "id = ?", [rows[0][0]])[0], json.loads(rows[0][1])
 
-    def lineage(self, node: str, direction: str = "both", depth: int | None = None) -> LineageGraph:
+    def lineage(
+        self, node: str, direction: str = "both", depth: int | None = None, producer: str | None = None
+    ) -> LineageGraph:
         """The lineage of a node: an artifact (hash or 6+ character prefix), a step run (``RUN.N`` or
-        ``RUN/STEP``), or an output name (the latest artifact a step produced under that name).
+        ``RUN/STEP``), or an output name (the latest artifact a step produced under that name, followed through
+        that step run).
+
+        Lineage is exact: each input event names the step run whose output was loaded, so when other notebooks
+        or runs made an equal artifact, only the chain that was really followed is shown; such an artifact's
+        node says how many other step runs also produced it.
 
         Args:
             node: what to start from.
             direction: ``up`` (what it came from), ``down`` (what came from it) or ``both``.
             depth: how many steps to follow (default: all).
+            producer: for an artifact, the step run that made it (``RUN.N``): follow that one only.
         """
         if direction not in ("up", "down", "both"):
             raise StoreError(f"lineage direction {direction!r} must be up, down or both")
         max_hops = 2 * depth if depth is not None else 10_000
         with self._connect() as con:
-            kind, ident = self._resolve_node(con, str(node).strip())
-            return lineage_graph(con, kind, ident, direction, max_hops)
+            kind, ident, pinned = self._resolve_node(con, str(node).strip())
+            if producer is not None and kind == "artifact":
+                pinned = self._resolve_step_run(con, producer)
+            return lineage_graph(con, kind, ident, direction, max_hops, pinned)
 
     def resolve_node(self, node: str) -> tuple[str, str]:
         """``("artifact", hash)`` or ``("step_run", id)`` for a lineage node as people name it: an artifact hash or
         prefix, ``RUN.N``, ``RUN/STEP`` (``latest/train``), or an output name (its latest artifact)."""
         with self._connect() as con:
-            return self._resolve_node(con, str(node).strip())
+            return self._resolve_node(con, str(node).strip())[:2]
 
-    def _resolve_node(self, con, text: str) -> tuple[str, str]:
+    def _resolve_node(self, con, text: str) -> tuple[str, str, str | None]:
+        """Kind, id and, for an output name, the step run that made it."""
         if "/" in text or _STEP_RUN_ID.match(text):
-            return "step_run", self._resolve_step_run(con, text)
+            return "step_run", self._resolve_step_run(con, text), None
         if len(text) >= 6 and all(c in "0123456789abcdef" for c in text.lower()):
             try:
-                return "artifact", self._find_artifact_hash(con, text)
+                return "artifact", self._find_artifact_hash(con, text), None
             except NotFoundError:
                 if self._latest_output(con, text) is None:
                     raise
-        digest = self._latest_output(con, text)
-        if digest is None:
+        latest = self._latest_output(con, text)
+        if latest is None:
             raise NotFoundError(
                 f"no artifact, step run or output is named {text!r}; give an artifact hash (6+ hex characters), "
                 "RUN.N, RUN/STEP (latest/train) or the name of a step's output (model)"
             )
-        return "artifact", digest
+        return "artifact", *latest
 
     @staticmethod
-    def _latest_output(con, name: str) -> str | None:
+    def _latest_output(con, name: str) -> tuple[str, str] | None:
+        """The latest artifact a step run output under ``name``, and that step run."""
         rows = con.execute(
-            "SELECT e.artifact FROM events e JOIN step_runs s ON s.id = e.step_run_id "
+            "SELECT e.artifact, e.step_run_id FROM events e JOIN step_runs s ON s.id = e.step_run_id "
             "WHERE e.name = ? AND e.direction = 'out' ORDER BY s.seq DESC LIMIT 1",
             [name],
         ).fetchall()
-        return rows[0][0] if rows else None
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def _find_artifact_hash(self, con, text: str) -> str:
         if len(text) == 64:  # a whole hash: one index probe instead of a prefix scan of every artifact

@@ -93,8 +93,9 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     artifacts = project.artifacts
     metrics = artifacts.get(last.step("evaluate").outputs["metrics"])
     echo("5. Metrics of the model: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-    model = last.step("train").outputs["model"]
-    graph = project.metadata.lineage(model.hash, direction="up")
+    train = last.step("train")
+    model = train.outputs["model"]
+    graph = project.metadata.lineage(model.hash, direction="up", producer=train.cached_from or train.id)
     echo(f"\n6. Lineage of the model {model.short} ({model.summary}), back to the raw file:")
     rows = [[n.depth, n.kind.replace("_", " "), n.label] for n in graph.upstream()]
     echo(indented(table(rows, ["DEPTH", "KIND", "WHAT"])))
@@ -110,11 +111,13 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
 
     views = project.features.list_views()
     echo(f"   feature views: {', '.join(views['view'])} ({int(views['rows'].sum())} rows)")
-    model = record.step("train").outputs["model"]
+    train = record.step("train")
     kinds = sorted(
         {
             n.attrs.get("artifact_kind")
-            for n in project.metadata.lineage(model.hash, "up").upstream()
+            for n in project.metadata.lineage(
+                train.outputs["model"].hash, "up", producer=train.cached_from or train.id
+            ).upstream()
             if n.kind == "artifact"
         }
     )

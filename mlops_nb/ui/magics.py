@@ -287,7 +287,8 @@ class MlopsMagics(Magics, Configurable):
         ctx = self.context()
         known = ctx.produced(target)
         node = known.hash if known else target
-        graph = ctx.store.lineage(node, direction="up")
+        producer = ctx.sources([target], self.shell.user_ns).get(target) if known else None
+        graph = ctx.store.lineage(node, direction="up", producer=producer)
         return Markdown(f"```mermaid\n{graph.to_mermaid()}\n```")
 
     def _cmd_features(self, words: list[str]):

@@ -115,6 +115,8 @@ class GraphRun:
         self.progress = options.progress
         self.store, self.artifacts = job.project.metadata, job.project.artifacts
         self.outputs: dict[str, dict[str, ArtifactRef]] = dict(self.prepared.outputs)
+        # step -> the step run that produced its outputs (a Future while its start record is queued)
+        self.producers: dict[str, Any] = {r["step"]: r["cached_from"] for r in self.prepared.records}
         self.done: set[str] = set(self.prepared.outputs)
         self.failed: dict[str, str] = {}
         self.skipped: set[str] = set()
@@ -208,8 +210,13 @@ class GraphRun:
         step_run_id = self.store.record_step(self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index)
         emit_post_step(self.run_id, step.name, step_run_id, "skipped", why, {}, None)
 
+    def _sources(self, step: Step) -> dict[str, str]:
+        """Input -> the step run that produced it; in the writer, where every producer's id is known."""
+        found = {n: self.producers.get(step.upstream[n]) for n in step.inputs}
+        return {n: p.result() if isinstance(p, Future) else p for n, p in found.items() if p is not None}
+
     def _record_hit(self, step: Step, decision: Decision) -> None:
-        step_run_id, outputs = record_hit(self.store, self.run_id, step, decision)
+        step_run_id, outputs = record_hit(self.store, self.run_id, step, decision, self._sources(step))
         emit_post_step(self.run_id, step.name, step_run_id, "cached", decision.why, outputs, None)
 
     def _start(self, step: Step, threads) -> None:
@@ -218,6 +225,7 @@ class GraphRun:
         if decision.hit is not None:
             self.writer.submit(self._record_hit, step, decision)
             self.outputs[step.name] = {n: decision.hit.outputs[n] for n in step.outputs}
+            self.producers[step.name] = decision.hit.id
             self.done.add(step.name)
             self._say(f"  {step.name}: cached ({decision.why})")
             return
@@ -232,7 +240,9 @@ class GraphRun:
             "artifact_root": self.artifacts.uri_root,
         }
         start = self.writer.submit(
-            lambda: record_start(self.store, self.run_id, step, decision, attempt, self._retries(step))[0],
+            lambda: record_start(
+                self.store, self.run_id, step, decision, attempt, self._retries(step), self._sources(step)
+            )[0],
             urgent=True,
         )
         self._launches.append((_Running(step, start, attempt, decision), delay, step_cells(spec, step.source)))
@@ -276,6 +286,7 @@ class GraphRun:
                 )
             )
             self.outputs[step.name] = {n: outputs[n] for n in step.outputs}
+            self.producers[step.name] = item.step_run_id
             self.done.add(step.name)
             duration = (executed.ended_at - executed.started_at).total_seconds()
             self._say(f"  {step.name}: ran ({item.decision.why if item.attempt == 1 else 'retry'}) {duration:.2f}s")

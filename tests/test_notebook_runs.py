@@ -333,3 +333,64 @@ def test_dag_command(tmp_path):
     assert {"from": "split", "to": "evaluate", "name": "X_test"} in data["edges"]
     bad = runner.invoke(cli, ["dag", str(tmp_path / "missing.ipynb")], obj={})
     assert bad.exit_code == 1 and "does not exist; check the path" in bad.output
+
+
+def _with_markdown(path: Path, sources: list[str]) -> Path:
+    """A notebook whose cells alternate markdown and ``sources`` (cell 2 is tagged ``parameters``)."""
+    import nbformat
+
+    cells = []
+    for i, source in enumerate(sources):
+        cells.append(nbformat.v4.new_markdown_cell(f"## part {i}"))
+        cell = nbformat.v4.new_code_cell(source)
+        if i == 1:
+            cell.metadata["tags"] = ["parameters"]
+        cells.append(cell)
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_one_cell_number_everywhere(tmp_path):
+    """The failing step's cell is its 1-based position among all saved cells (markdown included, papermill's
+    injected parameters cell not counted): by hand, headless, in `show`, in the record."""
+    (tmp_path / "pyproject.toml").write_text("")
+    nb = _with_markdown(
+        tmp_path / "cells.ipynb",
+        [
+            "%load_ext mlops_nb",
+            "n = 3",
+            "%%mlops step make\nnumbers = list(range(n))",
+            "%%mlops step divide\nhalves = [x / (n - 4) for x in numbers]",
+            "halves",
+        ],
+    )  # divide is cell 8 of 10; it fails when n == 4
+    by_hand = run_by_hand(nb)
+    assert not [c for c in by_hand if c["errors"]]
+    result = cli_run(tmp_path, str(nb), "-p", "n", "4")
+    assert result.exit_code == 1
+    assert "Error: step 'divide' (cell 8) failed: ZeroDivisionError: division by zero" in result.stderr
+    run = Project(tmp_path).metadata.get_run("latest")
+    assert run.step("divide").cell == 8 and run.step("divide").to_dict()["cell"] == 8
+    shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "show", run.id], obj={})
+    assert "divide (cell 8): ZeroDivisionError: division by zero" in shown.output
+
+    nbformat = pytest.importorskip("nbformat")
+    saved = nbformat.read(nb, as_version=4)
+    saved.cells[3].source = "n = 4"  # divide now fails by hand too
+    nbformat.write(saved, nb)
+    manual = run_by_hand(nb)
+    errors = [c for c in manual if c["errors"]]
+    assert errors and errors[0]["index"] == 7
+    assert errors[0]["errors"][-1] == (
+        "StepFailedError",
+        "step 'divide' (cell 8) failed: ZeroDivisionError: division by zero",
+    )
+
+    # a cell that is not a step fails headless, after papermill's injected cell: the saved notebook's number
+    saved.cells[3].source = "n = 3"
+    saved.cells[9].source = "assert n != 5, 'n must not be 5'"
+    nbformat.write(saved, nb)
+    result = cli_run(tmp_path, str(nb), "-p", "n", "5")
+    assert "Error: cell 10 of cells.ipynb (not a step) failed: AssertionError: n must not be 5" in result.stderr

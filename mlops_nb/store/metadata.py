@@ -232,11 +232,18 @@ class StepRun:
         """Seconds from start to end, when ended."""
         return _seconds(self.started_at, self.ended_at)
 
+    @property
+    def cell(self) -> int | None:
+        """The step's cell as people count it: 1-based among all cells of the saved notebook, markdown
+        included (JupyterLab's "Cell N/M"); ``cell_index`` is the same cell 0-based."""
+        return self.cell_index + 1 if self.cell_index is not None else None
+
     def to_dict(self) -> dict:
         """A JSON-able dict."""
         data = asdict(self)
         data["started_at"], data["ended_at"] = iso(self.started_at), iso(self.ended_at)
         data["duration"] = self.duration
+        data["cell"] = self.cell
         data["inputs"] = {k: v.to_dict() for k, v in self.inputs.items()}
         data["outputs"] = {k: v.to_dict() for k, v in self.outputs.items()}
         return data

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...core import progress
-from ...exceptions import StepFailedError
+from ...exceptions import NotFoundError, StepFailedError
 from ...pipeline.notebook import parse_magic_line, split_magic
 from ...settings import HOME_ENV, NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV
 from ..step import emit_post_step
@@ -60,7 +60,7 @@ class NotebookRunner(Runner):
                 )
         except PapermillExecutionError as exc:
             if _cell_raised(output):  # not only the traceback of an attempt that a retry then fixed
-                outcome.failure = _failure(pipeline, store, job.run_id, exc)
+                outcome.failure = _failure(pipeline, store, job.run_id, exc, _saved_index(output, exc.cell_index))
         except KeyboardInterrupt:  # papermill stopped the kernel; keep what it executed
             interrupted = True
         except Exception as exc:  # noqa: BLE001 - the kernel died, a cell timed out: recorded, then raised
@@ -93,9 +93,11 @@ class _StepReporter:
         name = _step_name(cell)
         if name is None:
             return
-        done = [s for s in self.job.project.metadata.get_run(self.job.run_id).step_runs if s.step == name]
-        if done:
-            s = done[-1]
+        try:  # the step's latest record (one short read, not the whole run)
+            s = self.job.project.metadata.get_step_run(f"{self.job.run_id}/{name}")
+        except NotFoundError:
+            s = None
+        if s is not None:
             verb = {"succeeded": "ran", "cached": "cached"}.get(s.status, s.status)
             outs = ", ".join(f"{k}: {r.summary or r.kind}" for k, r in s.outputs.items())
             self.bar.write(f"  {name}: {verb} ({s.why}) {s.duration or 0:.2f}s" + (f" → {outs}" if outs else ""))
@@ -184,19 +186,30 @@ def _cell_raised(output: Path) -> bool:
     return any(c.get("metadata", {}).get("papermill", {}).get("exception") for c in cells)
 
 
-def _failure(pipeline, store, run_id: str, exc) -> StepFailedError:
-    """The one-line error of a failed headless run, from the failed step's record (or the failing cell)."""
+def _saved_index(output: Path, index: int) -> int:
+    """The position in the saved notebook of cell ``index`` of papermill's executed one (which has the injected
+    parameters cell, not counted: cell numbers are the saved notebook's, as JupyterLab's status bar shows)."""
+    import json
+
+    cells = json.loads(output.read_text(encoding="utf-8")).get("cells", [])
+    injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    return index - sum(1 for i in injected if i < index)
+
+
+def _failure(pipeline, store, run_id: str, exc, cell_index: int) -> StepFailedError:
+    """The one-line error of a failed headless run, from the failed step's record (or the failing cell, at
+    ``cell_index`` of the saved notebook)."""
     failed = [s for s in store.get_run(run_id).step_runs if s.status == "failed"]
     if failed:
         s = failed[-1]
-        cell = s.cell_index if s.cell_index is not None else exc.cell_index
+        cell = s.cell_index if s.cell_index is not None else cell_index
         return StepFailedError(
             f"step {s.step!r} (cell {cell + 1}) failed: {s.error}", s.step, cell, exc.ename, exc.evalue
         )
     return StepFailedError(
-        f"cell {exc.cell_index} of {pipeline.path.name} failed before any step could: {exc.ename}: {exc.evalue}",
+        f"cell {cell_index + 1} of {pipeline.path.name} (not a step) failed: {exc.ename}: {exc.evalue}",
         "",
-        exc.cell_index,
+        cell_index,
         exc.ename,
         exc.evalue,
     )

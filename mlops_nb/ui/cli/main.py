@@ -192,7 +192,7 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
         click.echo(table(rows, ["STEP RUN", "STEP", "STATUS", "DURATION", "WHY", "OUTPUTS"]))
         for s in record.step_runs:
             if s.error:
-                where = f" (cell {s.cell_index})" if s.cell_index is not None else ""
+                where = f" (cell {s.cell})" if s.cell is not None else ""
                 click.echo(f"  {s.step}{where}: {s.error}")
 
 

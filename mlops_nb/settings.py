@@ -111,6 +111,13 @@ SETTINGS: dict[str, Setting] = {
             "default executor of headless runs: notebook, dag, dask or one an installed package registers",
         ),
         Setting(
+            "library_versions",
+            _bool,
+            True,
+            "the versions of the third-party packages a notebook imports are in each step's cache key, so an "
+            "upgrade re-runs the steps; false leaves them out (for environments pinned another way)",
+        ),
+        Setting(
             "fork_kernels",
             _bool,
             True,

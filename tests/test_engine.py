@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from nbtools import write_notebook
@@ -331,3 +332,66 @@ def test_a_gone_output_is_named_the_same_whatever_order_the_records_come_in(proj
     hit = StepRun("r.1", "r", "ingest", "succeeded", outputs=outputs)
     step = Step(name="ingest", cell_index=1, source="", code="")
     assert unusable(project, hit, step) == "output features:stats#1 is gone"
+
+
+# Library versions in the cache key ------------------------------------------------------------------------------------
+def test_library_versions_name_each_module_by_its_distribution():
+    import importlib.metadata as md
+
+    from mlops_nb.engine.libraries import versions
+
+    found = versions(["sklearn", "pandas", "yaml", "not_installed_anywhere"])
+    assert found == {
+        "pandas": md.version("pandas"),
+        "pyyaml": md.version("PyYAML"),
+        "scikit-learn": md.version("scikit-learn"),
+    }
+
+
+def _install(site, version: str) -> None:
+    """Install (as pip lays it out) a one-module distribution ``tiny-lib`` of ``version`` into ``site``."""
+    import shutil
+
+    for old in site.glob("tiny_lib-*.dist-info"):
+        shutil.rmtree(old)
+    (site / "tinylib.py").write_text(f"VERSION = {version!r}\n")
+    info = site / f"tiny_lib-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tiny-lib\nVersion: {version}\n")
+    (info / "RECORD").write_text("tinylib.py,,\n")
+
+
+@pytest.mark.slow
+def test_an_upgraded_library_reruns_the_steps_that_import_it_unless_turned_off(tmp_path):
+    import os
+    import subprocess
+
+    site = tmp_path / "site"
+    site.mkdir()
+    home = tmp_path / "project"
+    home.mkdir()
+    (home / "pyproject.toml").write_text("")
+    nb = write_notebook(
+        home / "libs.ipynb",
+        ["%load_ext mlops_nb", "import tinylib", "%%mlops step use\nversion = tinylib.VERSION", "version"],
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
+    env["PYTHONPATH"] = str(site)
+    command = [str(Path(sys.executable).parent / "mlops-nb"), "run", nb.name, "--json"]
+
+    def run(**extra):
+        done = subprocess.run(command, cwd=home, env={**env, **extra}, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["step_runs"][0]
+
+    _install(site, "1.0")
+    assert run()["why"] == "no earlier run"
+    assert run()["status"] == "cached"
+    _install(site, "1.1")
+    upgraded = run()
+    assert upgraded["status"] == "succeeded" and upgraded["why"] == "tiny-lib 1.0 → 1.1"
+
+    off = {"MLOPS_NB_LIBRARY_VERSIONS": "false"}
+    assert run(**off)["why"] == "library versions no longer in the cache key"
+    _install(site, "2.0")
+    assert run(**off)["status"] == "cached"

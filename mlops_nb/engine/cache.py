@@ -1,8 +1,8 @@
 """The cache: a step's key, why it runs, and whether an earlier step run can stand in for it.
 
 A step's **cache key** is the hash of its normalised source, the setup cells, the local modules the notebook
-imports, its input artifacts, the content of its ``--reads`` files, the parameter values it uses, and a format
-version. :func:`decide` is the one place a step is decided, in every mode: the magic, the planner and the
+imports, its input artifacts, the content of its ``--reads`` files, the parameter values it uses, the versions of
+the third-party packages it and the setup cells import, and a format version. :func:`decide` is the one place a step is decided, in every mode: the magic, the planner and the
 ``dag``/``dask`` driver all call it (DESIGN invariant 1).
 """
 
@@ -14,12 +14,17 @@ from typing import Any
 from ..core.hashing import canonical, hash_path, sha256
 from ..core.records import ArtifactRef
 from ..pipeline.notebook import FORMAT_VERSION, Pipeline, Step
+from .libraries import versions
 
 
-def key_parts(pipeline: Pipeline, step: Step, inputs: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
+def key_parts(
+    pipeline: Pipeline, step: Step, inputs: dict[str, str], params: dict[str, Any], libraries: bool = True
+) -> dict[str, Any]:
     """The components of a step's cache key: normalised source, setup, local modules, input artifact hashes,
-    ``--reads`` content hashes, the parameter values it uses, and the format version."""
-    return {
+    ``--reads`` content hashes, the parameter values it uses, the format version and (unless ``libraries`` is
+    false: the ``library_versions`` setting) the versions of the third-party packages the setup cells and the
+    step import."""
+    parts = {
         "format": FORMAT_VERSION,
         "source": sha256(step.normalized),
         "setup": pipeline.setup_hash,
@@ -28,6 +33,9 @@ def key_parts(pipeline: Pipeline, step: Step, inputs: dict[str, str], params: di
         "reads": {p: hash_path(pipeline.folder / p) for p in step.reads},
         "params": {p: canonical(params.get(p, pipeline.params.get(p))) for p in step.params},
     }
+    if libraries:
+        parts["libraries"] = versions(sorted({*pipeline.setup_libraries, *step.libraries}))
+    return parts
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -46,6 +54,13 @@ def explain(parts: dict[str, Any], previous: dict[str, Any] | None) -> str:
         reasons.append("source changed")
     if previous.get("setup") != parts["setup"]:
         reasons.append("setup changed")
+    if ("libraries" in previous) != ("libraries" in parts):
+        reasons.append("library versions " + ("now" if "libraries" in parts else "no longer") + " in the cache key")
+    else:
+        old, new = previous.get("libraries", {}), parts.get("libraries", {})
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                reasons.append(f"{name} {old.get(name) or '(none)'} → {new.get(name) or '(none)'}")
     for group, label in (
         ("modules", "module {} changed"),
         ("params", "param {} changed"),
@@ -125,7 +140,8 @@ def decide(
     """Compute a step's cache key from its inputs and parameters, look for a reusable earlier run, and say why
     the step runs when there is none. Reads the metadata store; writes nothing."""
     store = project.metadata
-    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params)
+    libraries = project.settings.library_versions
+    parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params, libraries)
     key = cache_key(parts)
     inputs = dict(inputs)
     for path in step.reads:

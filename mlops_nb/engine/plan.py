@@ -47,7 +47,7 @@ def plan(project, pipeline: Pipeline, params: dict[str, Any], no_cache: bool = F
             if hashes is None:
                 planned[step.name] = PlannedStep(step, None, None, None)
                 continue
-            parts = key_parts(pipeline, step, hashes, params)
+            parts = key_parts(pipeline, step, hashes, params, project.settings.library_versions)
             key = cache_key(parts)
             hit = None
             if not (no_cache or step.no_cache):

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -106,6 +107,7 @@ class Step:
         params: parameters (from the ``parameters`` cell) that it reads.
         upstream: input name -> the step producing it.
         modules: local module name -> sha256 of its source, for modules the step imports.
+        libraries: third-party packages (top-level module names) the step imports; their versions enter its key.
         declared_inputs, declared_outputs: what ``--inputs``/``--outputs`` said, if given.
     """
 
@@ -121,6 +123,7 @@ class Step:
     params: list[str] = field(default_factory=list)
     upstream: dict[str, str] = field(default_factory=dict)
     modules: dict[str, str] = field(default_factory=dict)
+    libraries: list[str] = field(default_factory=list)
     declared_inputs: list[str] | None = None
     declared_outputs: list[str] | None = None
 
@@ -279,6 +282,20 @@ def local_modules(modules: list[tuple[str, int]], roots: list[Path]) -> dict[str
     return dict(sorted(hashes.items()))
 
 
+_OWN = {"mlops_nb", "__future__", "IPython", "ipykernel"}  # versioned by the cache format, or no step's result
+
+
+def third_party(modules: list[tuple[str, int]], roots: list[Path]) -> list[str]:
+    """The top-level names of the absolute imports that are neither the standard library nor local modules."""
+    names = set()
+    for name, level in modules:
+        top = name.split(".")[0]
+        if level or not top or top in sys.stdlib_module_names or top in _OWN or _find_module(top, roots):
+            continue
+        names.add(top)
+    return sorted(names)
+
+
 @dataclass
 class _ParseState:
     """What :meth:`Pipeline._parse` collects in its pass over the cells, for the checks that follow it.
@@ -323,6 +340,7 @@ class Pipeline:
         setup_cells: indices of setup cells (code cells that are neither steps nor read step outputs).
         setup_hash: sha256 of the setup cells' normalised source.
         setup_modules: local modules the setup cells import -> sha256 of their source.
+        setup_libraries: third-party packages (top-level module names) the setup cells import.
         notebook_hash: sha256 of the notebook's cells' source.
     """
 
@@ -337,6 +355,7 @@ class Pipeline:
         self.report_cells: list[int] = []
         self.setup_hash = ""
         self.setup_modules: dict[str, str] = {}
+        self.setup_libraries: list[str] = []
         self.notebook_hash = sha256(canonical([c["source"] for c in self.cells]))
         self.problems: list[tuple[int | None, str]] = []  # (cell index, message)
         self._parse()
@@ -601,9 +620,11 @@ class Pipeline:
         roots = [self.folder]
         self.setup_hash = sha256(canonical(state.setup_sources))
         self.setup_modules = local_modules(state.setup_modules, roots)
+        self.setup_libraries = third_party(state.setup_modules, roots)
         for step in self.steps:
             if step.cell_index in state.analyses:
                 step.modules = local_modules(state.analyses[step.cell_index].modules, roots)
+                step.libraries = third_party(state.analyses[step.cell_index].modules, roots)
 
     def _parse_parameters(self, index: int, code: str) -> None:
         self.parameters_cell = index

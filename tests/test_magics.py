@@ -74,13 +74,18 @@ def test_session_is_one_manual_run_and_edits_record_new_step_runs(shell, tmp_pat
 
     frame = shell.run_cell("%mlops runs").result
     assert list(frame["run"]) == [runs[0].id]
-    dag = shell.run_cell("%mlops dag").result
-    assert dag.data.startswith("```mermaid\nflowchart TD") and "fill:#c8e6c9" in dag.data
+    dag = shell.run_cell("%mlops dag").result  # pictures too, in a fresh kernel
+    assert dag._repr_png_().startswith(b"\x89PNG") and repr(dag) == "<DAG of nb: 2 steps>"
     picture = shell.run_cell("%mlops timeline").result  # an image in a fresh kernel: no %matplotlib needed
     assert picture.figure.axes[0].get_title().startswith(f"run {runs[0].id}")
     assert picture._repr_png_().startswith(b"\x89PNG\r\n\x1a\n") and repr(picture).startswith("<timeline of run")
     lineage = shell.run_cell("%mlops lineage total").result
-    assert "make [succeeded]" in lineage.data and "-->|items|" in lineage.data
+    assert (
+        lineage._repr_png_().startswith(b"\x89PNG")
+        and repr(lineage) == "<lineage of total (json): 2 step runs upstream>"
+    )
+    texts = [t.get_text() for t in lineage.figure.axes[0].texts]
+    assert any(t.startswith("make · succeeded") for t in texts)
 
     ended = shell.run_cell("%mlops end").result  # the session's run ends; the next step starts another
     assert list(ended["run"]) == [runs[0].id] and list(ended["status"]) == ["succeeded"]

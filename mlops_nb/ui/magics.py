@@ -218,10 +218,10 @@ class MlopsMagics(Magics, Configurable):
         return _runs_frame([run])
 
     def _cmd_dag(self, words: list[str]):
-        """``%mlops dag``: the DAG as a mermaid diagram, coloured by the last run's statuses."""
-        from IPython.display import Markdown
-
+        """``%mlops dag``: the DAG as a picture (top-down, readable at notebook width), coloured by the last
+        run's statuses."""
         from ..pipeline.notebook import Pipeline
+        from .plots import Picture, dag_diagram
 
         path = self._notebook_or_fail()
         pipeline = Pipeline.from_notebook(path, strict=False)
@@ -230,7 +230,7 @@ class MlopsMagics(Magics, Configurable):
         if runs:
             for step_run in self.context().store.get_run(runs[0].id).step_runs:
                 statuses[step_run.step] = step_run.status
-        return Markdown(f"```mermaid\n{pipeline.to_mermaid(statuses)}\n```")
+        return Picture(dag_diagram(pipeline, statuses), f"DAG of {pipeline.name}: {len(pipeline.steps)} steps")
 
     def _cmd_notebook(self, words: list[str]):
         """``%mlops notebook PATH``: the notebook this session's steps belong to (for front ends that do not tell
@@ -276,8 +276,9 @@ class MlopsMagics(Magics, Configurable):
         return Picture(timeline(run), f"timeline of run {run.id}: {len(run.step_runs)} step runs")
 
     def _cmd_lineage(self, words: list[str]):
-        """``%mlops lineage NAME``: lineage of a variable a step produced (or an artifact / step run id)."""
-        from IPython.display import Markdown
+        """``%mlops lineage NAME``: a picture of the lineage of a variable a step produced (or of an artifact
+        hash, ``RUN.N``, ``RUN/STEP`` or an output name)."""
+        from .plots import Picture, lineage_diagram
 
         if not words:
             raise MagicUsageError(
@@ -289,7 +290,11 @@ class MlopsMagics(Magics, Configurable):
         node = known.hash if known else target
         producer = ctx.sources([target], self.shell.user_ns).get(target) if known else None
         graph = ctx.store.lineage(node, direction="up", producer=producer)
-        return Markdown(f"```mermaid\n{graph.to_mermaid()}\n```")
+        upstream = [n for n in graph.upstream() if n.kind == "step_run"]
+        title = (
+            f"lineage of {graph.nodes[graph.root].label}: {len(upstream)} step run{'s' * (len(upstream) != 1)} upstream"
+        )
+        return Picture(lineage_diagram(graph), title)
 
     def _cmd_features(self, words: list[str]):
         """``%mlops features [VIEW]``: the feature views as a table, or one view's statistics with histograms."""

@@ -196,6 +196,19 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
                 click.echo(f"  {s.step}{where}: {s.error}")
 
 
+_png_option = click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the diagram, top-down, into this PNG file.",
+)
+
+
+def _save_png(figure, path: Path | None) -> None:
+    if path is not None:
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        click.echo(f"diagram: {path}", err=True)
+
+
 @cli.command()
 @click.argument("node")
 @click.option(
@@ -208,8 +221,11 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
 @click.option("--depth", type=click.IntRange(min=1), help="Follow at most this many steps.")
 @_format_option
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@_png_option
 @click.pass_context
-def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fmt: str, as_json: bool) -> None:
+def lineage(
+    ctx: click.Context, node: str, direction: str, depth: int | None, fmt: str, as_json: bool, png: Path | None
+) -> None:
     """Show the lineage of an artifact or a step run.
 
     NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N), RUN/STEP, or the name of a
@@ -218,6 +234,10 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, fm
     Example: mlops-nb lineage latest/train --direction up
     """
     graph = _store(ctx).lineage(node, direction=direction, depth=depth)
+    if png is not None:
+        from ..plots import lineage_diagram
+
+        _save_png(lineage_diagram(graph), png)
     if as_json or fmt == "json":
         echo_json(graph.to_dict())
     elif fmt == "mermaid":
@@ -360,7 +380,8 @@ def run(
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
 @_format_option
-def dag(notebook: Path, fmt: str) -> None:
+@_png_option
+def dag(notebook: Path, fmt: str, png: Path | None) -> None:
     """Show NOTEBOOK's pipeline: its steps, what each takes from which step, the files and parameters it reads.
 
     Example: mlops-nb dag notebooks/quickstart.ipynb --format mermaid
@@ -368,6 +389,10 @@ def dag(notebook: Path, fmt: str) -> None:
     from ...pipeline.notebook import Pipeline
 
     pipeline = Pipeline.from_notebook(notebook)
+    if png is not None:
+        from ..plots import dag_diagram
+
+        _save_png(dag_diagram(pipeline), png)
     if fmt == "json":
         echo_json(pipeline.to_dict())
     elif fmt == "mermaid":

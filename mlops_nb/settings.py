@@ -22,6 +22,7 @@ HOME_ENV = "MLOPS_NB_HOME"
 RUN_ENV = "MLOPS_NB_RUN_ID"  # a headless run's id, handed to the kernel that runs its steps
 NOTEBOOK_ENV = "MLOPS_NB_NOTEBOOK"  # the notebook that kernel runs
 NO_CACHE_ENV = "MLOPS_NB_NO_CACHE"  # "1": the run reuses nothing from the cache
+PLAN_ENV = "MLOPS_NB_PLAN"  # a JSON file: the cache hits the driver recorded, which that kernel does not decide again
 
 
 @dataclass(frozen=True)

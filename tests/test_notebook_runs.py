@@ -394,3 +394,43 @@ def test_one_cell_number_everywhere(tmp_path):
     nbformat.write(saved, nb)
     result = cli_run(tmp_path, str(nb), "-p", "n", "5")
     assert "Error: cell 10 of cells.ipynb (not a step) failed: AssertionError: n must not be 5" in result.stderr
+
+
+def test_planned_hits_are_recorded_by_the_driver_and_the_kernel_loads_only_what_later_cells_read(tmp_path):
+    """A run with one parameter changed: the driver records the steps the cache answers before the kernel starts;
+    the kernel does not decide them again and loads only the outputs that a step that runs (or a report cell)
+    reads; the step that loads records the time loading took; the post_step hook hears every step once."""
+    from mlops_nb.core.hooks import hooks
+
+    (tmp_path / "pyproject.toml").write_text("")
+    nb = write_notebook(
+        tmp_path / "planned.ipynb",
+        [
+            "%load_ext mlops_nb",
+            "alpha = 1",
+            "%%mlops step load\nraw = list(range(100_000))",
+            "%%mlops step double\ndoubled = [x * 2 for x in raw]",
+            "%%mlops step scale\nscaled = sum(doubled) * alpha",
+            "print('loaded:', sorted(k for k in ('raw', 'doubled') if k in globals()))",
+            "scaled",
+        ],
+        parameters=1,
+    )
+    project = Project(tmp_path)
+    first = mlops_nb.run(nb, project=project, progress=False)
+    heard = []
+    unsubscribe = hooks.subscribe("post_step", lambda *, step, status, **kw: heard.append((step, status)))
+    try:
+        second = mlops_nb.run(nb, {"alpha": 2}, project=project, progress=False)
+    finally:
+        unsubscribe()
+    assert statuses(second) == {"load": "cached", "double": "cached", "scale": "succeeded"}
+    assert sorted(heard) == [("double", "cached"), ("load", "cached"), ("scale", "succeeded")]
+    executed = project.artifacts.get(second.executed_notebook)
+    text = json.dumps(executed.cells[-2].outputs)
+    assert "loaded: ['doubled']" in text  # raw was not loaded: no later cell that runs reads it
+    assert executed.cells[3].outputs[0]["text"].startswith("↺ load cached (cached from run")  # after the injected cell
+    double = second.step("double")
+    assert double.cached_from == first.step("double").id and double.ended_at > double.started_at
+    assert second.step("scale").sources == {"doubled": first.step("double").id}
+    assert project.artifacts.get(second.step("scale").outputs["scaled"]) == 2 * sum(range(100_000)) * 2

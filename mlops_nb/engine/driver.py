@@ -105,13 +105,15 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
     executors.check(runner, options)
     selection = select_steps(pipeline, options.from_step, options.to_step, options.only)
     prepared = prepare(project, pipeline, values, selection)  # raises before anything is recorded
+    planned = None
     if not options.partial:
         planned = plan(project, pipeline, values, options.no_cache)
         if fully_cached(pipeline, planned):
             return _record_fully_cached(project, pipeline, planned, values, name, options)
     store = project.metadata
     run_id = open_run(project, pipeline, values, name, options.trigger)
-    job = Job(project, pipeline, values, {k: values[k] for k in (params or {})}, run_id, options, prepared)
+    given = {k: values[k] for k in (params or {})}
+    job = Job(project, pipeline, values, given, run_id, options, prepared, planned)
     outcome = Outcome("failed")
     try:
         with _sigterm_interrupts():

@@ -75,12 +75,13 @@ def fully_cached(pipeline: Pipeline, planned: list[PlannedStep]) -> bool:
 
 
 def cached_records(planned: list[PlannedStep]) -> list[dict]:
-    """The ``cached`` step runs of a fully cached run, as :meth:`MetadataStore.record_steps` takes them."""
+    """The ``cached`` step runs of planned cache hits (every step of a fully cached run, or the hits a runner
+    records before its kernel starts), as :meth:`MetadataStore.record_steps` takes them."""
     records = []
     producers = {p.step.name: p.hit.id for p in planned}
     for p in planned:
         inputs = {n: p.hit.inputs[n] for n in [*p.step.inputs, *p.step.reads] if n in p.hit.inputs}
-        sources = {n: producers[up] for n, up in p.step.upstream.items() if n in inputs}
+        sources = {n: producers[up] for n, up in p.step.upstream.items() if n in inputs and up in producers}
         records.append(
             {
                 "step": p.step.name,

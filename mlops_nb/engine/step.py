@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import hooks as tracking
+from ..core.clock import utcnow
 from ..core.hooks import hooks
 from ..core.records import ArtifactRef
 from ..exceptions import MlopsError, StepFailedError
@@ -71,14 +72,25 @@ class RunContext:
         pipeline: the parsed notebook, when known.
         no_cache: run every step (``--no-cache``).
         owns_run: whether this process ends the run (a manual session) or a driver does.
+        planned: step -> the cache hit its driver already recorded (step run ``id``, ``hit``, ``why``,
+            ``outputs``, and the outputs to ``load`` because later cells read them): such a step is not decided again.
     """
 
-    def __init__(self, project, run_id: str, pipeline: Pipeline | None, no_cache: bool = False, owns_run: bool = False):
+    def __init__(
+        self,
+        project,
+        run_id: str,
+        pipeline: Pipeline | None,
+        no_cache: bool = False,
+        owns_run: bool = False,
+        planned: dict[str, dict] | None = None,
+    ):
         self.project = project
         self.run_id = run_id
         self.pipeline = pipeline
         self.no_cache = no_cache
         self.owns_run = owns_run
+        self.planned = planned or {}
         self.results: list[StepResult] = []
         self._produced: dict[str, tuple[ArtifactRef, int, str | None]] = {}  # variable -> (ref, id(obj), producer)
 
@@ -160,11 +172,12 @@ def load_pipeline(path: str | os.PathLike | None) -> Pipeline | None:
 
 # Records shared with the dag/dask driver ----------------------------------------------------------------------------
 def record_hit(
-    store, run_id: str, step: Step, decision: Decision, sources: dict[str, str] | None = None
+    store, run_id: str, step: Step, decision: Decision, sources: dict[str, str] | None = None, **times
 ) -> tuple[str, dict[str, ArtifactRef]]:
     """Record a cache hit as a ``cached`` step run; return its id and the outputs it reuses.
 
-    ``sources``: input -> the step run that produced the artifact the step loaded (see ``start_step``)."""
+    ``sources``: input -> the step run that produced the artifact the step loaded (see ``start_step``);
+    ``started_at``/``ended_at``: when loading its outputs began and ended (default: now)."""
     outputs = {n: decision.hit.outputs[n] for n in step.outputs}
     step_run_id = store.record_step(
         run_id,
@@ -178,6 +191,7 @@ def record_hit(
         key_parts=decision.parts,
         outputs=outputs,
         cached_from=decision.hit.id,
+        **times,
     )
     return step_run_id, outputs
 
@@ -299,14 +313,43 @@ def execute_step(
         the :class:`StepResult`; a failed step's result has status ``failed`` (the caller decides how to stop).
     """
     started = time.perf_counter()
+    if step.name in ctx.planned:
+        result = _planned_hit(ctx, step, namespace, ctx.planned[step.name], started)
+        echo(result.line())
+        return result
     inputs = _inputs_of(ctx, step, namespace)
     params = {p: namespace.get(p, ctx.pipeline.params.get(p)) for p in step.params}
-    decision = decide(ctx.project, ctx.pipeline, step, inputs, params, ctx.no_cache)
+    sources = ctx.sources(step.inputs, namespace)
+    # one short transaction decides the step and records its start: a ran step costs two store operations
+    with ctx.store.batch(write=True):
+        decision = decide(ctx.project, ctx.pipeline, step, inputs, params, ctx.no_cache)
+        first = (
+            None
+            if decision.hit is not None
+            else record_start(ctx.store, ctx.run_id, step, decision, 1, step.retries, sources)
+        )
     if decision.hit is not None:
-        result = _load_hit(ctx, step, namespace, decision, started)
+        result = _load_hit(ctx, step, namespace, decision, started, sources)
     else:
-        result = _run(ctx, step, namespace, decision, run_body, echo)
+        result = _run(ctx, step, namespace, decision, run_body, echo, first)
     echo(result.line())
+    return result
+
+
+def _planned_hit(ctx: RunContext, step: Step, namespace: dict, planned: dict, started: float) -> StepResult:
+    """A cache hit the driver recorded before the kernel started: load only the outputs later cells read, and
+    record how long that took."""
+    outputs = {n: ArtifactRef.from_dict(r) for n, r in planned["outputs"].items()}
+    if planned["load"]:
+        begun = utcnow()
+        for name in planned["load"]:
+            value = ctx.artifacts.get(outputs[name])
+            namespace[name] = value
+            ctx.remember(name, outputs[name], value, planned["hit"])
+        ctx.store.time_step(planned["id"], begun, utcnow())
+    duration = time.perf_counter() - started
+    result = StepResult(step.name, "cached", planned["why"], planned["id"], "", outputs, duration)
+    ctx.results.append(result)
     return result
 
 
@@ -329,13 +372,17 @@ def _inputs_of(ctx: RunContext, step: Step, namespace: dict) -> dict[str, Artifa
     return inputs
 
 
-def _load_hit(ctx: RunContext, step: Step, namespace: dict, decision: Decision, started: float) -> StepResult:
-    """Record a cache hit and load its outputs into the namespace."""
-    step_run_id, outputs = record_hit(ctx.store, ctx.run_id, step, decision, ctx.sources(step.inputs, namespace))
+def _load_hit(
+    ctx: RunContext, step: Step, namespace: dict, decision: Decision, started: float, sources: dict[str, str]
+) -> StepResult:
+    """Load a cache hit's outputs into the namespace, then record it with the time loading took."""
+    begun = utcnow()
+    outputs = {n: decision.hit.outputs[n] for n in step.outputs}
     for name, ref in outputs.items():
         value = ctx.artifacts.get(ref)
         namespace[name] = value
         ctx.remember(name, ref, value, decision.hit.id)
+    step_run_id, _ = record_hit(ctx.store, ctx.run_id, step, decision, sources, started_at=begun, ended_at=utcnow())
     result = StepResult(
         step.name, "cached", decision.why, step_run_id, decision.key, outputs, time.perf_counter() - started
     )
@@ -344,11 +391,14 @@ def _load_hit(ctx: RunContext, step: Step, namespace: dict, decision: Decision, 
     return result
 
 
-def _run(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, echo) -> StepResult:
-    """Run the body (with its retries), store the outputs and record each attempt."""
+def _run(
+    ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, echo, first: tuple[str, str] | None
+) -> StepResult:
+    """Run the body (with its retries), store the outputs and record each attempt; ``first`` is the recorded start
+    of attempt 1 (step run id, why)."""
     attempts = step.retries + 1
     for attempt in range(1, attempts + 1):
-        result = _attempt(ctx, step, namespace, decision, run_body, attempt)
+        result = _attempt(ctx, step, namespace, decision, run_body, attempt, first if attempt == 1 else None)
         if result.status == "failed" and attempt < attempts:
             echo(result.line() + f"; retrying ({attempt} of {step.retries})")
             time.sleep(retry_delay(attempt))
@@ -360,10 +410,15 @@ def _run(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_b
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _attempt(ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, attempt: int) -> StepResult:
-    """One attempt: record its start, run the body, store the outputs, record how it ended."""
-    sources = ctx.sources(step.inputs, namespace)
-    step_run_id, why = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries, sources)
+def _attempt(
+    ctx: RunContext, step: Step, namespace: dict, decision: Decision, run_body, attempt: int, started=None
+) -> StepResult:
+    """One attempt: record its start (unless ``started`` holds it), run the body, store the outputs, record how it
+    ended."""
+    if started is None:
+        sources = ctx.sources(step.inputs, namespace)
+        started = record_start(ctx.store, ctx.run_id, step, decision, attempt, step.retries, sources)
+    step_run_id, why = started
     t0 = time.perf_counter()
     # a declared output must be assigned by the body, not left over from an earlier execution
     stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}

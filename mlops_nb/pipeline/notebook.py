@@ -338,6 +338,8 @@ class Pipeline:
         params: parameter name -> default value, from the cell tagged ``parameters``.
         parameters_cell: that cell's index, if any.
         setup_cells: indices of setup cells (code cells that are neither steps nor read step outputs).
+        report_cells: indices of report cells (they read step outputs or only show something; in no cache key).
+        report_reads: report cell index -> the names it reads.
         setup_hash: sha256 of the setup cells' normalised source.
         setup_modules: local modules the setup cells import -> sha256 of their source.
         setup_libraries: third-party packages (top-level module names) the setup cells import.
@@ -353,6 +355,7 @@ class Pipeline:
         self.parameters_cell: int | None = None
         self.setup_cells: list[int] = []
         self.report_cells: list[int] = []
+        self.report_reads: dict[int, list[str]] = {}
         self.setup_hash = ""
         self.setup_modules: dict[str, str] = {}
         self.setup_libraries: list[str] = []
@@ -470,6 +473,7 @@ class Pipeline:
                 continue
             if any(n in state.producers for n in analysis.reads) or is_report(code):
                 self.report_cells.append(index)
+                self.report_reads[index] = sorted(analysis.reads)
                 continue
             self.setup_cells.append(index)
             state.setup_sources.append(normalize(code))
@@ -680,6 +684,22 @@ class Pipeline:
     def edges(self) -> list[tuple[str, str, str]]:
         """``(upstream step, downstream step, variable)`` for every input of every step."""
         return [(up, step.name, name) for step in self.steps for name, up in step.upstream.items()]
+
+    def needed_after(self, skipped: set[str]) -> dict[str, list[str]]:
+        """For each step in ``skipped`` (cached steps whose cells do not run their bodies), its outputs that a later
+        cell still reads: a report cell, or a step not in ``skipped``. Those must be loaded; the rest need not."""
+        later: set[str] = set()
+        needed: dict[str, list[str]] = {}
+        by_cell = {s.cell_index: s for s in self.steps}
+        for index in range(len(self.cells) - 1, -1, -1):
+            step = by_cell.get(index)
+            if step is None:
+                later |= set(self.report_reads.get(index, ()))
+            elif step.name in skipped:
+                needed[step.name] = [n for n in step.outputs if n in later]
+            else:
+                later |= set(step.inputs)
+        return needed
 
     def downstream(self, name: str) -> list[str]:
         """Steps that depend on step ``name``, directly or not, in notebook order."""

@@ -645,11 +645,20 @@ class MetadataStore:
             if metrics:
                 self._insert_metrics(con, rows[0][0], step_run_id, metrics, None)
 
+    def time_step(self, step_run_id: str, started_at: datetime, ended_at: datetime) -> None:
+        """Set when a recorded step run really started and ended (UTC): a cache hit recorded before its outputs
+        were loaded, timed once they are."""
+        with self._connect(write=True) as con:
+            con.execute(
+                "UPDATE step_runs SET started_at = ?, ended_at = ? WHERE id = ?", [started_at, ended_at, step_run_id]
+            )
+
     def record_step(self, run_id: str, step: str, status: str, **kwargs: Any) -> str:
         """Record a step run that started and ended at once (``cached`` or ``skipped``); return its id.
 
         Keyword arguments: ``why``, ``cache_key``, ``cell_index``, ``inputs``, ``sources``, ``outputs``,
-        ``key_parts``, ``cached_from``, ``error``, ``attempt`` (see :meth:`start_step`).
+        ``key_parts``, ``cached_from``, ``error``, ``attempt`` (see :meth:`start_step`), ``started_at`` and
+        ``ended_at`` (UTC; default: now).
         """
         return self.record_steps(run_id, [{"step": step, "status": status, **kwargs}])[0]
 
@@ -668,6 +677,8 @@ class MetadataStore:
             "cached_from",
             "error",
             "attempt",
+            "started_at",
+            "ended_at",
         }
         for record in records:
             unknown = set(record) - allowed
@@ -692,8 +703,8 @@ class MetadataStore:
                         r.get("why"),
                         r.get("cache_key"),
                         r.get("cached_from"),
-                        now,
-                        now,
+                        r.get("started_at") or now,
+                        r.get("ended_at") or now,
                         r.get("error"),
                         r.get("cell_index"),
                         r.get("attempt", 1),

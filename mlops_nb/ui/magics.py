@@ -73,7 +73,7 @@ class MlopsMagics(Magics, Configurable):
         from ..engine.driver import open_run
         from ..engine.step import RunContext, load_pipeline
         from ..project import Project
-        from ..settings import NO_CACHE_ENV, RUN_ENV
+        from ..settings import NO_CACHE_ENV, PLAN_ENV, RUN_ENV
 
         if self._ctx is not None:
             return self._ctx
@@ -82,7 +82,9 @@ class MlopsMagics(Magics, Configurable):
         if run_id:
             project = Project()
             pipeline = load_pipeline(path)
-            self._ctx = RunContext(project, run_id, pipeline, no_cache=os.environ.get(NO_CACHE_ENV) == "1")
+            no_cache = os.environ.get(NO_CACHE_ENV) == "1"
+            planned = _read_plan(os.environ.get(PLAN_ENV))
+            self._ctx = RunContext(project, run_id, pipeline, no_cache=no_cache, planned=planned)
             return self._ctx
         project = Project.discover(path.parent if path else None)
         pipeline = load_pipeline(path) if path else None
@@ -337,6 +339,15 @@ def _runs_frame(runs):
             for r in runs
         ]
     )
+
+
+def _read_plan(path: str | None) -> dict:
+    """The cache hits the driver recorded for this headless kernel (``$MLOPS_NB_PLAN``), if any."""
+    if not path:
+        return {}
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def load_ipython_extension(ipython) -> None:

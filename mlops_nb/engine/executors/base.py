@@ -71,6 +71,9 @@ class Job:
         run_id: the run, already recorded as ``running``.
         options: the run's options.
         prepared: the selected steps and what unselected steps contribute (:class:`~mlops_nb.engine.plan.Prepared`).
+        planned: what the planner found before any kernel started (a list of
+            :class:`~mlops_nb.engine.plan.PlannedStep`; None for a partial run): a runner may record the planned
+            cache hits itself instead of deciding them again.
     """
 
     project: Any
@@ -80,6 +83,7 @@ class Job:
     run_id: str
     options: RunOptions
     prepared: Any
+    planned: Any = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ as an artifact and turns papermill's errors (a cell that raised, a dead kernel, 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from ...core import progress
 from ...exceptions import NotFoundError, StepFailedError
 from ...pipeline.notebook import parse_magic_line, split_magic
-from ...settings import HOME_ENV, NO_CACHE_ENV, NOTEBOOK_ENV, RUN_ENV
+from ...settings import HOME_ENV, NO_CACHE_ENV, NOTEBOOK_ENV, PLAN_ENV, RUN_ENV
 from ..step import emit_post_step
 from .base import INTERRUPTED, Interrupted, Job, Outcome, Runner
 
@@ -40,9 +41,13 @@ class NotebookRunner(Runner):
             NOTEBOOK_ENV: str(path),
             HOME_ENV: str(job.project.home),
             NO_CACHE_ENV: "1" if options.no_cache else "0",
+            PLAN_ENV: "",
         }
         outcome = Outcome("succeeded")
         bar = progress.start(len(pipeline.steps), pipeline.name, enabled=options.progress)
+        planned = record_planned(job, output.parent / "plan.json")
+        if planned:
+            env[PLAN_ENV] = str(output.parent / "plan.json")
         interrupted = False
         try:
             with _environment(env):
@@ -54,7 +59,7 @@ class NotebookRunner(Runner):
                     progress_bar=False,
                     cwd=str(path.parent),
                     kernel_name=options.kernel_name,
-                    on_cell_complete=_StepReporter(job, bar),
+                    on_cell_complete=_StepReporter(job, bar, planned),
                     execution_timeout=options.step_timeout,
                     config=kernel_config(),
                 )
@@ -67,7 +72,10 @@ class NotebookRunner(Runner):
             outcome.status, outcome.failure = _abort(pipeline, store, job.run_id, exc, options.step_timeout)
         finally:
             bar.close()
-            outcome.executed_notebook = _store_executed(job, output)
+            try:
+                outcome.executed_notebook = _store_executed(job, output)
+            finally:
+                shutil.rmtree(output.parent, ignore_errors=True)
         if interrupted:
             outcome.status, outcome.error = "interrupted", INTERRUPTED
             raise Interrupted(outcome)
@@ -82,16 +90,48 @@ class NotebookRunner(Runner):
         return outcome
 
 
+def record_planned(job: Job, path: Path) -> dict[str, dict]:
+    """Record the planned cache hits in one transaction before the kernel starts, and write what the kernel
+    needs to skip them to ``path`` (JSON): step -> its step run, the run it is cached from, its outputs and the
+    ones later cells read (the kernel loads only those). Returns that dict (empty: nothing planned)."""
+    import json
+
+    from ..plan import cached_records
+
+    hits = [p for p in (job.planned or []) if p.hit is not None and not (job.options.no_cache or p.step.no_cache)]
+    if not hits:
+        return {}
+    records = cached_records(hits)
+    ids = job.project.metadata.record_steps(job.run_id, records)
+    needed = job.pipeline.needed_after({p.step.name for p in hits})
+    planned = {}
+    for p, record, step_run_id in zip(hits, records, ids, strict=True):
+        planned[p.step.name] = {
+            "id": step_run_id,
+            "hit": p.hit.id,
+            "why": record["why"],
+            "outputs": {n: ref.to_dict() for n, ref in record["outputs"].items()},
+            "load": needed.get(p.step.name, []),
+        }
+        emit_post_step(job.run_id, p.step.name, step_run_id, "cached", record["why"], record["outputs"], None)
+    path.write_text(json.dumps(planned), encoding="utf-8")
+    return planned
+
+
 class _StepReporter:
     """papermill's ``on_cell_complete``: after a step's cell, one progress line from its record, and the
-    ``post_step`` hook in this (the driver's) process."""
+    ``post_step`` hook in this (the driver's) process (for a planned cache hit: from the plan, already told)."""
 
-    def __init__(self, job: Job, bar):
-        self.job, self.bar = job, bar
+    def __init__(self, job: Job, bar, planned: dict[str, dict]):
+        self.job, self.bar, self.planned = job, bar, planned
 
     def __call__(self, cell) -> None:
         name = _step_name(cell)
         if name is None:
+            return
+        if name in self.planned:
+            self.bar.write(f"  {name}: cached ({self.planned[name]['why']})")
+            self.bar.advance()
             return
         try:  # the step's latest record (one short read, not the whole run)
             s = self.job.project.metadata.get_step_run(f"{self.job.run_id}/{name}")
@@ -106,15 +146,12 @@ class _StepReporter:
 
 
 def _store_executed(job: Job, output: Path):
-    """Store the executed notebook papermill wrote as an artifact (None when it wrote none); remove the file."""
+    """Store the executed notebook papermill wrote as an artifact (None when it wrote none)."""
     if not output.exists():
         return None
     import nbformat
 
-    ref = job.project.artifacts.put(nbformat.read(output, as_version=4), name=f"{job.pipeline.path.stem} (executed)")
-    output.unlink()
-    output.parent.rmdir()
-    return ref
+    return job.project.artifacts.put(nbformat.read(output, as_version=4), name=f"{job.pipeline.path.stem} (executed)")
 
 
 @contextmanager

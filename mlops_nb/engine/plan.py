@@ -42,6 +42,7 @@ def plan(project, pipeline: Pipeline, params: dict[str, Any], no_cache: bool = F
     store = project.metadata
     planned: dict[str, PlannedStep] = {}
     with store.batch():
+        candidates = store.cached_candidates(pipeline.name) if not no_cache else {}
         for step in pipeline.steps:
             hashes = _input_hashes(step, planned)
             if hashes is None:
@@ -51,7 +52,7 @@ def plan(project, pipeline: Pipeline, params: dict[str, Any], no_cache: bool = F
             key = cache_key(parts)
             hit = None
             if not (no_cache or step.no_cache):
-                found = store.find_cached(key)
+                found = candidates.get(key) or store.find_cached(key)
                 if reusable(project, found, step):
                     hit = found
             planned[step.name] = PlannedStep(step, key, parts, hit)

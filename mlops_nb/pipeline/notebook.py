@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
 import re
@@ -43,8 +44,10 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ArgumentError(message)
 
 
+@functools.lru_cache(maxsize=1)
 def step_parser() -> argparse.ArgumentParser:
-    """The parser of ``%%mlops step`` options; the magic's usage line comes from the same definitions."""
+    """The parser of ``%%mlops step`` options (built once: ~1.5 ms each); the magic's usage line comes from the
+    same definitions."""
     parser = ArgumentParser(prog="%%mlops step", add_help=False)
     parser.add_argument("name", help="the step's name, unique in the notebook")
     parser.add_argument("--inputs", help="comma-separated names this step reads from earlier steps (default: inferred)")

@@ -27,7 +27,7 @@ from ..core.clock import iso, utcnow
 from ..core.records import RUN_KINDS, TRIGGERS, ArtifactRef
 from ..exceptions import NotFoundError, StoreError
 from .dbfile import DuckDBFile
-from .lineage import LineageGraph, lineage_graph
+from .lineage import LineageGraph, lineage_graph, lookup
 
 STATUSES = ("running", "succeeded", "failed", "cached", "skipped", "interrupted")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
@@ -718,11 +718,16 @@ class MetadataStore:
                         refs.append(ref)
                         source = sources.get(name) if direction == "in" else None
                         events.append((step_run_id, ref.hash, direction, name, source))
-            for row in rows:  # one at a time: the seq default must follow the order
+            # one statement, with seq numbers reserved first so that they follow the records' order
+            seqs = sorted(
+                r[0] for r in con.execute("SELECT nextval('step_run_seq') FROM range(?)", [len(rows)]).fetchall()
+            )
+            if rows:
                 con.execute(
-                    "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, cached_from, started_at, "
-                    "ended_at, error, cell_index, attempt, key_parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
+                    "INSERT INTO step_runs (seq, id, run_id, step, status, why, cache_key, cached_from, started_at, "
+                    "ended_at, error, cell_index, attempt, key_parts) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
+                    [v for seq, row in zip(seqs, rows, strict=True) for v in (seq, *row)],
                 )
             self._record_artifacts(con, refs)
             self._insert_events(con, events)
@@ -915,12 +920,13 @@ class MetadataStore:
         if not step_runs:
             return step_runs
         by_id = {s.id: s for s in step_runs}
-        events = con.execute(
+        events = lookup(  # a few step runs (a cache look-up) by index probes, not a scan of every event
+            con,
             "SELECT e.step_run_id, e.direction, e.name, e.source, a.hash, a.kind, a.size, a.summary, a.uri "
-            "FROM events e JOIN artifacts a ON a.hash = e.artifact "
-            "WHERE e.step_run_id IN (SELECT unnest(?::VARCHAR[]))",
-            [list(by_id)],
-        ).fetchall()
+            "FROM events e JOIN artifacts a ON a.hash = e.artifact WHERE {match}",
+            "e.step_run_id",
+            list(by_id),
+        )
         for step_run_id, direction, name, source, digest, kind, size, summary, uri in events:
             ref = ArtifactRef(digest, kind, size or 0, name, summary or "", uri or "")
             step_run = by_id[step_run_id]
@@ -977,6 +983,24 @@ class MetadataStore:
                 f"step run {text!r} does not exist; give RUN.N or RUN/STEP as `mlops-nb show RUN` lists them"
             )
         return rows[0][0]
+
+    def cached_candidates(self, pipeline: str, runs: int = 20) -> dict[str, StepRun]:
+        """Cache key -> the latest step run that succeeded with it in the latest ``runs`` runs of ``pipeline``,
+        with its inputs and outputs: what a planner looks every step's key up in at once, before asking
+        :meth:`find_cached` for a key that an older run or another pipeline may hold."""
+        with self._connect() as con:
+            ids = [
+                row[0]
+                for row in con.execute(
+                    "SELECT arg_max(id, seq) FROM step_runs WHERE status = 'succeeded' AND cache_key IS NOT NULL "
+                    "AND run_id IN (SELECT id FROM runs WHERE pipeline = ? ORDER BY started_at DESC LIMIT ?) "
+                    "GROUP BY cache_key",
+                    [pipeline, runs],
+                ).fetchall()
+            ]
+            if not ids:
+                return {}
+            return {s.cache_key: s for s in self._step_runs(con, "id IN (SELECT unnest(?::VARCHAR[]))", [ids])}
 
     def find_cached(self, cache_key: str) -> StepRun | None:
         """The latest step run that succeeded with ``cache_key`` (its outputs are reusable), if any."""

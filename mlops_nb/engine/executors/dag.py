@@ -11,7 +11,6 @@ independent branches finish.
 
 from __future__ import annotations
 
-import itertools
 import os
 import queue
 import threading
@@ -42,21 +41,19 @@ class _Running:
 
 
 class _Writer:
-    """The driver's store writes on one thread of their own, each still its own short transaction: the driver hands
-    the next step to a kernel while the previous one's records are written. A step's start (``urgent``) goes before
-    writes already queued, since its kernel waits for it; otherwise writes keep their order. A write that fails is
-    raised by the next :meth:`check` or :meth:`drain`."""
+    """The driver's store writes on one thread of their own, in order, each a short transaction: the driver hands
+    the next step to a kernel while the previous one's records are written. A write that fails is raised by the
+    next :meth:`check` or :meth:`drain`."""
 
     def __init__(self):
-        self._queue: queue.PriorityQueue = queue.PriorityQueue()
-        self._order = itertools.count()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._futures: list[Future] = []
         self._thread = threading.Thread(target=self._loop, name="mlops-nb-writer", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while True:
-            _, _, future, function, args, kwargs = self._queue.get()
+            future, function, args, kwargs = self._queue.get()
             if future is None:
                 return
             if future.set_running_or_notify_cancel():
@@ -65,10 +62,10 @@ class _Writer:
                 except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
                     future.set_exception(exc)
 
-    def submit(self, function, *args, urgent: bool = False, **kwargs) -> Future:
+    def submit(self, function, *args, **kwargs) -> Future:
         """Queue one write; its future holds the result."""
         future: Future = Future()
-        self._queue.put((0 if urgent else 1, next(self._order), future, function, args, kwargs))
+        self._queue.put((future, function, args, kwargs))
         self._futures.append(future)
         return future
 
@@ -87,7 +84,7 @@ class _Writer:
 
     def close(self) -> None:
         """Finish the queued writes and stop the thread."""
-        self._queue.put((2, next(self._order), None, None, None, None))
+        self._queue.put((None, None, None, None))
         self._thread.join()
 
 
@@ -123,8 +120,10 @@ class GraphRun:
         self.running: dict[Any, _Running] = {}
         self.bar: progress.Progress = progress.Silent(0, "")  # until execute() starts the real one
         self.writer = _Writer()
-        self._ends: list[tuple] = []  # end records of finished steps, queued after the steps they unblock start
-        self._launches: list[tuple] = []  # started steps (start record queued) not yet handed to the runner
+        # records not yet handed to the writer: written together, in one transaction, by the next _commit
+        self._ends: list[tuple] = []  # end records of finished steps
+        self._hits: list[tuple] = []  # cache hits (step, decision)
+        self._launches: list[tuple] = []  # steps to start (their start record) and hand to the runner
 
     def _say(self, text: str) -> None:
         self.bar.write(text)
@@ -162,8 +161,11 @@ class GraphRun:
             self.writer.drain()
         except BaseException:
             self.runner.close()
+            for item, _, _ in self._launches:  # never started: nothing of theirs to record
+                item.step_run_id.set_exception(MlopsError("the run stopped before this step started"))
+            self._launches.clear()
             self._flush_ends()
-            for item in [*self.running.values(), *(launch[0] for launch in self._launches)]:
+            for item in self.running.values():
                 self.writer.submit(self._interrupted, item)
             threads.shutdown(wait=False, cancel_futures=True)
             raise
@@ -177,20 +179,53 @@ class GraphRun:
         return "succeeded", None
 
     def _flush_ends(self) -> None:
-        for args, kwargs in self._ends:
-            self.writer.submit(self._record_end, *args, **kwargs)
-        self._ends.clear()
+        """Hand the end records and cache hits gathered so far to the writer."""
+        if self._ends or self._hits:
+            self.writer.submit(self._commit, self._ends, self._hits, [])
+            self._ends, self._hits = [], []
 
     def _dispatch(self, threads) -> None:
-        """Queue the end records, then hand the started steps to the runner. A step's body waits for a barrier
-        queued after them: it runs only once its own start and every record before it (the end of the step that
-        produced its inputs) are committed, so a killed driver leaves nothing that ran unrecorded."""
-        self._flush_ends()
-        for item, delay, cells in self._launches:
-            barrier = self.writer.submit(item.step_run_id.result)  # after the (urgent) start and the ends
-            future = threads.submit(_run_step, self.runner, barrier, delay, cells, self.step_timeout)
+        """Hand the records gathered so far (the ends of finished steps, cache hits, the starts of the steps that
+        can start now) to the writer as one transaction, then the started steps to the runner. A step's body
+        waits for that transaction: it runs only once its own start and every record before it (the end of the
+        step that produced its inputs) are committed, so a killed driver leaves nothing that ran unrecorded."""
+        launches = self._launches
+        if not launches:
+            self._flush_ends()
+            return
+        self.writer.submit(self._commit, self._ends, self._hits, launches)
+        self._ends, self._hits, self._launches = [], [], []
+        for item, delay, cells in launches:
+            future = threads.submit(_run_step, self.runner, item.step_run_id, delay, cells, self.step_timeout)
             self.running[future] = item
-        self._launches.clear()
+
+    def _commit(self, ends: list[tuple], hits: list[tuple], launches: list[tuple]) -> None:
+        """In the writer, one transaction: the ends, the cache hits, then the starts (whose futures, the gates of
+        their bodies, are set once it is committed)."""
+        try:
+            with self.store.batch(write=True):
+                for args, kwargs in ends:
+                    self._record_end(*args, **kwargs)
+                for step, decision in hits:
+                    self._record_hit(step, decision)
+                started = [
+                    record_start(
+                        self.store,
+                        self.run_id,
+                        item.step,
+                        item.decision,
+                        item.attempt,
+                        self._retries(item.step),
+                        self._sources(item.step),
+                    )[0]
+                    for item, _, _ in launches
+                ]
+        except BaseException as exc:
+            for item, _, _ in launches:
+                item.step_run_id.set_exception(exc)
+            raise
+        for (item, _, _), step_run_id in zip(launches, started, strict=True):
+            item.step_run_id.set_result(step_run_id)
 
     def _interrupted(self, item: _Running) -> None:
         if item.step_run_id.exception() is None:
@@ -221,9 +256,10 @@ class GraphRun:
 
     def _start(self, step: Step, threads) -> None:
         inputs = {n: self.outputs[step.upstream[n]][n] for n in step.inputs}
-        decision = decide(self.project, self.pipeline, step, inputs, self.values, self.no_cache)
+        with self.store.batch():  # the cache's reads on one connection
+            decision = decide(self.project, self.pipeline, step, inputs, self.values, self.no_cache)
         if decision.hit is not None:
-            self.writer.submit(self._record_hit, step, decision)
+            self._hits.append((step, decision))
             self.outputs[step.name] = {n: decision.hit.outputs[n] for n in step.outputs}
             self.producers[step.name] = decision.hit.id
             self.done.add(step.name)
@@ -239,12 +275,7 @@ class GraphRun:
             "inputs": {n: decision.inputs[n].to_dict() for n in step.inputs},
             "artifact_root": self.artifacts.uri_root,
         }
-        start = self.writer.submit(
-            lambda: record_start(
-                self.store, self.run_id, step, decision, attempt, self._retries(step), self._sources(step)
-            )[0],
-            urgent=True,
-        )
+        start: Future = Future()  # the step run's id, set once its start is committed (see _commit)
         self._launches.append((_Running(step, start, attempt, decision), delay, step_cells(spec, step.source)))
 
     def _retries(self, step: Step) -> int:

@@ -644,6 +644,37 @@ def test_cli_list_show_ingest_materialize_stats(fs, project, tmp_path):
     assert json.loads(cli(project.home, "stats", "stats", "--json").output)["spend"]["count"] == 2
 
 
+def test_ttl_reads_the_same_in_every_front_end(fs, project, monkeypatch):
+    """A TTL is shown one way: `features list`, `features show`, and `%mlops features` (table and one view)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    for name, value in (("hourly", "12h"), ("recent", 1800), ("fresh", "45 s"), ("forever", None)):
+        fs.register_view(name, "customer", {"spend": "float64"}, ttl=value)
+    fs.register_view("quarter", "customer", {"spend": "float64"}, ttl=7776000.0)
+    listed = cli(project.home, "list").output.splitlines()
+    column = listed[0].index("TTL")
+    shown = {line.split()[0]: line[column:].split("  ")[0].strip() for line in listed[1:]}
+    assert shown == {
+        "stats": "10 days",
+        "hourly": "12 h",
+        "recent": "30 min",
+        "fresh": "45 s",
+        "forever": "none",
+        "quarter": "90 days",
+    }
+    assert "created (ingest time), ttl 90 days" in cli(project.home, "show", "quarter").output
+    monkeypatch.chdir(project.home)
+    InteractiveShell.clear_instance()
+    ip = InteractiveShell.instance()
+    try:
+        assert ip.run_cell("%load_ext mlops_nb").success
+        assert "ttl 90 days" in repr(ip.run_line_magic("mlops", "features quarter"))
+        listing = ip.run_line_magic("mlops", "features")
+        assert "12 h" in repr(listing) and "90 days" in listing._repr_html_() and "0:00:00" not in repr(listing)
+    finally:
+        InteractiveShell.clear_instance()
+
+
 def test_cli_errors_are_one_line(fs, project, tmp_path):
     bad = tmp_path / "bad.csv"
     frame([(1, 0, 1.0, 1, "a")]).assign(spend="lots").to_csv(bad, index=False)

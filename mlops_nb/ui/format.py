@@ -53,3 +53,33 @@ def short(value) -> str:
 def step_counts(counts: dict[str, int]) -> str:
     """``{"succeeded": 4, "cached": 2}`` as ``4 succeeded, 2 cached``."""
     return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+_SPAN_UNITS = ((86400, "day"), (3600, "h"), (60, "min"), (1, "s"))
+
+
+def ttl(value) -> str:
+    """A TTL (seconds, a ``timedelta``, or None for no limit) in the one form every front end shows: ``90 days``,
+    ``1 day``, ``12 h``, ``30 min``, ``45 s`` (the largest unit it is a whole number of, else 3 significant digits
+    of the largest unit it reaches: ``1.5 h``); ``none`` when there is no limit. :func:`parse_ttl` reads it back.
+
+    Example::
+
+        ttl(7776000.0)  # '90 days'
+    """
+    seconds = value.total_seconds() if hasattr(value, "total_seconds") else value
+    if seconds is None or seconds != seconds:  # None, NaN or NaT: no limit
+        return "none"
+    seconds = float(seconds)
+    for size, unit in _SPAN_UNITS:
+        if abs(seconds) >= size and round(seconds / size, 9).is_integer():
+            return _span(seconds / size, unit)
+    size, unit = next(((s, u) for s, u in _SPAN_UNITS if abs(seconds) >= s), _SPAN_UNITS[-1])
+    return _span(seconds / size, unit)
+
+
+def _span(number: float, unit: str) -> str:
+    text = f"{number:.3g}" if not float(number).is_integer() else str(int(number))
+    if unit == "day":
+        unit = "day" if text == "1" else "days"
+    return f"{text} {unit}"

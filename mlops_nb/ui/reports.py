@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .format import ttl
+
 
 class Report:
     """A displayable report: ``repr`` gives the text, Jupyter shows the HTML."""
@@ -28,11 +30,12 @@ def features_report(store, view: str | None = None) -> Report:
                 "no feature views yet; register one with FeatureStore().register_view(...)",
                 "<p>no feature views yet</p>",
             )
+        frame["ttl"] = [ttl(t) for t in frame["ttl"]]
         return Report(frame.to_string(index=False), frame.to_html(index=False))
     info = store.describe(view)
     stats = store.stats_dict(view)
     caption = (
         f"{view} v{info['version']} — entity {info['entity']} ({', '.join(info['join_keys'])}), "
-        f"{info['rows']} rows in {len(info['segments'])} segments, ttl {info['ttl_seconds']} s"
+        f"{info['rows']} rows in {len(info['segments'])} segments, ttl {ttl(info['ttl_seconds'])}"
     )
     return Report(caption + "\n" + stats_frame(stats).to_string(index=False), stats_html(view, stats, caption))

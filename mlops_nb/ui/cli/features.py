@@ -7,11 +7,10 @@ Only click is imported at module level, so ``mlops-nb --help`` stays light; erro
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import click
 
-from ..format import echo_json, indented, short, table
+from ..format import echo_json, indented, short, table, ttl
 
 
 def _store(ctx: click.Context):
@@ -45,9 +44,9 @@ def list_views(ctx: click.Context, as_json: bool) -> None:
     Example: mlops-nb features list --json
     """
     frame = _store(ctx).list_views()
-    ttl = [t.total_seconds() if hasattr(t, "total_seconds") else None for t in frame["ttl"]]
+    seconds_of = [t.total_seconds() if hasattr(t, "total_seconds") else None for t in frame["ttl"]]
     records = json.loads(frame.drop(columns="ttl").to_json(orient="records", date_format="iso"))
-    for record, seconds in zip(records, ttl, strict=True):
+    for record, seconds in zip(records, seconds_of, strict=True):
         record["ttl_seconds"] = seconds
     if as_json:
         echo_json(records)
@@ -65,11 +64,14 @@ def list_views(ctx: click.Context, as_json: bool) -> None:
             r["rows"],
             r["segments"],
             (r["last_ts"] or "-")[:19],
+            ttl(r["ttl_seconds"]),
             r["online_keys"] if r["online_keys"] is not None else "-",
         ]
         for r in records
     ]
-    click.echo(table(rows, ["VIEW", "V", "ENTITY", "KEYS", "FEATURES", "ROWS", "SEGMENTS", "LAST EVENT", "ONLINE"]))
+    click.echo(
+        table(rows, ["VIEW", "V", "ENTITY", "KEYS", "FEATURES", "ROWS", "SEGMENTS", "LAST EVENT", "TTL", "ONLINE"])
+    )
 
 
 @features.command()
@@ -85,12 +87,11 @@ def show(ctx: click.Context, view: str, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    ttl = str(timedelta(seconds=info["ttl_seconds"])) if info["ttl_seconds"] is not None else "none"
     click.echo(f"{info['name']} v{info['version']}  entity {info['entity']} ({', '.join(info['join_keys'])})")
     if info["description"]:
         click.echo(f"  {info['description']}")
     created = info["created_timestamp"] or "(ingest time)"
-    click.echo(f"  timestamp {info['timestamp']}, created {created}, ttl {ttl}")
+    click.echo(f"  timestamp {info['timestamp']}, created {created}, ttl {ttl(info['ttl_seconds'])}")
     click.echo(f"  features: {', '.join(f'{k} {v}' for k, v in info['features'].items())}")
     click.echo(f"  state {info['state_hash'][:12]}, {info['rows']} rows in {len(info['segments'])} segments")
     if info["segments"]:

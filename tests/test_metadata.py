@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import duckdb
 import pytest
 
 from mlops_nb import MetadataStore, NotFoundError, StoreError
+from mlops_nb.core.clock import utcnow
 from mlops_nb.store.metadata import SCHEMA_VERSION
 
 
@@ -169,6 +171,28 @@ def test_interrupted_when_process_is_gone(store, artifacts):
     assert run.status == "interrupted" and f"process {pid}" in run.error
     assert reopened.get_step_run(sr).status == "interrupted"
     assert reopened.get_run(alive).status == "running"
+
+
+def test_interrupted_run_ends_at_its_last_record_not_when_found(store):
+    """A step left running by a dead process gets an end time: the run's last record, not the moment a later
+    command noticed, so neither its duration nor the run's keeps growing."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_id = store.create_run("chain", pid=int(dead.stdout))
+    first = store.start_step(run_id, "load")
+    store.finish_step(first, "succeeded")
+    running = store.start_step(run_id, "train")
+    store.log_metrics(run_id, {"loss": 0.5}, step_run_id=running)
+    last_record = utcnow()
+    time.sleep(1.2)  # the process is long gone before anyone looks
+    run = MetadataStore(store.path).get_run(run_id)
+    step = run.step("train")
+    assert run.status == "interrupted" and step.status == "interrupted"
+    assert step.ended_at is not None and step.ended_at <= last_record
+    assert run.ended_at == step.ended_at and run.duration < 1.0
+    assert "its last record, at" in run.error and step.error == run.error
+    time.sleep(0.3)
+    again = MetadataStore(store.path).get_run(run_id)
+    assert (again.duration, again.step("train").duration) == (run.duration, step.duration)
 
 
 def test_failed_run_marks_running_steps(store):

@@ -405,17 +405,27 @@ class MetadataStore:
         return dead
 
     def _mark_interrupted(self, con) -> None:
+        """Mark the runs of dead processes ``interrupted``, ended at their last recorded activity (when the process
+        died is unknown; when it was found is not when it ended), with the step runs they left ``running``."""
         for run_id, pid in self._dead_runs(con):
-            now = utcnow()
-            reason = f"process {pid} on {socket.gethostname()} ended while the run was running"
+            last = con.execute(
+                "SELECT greatest(r.started_at, max(s.started_at), max(s.ended_at), "
+                "(SELECT max(logged_at) FROM metrics WHERE run_id = r.id)) "
+                "FROM runs r LEFT JOIN step_runs s ON s.run_id = r.id WHERE r.id = ? GROUP BY r.id, r.started_at",
+                [run_id],
+            ).fetchall()[0][0]
+            reason = (
+                f"process {pid} on {socket.gethostname()} ended while the run was running (found at "
+                f"{utcnow():%H:%M:%S} UTC; its last record, at {last:%H:%M:%S}, is taken as its end)"
+            )
             con.execute(
                 "UPDATE runs SET status = 'interrupted', ended_at = ?, error = coalesce(error, ?) WHERE id = ?",
-                [now, reason, run_id],
+                [last, reason, run_id],
             )
             con.execute(
                 "UPDATE step_runs SET status = 'interrupted', ended_at = ?, error = coalesce(error, ?) "
                 "WHERE run_id = ? AND status = 'running'",
-                [now, reason, run_id],
+                [last, reason, run_id],
             )
 
     def sql(self, query: str, params: list | None = None):

@@ -434,3 +434,43 @@ def test_planned_hits_are_recorded_by_the_driver_and_the_kernel_loads_only_what_
     assert double.cached_from == first.step("double").id and double.ended_at > double.started_at
     assert second.step("scale").sources == {"doubled": first.step("double").id}
     assert project.artifacts.get(second.step("scale").outputs["scaled"]) == 2 * sum(range(100_000)) * 2
+
+
+SMALL = [
+    "%load_ext mlops_nb",
+    "n = 3",
+    "%%mlops step make\nnumbers = list(range(n))",
+    "%%mlops step score --outputs metrics\nmetrics = {'total': float(sum(numbers))}",
+]
+
+
+@pytest.mark.parametrize("executor", ["notebook", "dag"])
+def test_a_notebook_without_kernelspec_names_kernel_option(tmp_path, executor):
+    (tmp_path / "pyproject.toml").write_text("")
+    nb = write_notebook(tmp_path / "bare.ipynb", SMALL, parameters=1)
+    data = json.loads(nb.read_text())
+    del data["metadata"]["kernelspec"]
+    nb.write_text(json.dumps(data))
+    result = cli_run(tmp_path, str(nb), "--executor", executor)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and re.fullmatch(
+        r"Error: bare\.ipynb names no Jupyter kernel \(its metadata has no kernelspec\); run it with --kernel NAME "
+        r"\(kernel_name= in Python; installed here: .*python3.*\), or pick a kernel for it in Jupyter and save it\n",
+        result.output,
+    )
+    assert Project(tmp_path).metadata.list_runs() == []  # refused before anything is recorded
+
+    missing = cli_run(tmp_path, str(nb), "--executor", executor, "--kernel", "nosuch")
+    assert missing.exit_code == 1
+    message = re.search(r"Error: .*", missing.stderr)[0]
+    assert re.match(
+        r"Error: bare\.ipynb asks for Jupyter kernel 'nosuch', which is not installed here \(installed: .*python3.*\); "
+        r"run it with --kernel NAME \(kernel_name= in Python\)",
+        message,
+    )
+    failed = Project(tmp_path).metadata.get_run("latest")  # found once the run started: recorded as failed
+    assert failed.status == "failed" and message == f"Error: {failed.error}"
+
+    result = cli_run(tmp_path, str(nb), "--executor", executor, "--kernel", "python3")
+    assert result.exit_code == 0, result.output
+    assert Project(tmp_path).metadata.get_run("latest").step_counts == {"succeeded": 2}

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..core.records import TRIGGERS
 from ..exceptions import ConfigError, MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline
 from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
+from .executors.kernels import require_kernel
 from .plan import cached_records, fully_cached, plan, prepare, select_steps
 from .step import emit_post_run, emit_post_step
 
@@ -54,7 +56,8 @@ def run(
         project: the project (default: the one the notebook's folder belongs to).
         trigger: what started the run (``api``, ``cli``, ``manual``, ``schedule`` ...).
         progress: show a progress bar with one line per step.
-        kernel_name: the Jupyter kernel (default: the notebook's).
+        kernel_name: the Jupyter kernel (default: the one the notebook's kernelspec names; a notebook with none
+            needs it).
         step_timeout: seconds any one cell (dag, dask: step) may run before its kernel is stopped.
         jobs: steps at once (dag, dask; default: the number of cores).
         from_step, to_step, only: a partial run (dag, dask): steps from one, up to one, or just these; what they
@@ -65,6 +68,7 @@ def run(
 
     Raises:
         PipelineError: the notebook is not a valid pipeline or a parameter is wrong (nothing is recorded).
+        ConfigError: an unknown executor, an option it does not take, or no kernel to start (nothing is recorded).
         StepFailedError: a step or cell failed; the run is recorded as failed (``.run_id`` names it).
     """
     options = RunOptions(
@@ -110,6 +114,7 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
         planned = plan(project, pipeline, values, options.no_cache)
         if fully_cached(pipeline, planned):
             return _record_fully_cached(project, pipeline, planned, values, name, options)
+    options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name))  # a kernel will start
     store = project.metadata
     run_id = open_run(project, pipeline, values, name, options.trigger)
     given = {k: values[k] for k in (params or {})}

@@ -347,11 +347,20 @@ class Pipeline:
         setup_modules: local modules the setup cells import -> sha256 of their source.
         setup_libraries: third-party packages (top-level module names) the setup cells import.
         notebook_hash: sha256 of the notebook's cells' source.
+        kernel: the Jupyter kernel the notebook's metadata names (its kernelspec), or None.
     """
 
-    def __init__(self, path: str | os.PathLike, cells: list[dict], name: str | None = None, strict: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        cells: list[dict],
+        name: str | None = None,
+        strict: bool = True,
+        kernel: str | None = None,
+    ):
         self.path = Path(path).resolve()
         self.name = name or self.path.stem
+        self.kernel = kernel
         self.cells = [_plain_cell(c) for c in cells]
         self.steps: list[Step] = []
         self.params: dict[str, Any] = {}
@@ -389,7 +398,8 @@ class Pipeline:
             raise MlopsError(
                 f"{path} is not a readable Jupyter notebook ({type(exc).__name__}: {exc}); open and save it in Jupyter"
             ) from None
-        return cls(path, cells, strict=strict)
+        spec = (data.get("metadata") or {}).get("kernelspec") or {}
+        return cls(path, cells, strict=strict, kernel=spec.get("name") if isinstance(spec, dict) else None)
 
     def with_cell(self, line: str, body: str) -> Pipeline:
         """This pipeline with step cell ``%%mlops {line}`` replaced by (or, if new, appended as) this source.
@@ -410,7 +420,7 @@ class Pipeline:
                     continue
         else:
             cells.append({"cell_type": "code", "source": source, "metadata": {}})
-        return Pipeline(self.path, cells, name=self.name, strict=False)
+        return Pipeline(self.path, cells, name=self.name, strict=False, kernel=self.kernel)
 
     def problems_of(self, cell_index: int) -> list[str]:
         """The problems found in one cell."""

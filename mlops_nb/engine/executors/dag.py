@@ -22,7 +22,7 @@ from typing import Any
 
 from ...core import progress
 from ...core.records import ArtifactRef
-from ...exceptions import MlopsError, StepFailedError
+from ...exceptions import ConfigError, MlopsError, StepFailedError
 from ...pipeline.notebook import Step
 from ...settings import HOME_ENV
 from ..cache import Decision, decide
@@ -376,7 +376,12 @@ class DagRunner(GraphRunner):
     name = "dag"
 
     def pool(self, kernels, jobs: int, job: Job):
-        """Local warm kernels, started now."""
+        """Local warm kernels, started now (a kernel that is not installed is one error, before any starts)."""
+        from .kernels import missing_kernel
+
+        problem = missing_kernel(job.pipeline.path.name, kernels.kernel_name)
+        if problem:
+            raise ConfigError(problem)
         pool = LocalPool(kernels, jobs)
         pool.start()
         return pool

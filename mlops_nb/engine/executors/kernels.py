@@ -22,6 +22,42 @@ from ...core.clock import utcnow
 from .worker import RESULT_MIME
 
 
+def installed_kernels() -> list[str]:
+    """The names of the Jupyter kernels installed here."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return sorted(KernelSpecManager().find_kernel_specs())
+
+
+def require_kernel(pipeline, kernel_name: str | None) -> str:
+    """The kernel a headless run of ``pipeline`` starts: ``kernel_name`` (``--kernel``), else the one the notebook's
+    kernelspec names; neither is a :class:`~mlops_nb.exceptions.ConfigError` naming the notebook and ``--kernel``."""
+    if kernel_name or pipeline.kernel:
+        return kernel_name or pipeline.kernel
+    from ...exceptions import ConfigError
+
+    installed = ", ".join(installed_kernels()) or "none"
+    raise ConfigError(
+        f"{pipeline.path.name} names no Jupyter kernel (its metadata has no kernelspec); run it with --kernel NAME "
+        f"(kernel_name= in Python; installed here: {installed}), or pick a kernel for it in Jupyter and save it"
+    )
+
+
+def missing_kernel(notebook: str, name: str) -> str | None:
+    """The one-line error for a run of ``notebook`` when kernel ``name`` is not installed here, else None."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+        return None
+    except NoSuchKernel:
+        installed = ", ".join(installed_kernels()) or "none"
+        return (
+            f"{notebook} asks for Jupyter kernel {name!r}, which is not installed here (installed: {installed}); "
+            "run it with --kernel NAME (kernel_name= in Python)"
+        )
+
+
 @dataclass
 class Executed:
     """What happened when a lane ran one step's cells.

@@ -254,8 +254,14 @@ def _failure(pipeline, store, run_id: str, exc, cell_index: int) -> StepFailedEr
 
 def _abort(pipeline, store, run_id: str, exc: Exception, step_timeout: float | None):
     """Status and error when papermill stopped without a cell error: a dead kernel or a timeout."""
+    from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    from .kernels import missing_kernel
+
+    if isinstance(exc, NoSuchKernel):  # before any cell ran
+        message = missing_kernel(pipeline.path.name, exc.name) or f"{type(exc).__name__}: {exc}"
+        return "failed", StepFailedError(message, "", None, type(exc).__name__, str(exc))
     running = [s for s in store.get_run(run_id).step_runs if s.status == "running"]
     step = pipeline.step(running[-1].step) if running else None
     where = f"step {step.name!r} (cell {step.cell})" if step else f"a cell of {pipeline.path.name}"

@@ -17,6 +17,7 @@ from nbtools import copy_quickstart, run_by_hand, write_notebook
 
 import mlops_nb
 from mlops_nb import Project
+from mlops_nb.core.clock import utcnow
 from mlops_nb.ui.cli import cli
 
 pytestmark = pytest.mark.slow
@@ -279,12 +280,15 @@ def test_killed_driver_is_interrupted_when_next_seen(tmp_path):
         assert flag.exists()
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and its kernel, as a killed terminal would
         driver.wait(timeout=30)
+        killed_at = utcnow()
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
+    time.sleep(1.0)  # the next command comes later: the run's end is not when it is found
     run = Project(tmp_path).metadata.get_run("latest")
     assert run.status == "interrupted" and f"process {driver.pid}" in run.error
     assert statuses(run) == {"wait": "interrupted"}
+    assert run.ended_at <= killed_at and run.step("wait").ended_at <= killed_at
 
 
 @pytest.mark.parametrize(
@@ -442,6 +446,45 @@ SMALL = [
     "%%mlops step make\nnumbers = list(range(n))",
     "%%mlops step score --outputs metrics\nmetrics = {'total': float(sum(numbers))}",
 ]
+
+
+def test_cli_run_prints_each_step_once_then_one_line(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    nb = write_notebook(tmp_path / "small.ipynb", SMALL, parameters=1)
+    for expected in ("ran (no earlier run)", "cached (cached from run"):
+        result = cli_run(tmp_path, str(nb))
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert [line.split(":")[0].strip() for line in lines[:-1]] == ["make", "score"]
+        assert all(expected in line for line in lines[:-1]), lines
+        run = Project(tmp_path).metadata.get_run("latest")
+        counts = "2 succeeded" if expected.startswith("ran") else "2 cached"
+        assert lines[-1].startswith(f"Run {run.id} succeeded in ") and f"({counts})" in lines[-1]
+        assert "make" not in result.stderr and "score" not in result.stderr  # the bar only
+    assert "executed notebook: " not in lines[-1]  # a fully cached run executes nothing
+    as_json = cli_run(tmp_path, str(nb), "-p", "n", "4", "--json")
+    assert json.loads(as_json.stdout)["step_counts"] == {"succeeded": 2}
+
+
+def test_runs_json_has_step_runs_metrics_and_the_executed_notebook(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    nb = write_notebook(tmp_path / "small.ipynb", SMALL, parameters=1)
+    assert cli_run(tmp_path, str(nb)).exit_code == 0
+    assert cli_run(tmp_path, str(nb), "-p", "n", "5").exit_code == 0
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["--home", str(tmp_path), "runs", "--json"], obj={}).stdout)
+    assert len(listed) == 2
+    for record in listed:
+        shown = json.loads(runner.invoke(cli, ["--home", str(tmp_path), "show", record["id"], "--json"], obj={}).stdout)
+        assert record == shown  # a listed run is the whole record
+        assert [s["step"] for s in record["step_runs"]] == ["make", "score"]
+        assert record["step_runs"][0]["outputs"]["numbers"]["size"] > 0
+        executed = record["executed_notebook"]
+        assert executed["size"] == Path(executed["uri"]).stat().st_size > 0
+    assert [r["metrics"] for r in listed] == [{"total": 10.0}, {"total": 3.0}]
+    summary = Project(tmp_path).metadata.list_runs()[0].to_dict()  # the API's list: counts, no empty lists
+    assert summary["step_counts"] == {"succeeded": 2} and "step_runs" not in summary and "metrics" not in summary
+    assert summary["executed_notebook"] == {"hash": listed[0]["executed_notebook"]["hash"], "kind": "ipynb"}
 
 
 @pytest.mark.parametrize("executor", ["notebook", "dag"])

@@ -23,8 +23,8 @@ class Progress:
         self.total, self.desc, self.unit = total, desc, unit
 
     def write(self, line: str) -> None:
-        """Show one line (a step finished, and why)."""
-        print(line, file=sys.stderr, flush=True)
+        """Show one line (a step finished, and why), on stderr unless the front end asked for stdout."""
+        print(line, file=sys.stdout if _lines_to_stdout else sys.stderr, flush=True)
 
     def advance(self, n: int = 1) -> None:
         """``n`` more units are done (negative: a retry takes one back)."""
@@ -47,12 +47,14 @@ class Silent(Progress):
 
 
 _factory: Callable[[int, str, str], Progress] = Progress
+_lines_to_stdout = False
 
 
-def use(factory: Callable[[int, str, str], Progress]) -> None:
-    """Make ``factory(total, desc, unit)`` what :func:`start` returns for work that wants a bar."""
-    global _factory
-    _factory = factory
+def use(factory: Callable[[int, str, str], Progress], *, lines_to_stdout: bool = False) -> None:
+    """Make ``factory(total, desc, unit)`` what :func:`start` returns for work that wants a bar; with
+    ``lines_to_stdout``, work without a bar writes its lines to stdout too (where the front end's bar puts them)."""
+    global _factory, _lines_to_stdout
+    _factory, _lines_to_stdout = factory, lines_to_stdout
 
 
 def start(total: int, desc: str, unit: str = "step", *, enabled: bool = True, bar: bool = True) -> Progress:

@@ -272,6 +272,9 @@ class Run:
         step_runs: the step runs, in the order they started (filled by :meth:`MetadataStore.get_run`).
         metrics: name -> latest value (filled by :meth:`MetadataStore.get_run`).
         step_counts: status -> number of step runs with it.
+        detailed: False for a record from :meth:`MetadataStore.list_runs` without ``details``: its step runs,
+            metrics and the executed notebook's size were not read (its ``step_counts`` were), and :meth:`to_dict`
+            leaves them out rather than show empty ones.
     """
 
     id: str
@@ -295,6 +298,7 @@ class Run:
     step_runs: list[StepRun] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     step_counts: dict[str, int] = field(default_factory=dict)
+    detailed: bool = True
 
     @property
     def duration(self) -> float | None:
@@ -314,12 +318,18 @@ class Run:
         return list(dict.fromkeys(s.step for s in self.step_runs))
 
     def to_dict(self) -> dict:
-        """A JSON-able dict, step runs included."""
+        """A JSON-able dict, step runs and metrics included (a record listed without details has
+        ``step_counts`` only, and its executed notebook only its hash and kind)."""
         data = asdict(self)
+        del data["detailed"]
         data["started_at"], data["ended_at"] = iso(self.started_at), iso(self.ended_at)
         data["duration"] = self.duration
         data["executed_notebook"] = self.executed_notebook.to_dict() if self.executed_notebook else None
         data["step_runs"] = [s.to_dict() for s in self.step_runs]
+        if not self.detailed:
+            del data["step_runs"], data["metrics"]
+            if self.executed_notebook:
+                data["executed_notebook"] = {"hash": self.executed_notebook.hash, "kind": "ipynb"}
         return data
 
 
@@ -850,8 +860,12 @@ class MetadataStore:
         params: dict[str, Any] | None = None,
         kind: str | None = None,
         trigger: str | None = None,
+        details: bool = False,
     ) -> list[Run]:
-        """The latest runs, newest first (without their step runs; :meth:`get_run` has those).
+        """The latest runs, newest first: two queries, each run with its ``step_counts`` but not its step runs.
+
+        With ``details`` each run is as :meth:`get_run` gives it (step runs with inputs and outputs, metrics, the
+        executed notebook's size), read in a fixed number of queries whatever the number of runs.
 
         Args:
             limit: at most this many (None: all).
@@ -860,6 +874,7 @@ class MetadataStore:
             params: only runs whose parameters have these values.
             kind: only runs of this kind (``pipeline``, ``build`` ...).
             trigger: only runs started by this trigger.
+            details: also read each run's step runs, metrics and executed notebook.
         """
         where, args = [], []
         for column, value in (("kind", kind), ("trigger", trigger)):
@@ -885,14 +900,50 @@ class MetadataStore:
         with self._connect() as con:
             records = [self._run_from_row(row) for row in con.execute(query, args).fetchall()]
             by_id = {r.id: r for r in records}
-            if by_id:
+            if details:
+                self._read_details(con, by_id)
+            elif by_id:
                 for run_id, status, count in con.execute(
                     "SELECT run_id, status, count(*) FROM step_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
                     "GROUP BY run_id, status ORDER BY run_id, status",
                     [list(by_id)],
                 ).fetchall():
                     by_id[run_id].step_counts[status] = count
+                for record in records:
+                    record.detailed = False
         return records
+
+    def _read_details(self, con, by_id: dict[str, Run]) -> None:
+        """Fill the step runs, step counts, metrics and executed notebooks of these runs: one query for each,
+        whatever the number of runs."""
+        if not by_id:
+            return
+        ids = list(by_id)
+        for step_run in self._step_runs(con, "run_id IN (SELECT unnest(?::VARCHAR[]))", [ids]):
+            run = by_id[step_run.run_id]
+            run.step_runs.append(step_run)
+            run.step_counts[step_run.status] = run.step_counts.get(step_run.status, 0) + 1
+        for run_id, name, value in con.execute(
+            "SELECT run_id, name, arg_max(value, logged_at) FROM metrics WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY run_id, name ORDER BY run_id, name",
+            [ids],
+        ).fetchall():
+            by_id[run_id].metrics[name] = value
+        executed = {r.executed_notebook.hash for r in by_id.values() if r.executed_notebook}
+        if executed:
+            found = {
+                digest: (size, uri)
+                for digest, size, uri in con.execute(
+                    "SELECT hash, size, uri FROM artifacts WHERE hash IN (SELECT unnest(?::VARCHAR[]))",
+                    [list(executed)],
+                ).fetchall()
+            }
+            for run in by_id.values():
+                if run.executed_notebook and run.executed_notebook.hash in found:
+                    size, uri = found[run.executed_notebook.hash]
+                    run.executed_notebook = ArtifactRef(
+                        run.executed_notebook.hash, "ipynb", size or 0, "executed notebook", uri=uri or ""
+                    )
 
     def resolve_run(self, run_id: str) -> str:
         """The full id for a run id, a unique prefix of one, or ``latest``."""

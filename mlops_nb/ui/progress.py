@@ -34,5 +34,7 @@ class TqdmProgress(progress.Progress):
 
 
 def install(lines_to_stdout: bool = False) -> None:
-    """Make long work show tqdm bars, their lines on stderr (or stdout, in a notebook)."""
-    progress.use(partial(TqdmProgress, lines_to_stdout=lines_to_stdout) if lines_to_stdout else TqdmProgress)
+    """Make long work show tqdm bars on stderr, their lines (and those of work too short for a bar) on stderr, or
+    on stdout with ``lines_to_stdout`` (the command line's record of a run; a notebook, where stderr shows red)."""
+    factory = partial(TqdmProgress, lines_to_stdout=True) if lines_to_stdout else TqdmProgress
+    progress.use(factory, lines_to_stdout=lines_to_stdout)

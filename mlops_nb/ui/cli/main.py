@@ -70,7 +70,7 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
 
     ctx.ensure_object(dict)
     ctx.obj.update(home=home, debug=debug)
-    install()  # long work shows tqdm bars
+    install(lines_to_stdout=True)  # long work shows a tqdm bar on stderr; its lines (a run's steps) are output
 
 
 @cli.command()
@@ -105,11 +105,14 @@ def init(ctx: click.Context, folder: Path | None) -> None:
 def runs(
     ctx: click.Context, limit: int, status: str | None, pipeline: str | None, kind, trigger, as_json: bool
 ) -> None:
-    """List the latest runs, newest first.
+    """List the latest runs, newest first; with --json each run as `mlops-nb show --json` gives it (step runs,
+    metrics, the executed notebook).
 
     Example: mlops-nb runs --limit 5 --kind pipeline
     """
-    records = _store(ctx).list_runs(limit, status=status, pipeline=pipeline, kind=kind, trigger=trigger)
+    records = _store(ctx).list_runs(
+        limit, status=status, pipeline=pipeline, kind=kind, trigger=trigger, details=as_json
+    )
     if as_json:
         echo_json([r.to_dict() for r in records])
         return
@@ -341,6 +344,9 @@ def run(
     """Run NOTEBOOK headless and record it: steps whose cache key did not change are loaded from the cache
     (when all are, no kernel starts), and every step run says why it ran.
 
+    Prints a line per step as it ends (why it ran, how long, what it made), then one line for the run; `mlops-nb
+    show latest` has the table.
+
     Example: mlops-nb run notebooks/quickstart.ipynb -p n_rows 500 --executor dag --jobs 2
     """
     from ...engine.driver import run_notebook
@@ -369,12 +375,10 @@ def run(
     if as_json:
         echo_json(record.to_dict())
         return
+    # each step printed its line as it ended; the run ends with one line
     counts = step_counts(record.step_counts)
-    click.echo(f"Run {record.id} {record.status} in {duration(record.duration)} ({counts or 'no steps'})")
-    for s in record.step_runs:
-        click.echo(f"  {s.step:<12} {s.status:<9} {duration(s.duration):>7}  {s.why or ''}")
-    if record.executed_notebook:
-        click.echo(f"  executed notebook: {record.executed_notebook.uri}")
+    executed = f"; executed notebook: {record.executed_notebook.uri}" if record.executed_notebook else ""
+    click.echo(f"Run {record.id} {record.status} in {duration(record.duration)} ({counts or 'no steps'}){executed}")
 
 
 @cli.command()

@@ -209,3 +209,20 @@ def test_mlops_run_is_refused_inside_a_headless_run(shell, monkeypatch):
     result, error = run(shell, "%mlops run")
     assert not result.success
     assert str(error).startswith("%mlops run inside a headless run would start a run within the run")
+
+
+def test_runs_table_shows_parameters_whole(shell, tmp_path, monkeypatch):
+    params = "learning_rate_schedule = 'cosine_with_warm_restarts'\nregularisation_strength = 0.000125\nseed = 7"
+    nb = write_notebook(
+        tmp_path / "long.ipynb",
+        ["%load_ext mlops_nb", params, "%%mlops step make\nitems = [seed] * 3"],
+        parameters=1,
+    )
+    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    shell.run_cell(params)
+    shell.run_cell("%%mlops step make\nitems = [seed] * 3")
+    frame = shell.run_cell("%mlops runs").result
+    whole = str(frame["params"][0])
+    assert len(whole) > 80 and "cosine_with_warm_restarts" in whole and "'seed': 7" in whole
+    assert whole in frame._repr_html_().replace("&#x27;", "'") and whole in repr(frame)
+    assert "..." not in frame._repr_html_() and "..." not in repr(frame)

@@ -321,24 +321,9 @@ def _jsonable(values: dict) -> dict:
 
 
 def _runs_frame(runs):
-    import pandas as pd
+    from .reports import runs_frame
 
-    return pd.DataFrame(
-        [
-            {
-                "run": r.id,
-                "pipeline": r.pipeline,
-                "status": r.status,
-                "started": r.started_at,
-                "duration_s": r.duration,
-                "trigger": r.trigger,
-                "executor": r.executor,
-                "steps": ", ".join(f"{n} {s}" for s, n in r.step_counts.items()),
-                "params": r.params,
-            }
-            for r in runs
-        ]
-    )
+    return runs_frame(runs)
 
 
 def _read_plan(path: str | None) -> dict:

@@ -39,3 +39,37 @@ def features_report(store, view: str | None = None) -> Report:
         f"{info['rows']} rows in {len(info['segments'])} segments, ttl {ttl(info['ttl_seconds'])}"
     )
     return Report(caption + "\n" + stats_frame(stats).to_string(index=False), stats_html(view, stats, caption))
+
+
+def runs_frame(runs):
+    """What ``%mlops runs``, ``%mlops run`` and ``%mlops end`` show: a DataFrame with a row per run (a
+    :class:`~mlops_nb.store.metadata.Run`), whose every cell shows whole, so long parameters are never cut off."""
+    import pandas as pd
+
+    class RunsFrame(pd.DataFrame):
+        """A DataFrame of runs that displays every cell whole (no ``...`` at ``display.max_colwidth``)."""
+
+        def _repr_html_(self):
+            with pd.option_context("display.max_colwidth", None, "display.max_columns", None):
+                return super()._repr_html_()
+
+        def __repr__(self) -> str:
+            with pd.option_context("display.max_colwidth", None, "display.max_columns", None):
+                return super().__repr__()
+
+    return RunsFrame(
+        [
+            {
+                "run": r.id,
+                "pipeline": r.pipeline,
+                "status": r.status,
+                "started": r.started_at,
+                "duration_s": r.duration,
+                "trigger": r.trigger,
+                "executor": r.executor,
+                "steps": ", ".join(f"{n} {s}" for s, n in r.step_counts.items()),
+                "params": r.params,
+            }
+            for r in runs
+        ]
+    )

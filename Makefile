@@ -37,4 +37,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_metadata.py --smoke
 
 clean:
-	rm -rf $(VENV) demo-project .pytest_cache
+	rm -rf $(VENV) demo-project demo-project.* .pytest_cache

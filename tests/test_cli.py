@@ -103,12 +103,21 @@ def test_runs_show_lineage(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_lifecycle(tmp_path):
-    result = invoke(tmp_path, "demo", "--dir", str(tmp_path / "demo"))
+def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", os.defpath)  # the venv is not active: mlops-nb is not on PATH
+    earlier = tmp_path / "demo-project"
+    (earlier / ".mlops").mkdir(parents=True)  # a demo ran here before
+    (earlier / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["demo"], obj={})
     assert result.exit_code == 0, result.output
     out = result.output
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("demo-project.")]
+    assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"  # moved aside, not deleted
+    assert out.startswith(f"An earlier demo was in demo-project/: moved aside to {aside[0].name}/")
+    folder = tmp_path / "demo-project"
     assert "quickstart (quickstart.ipynb): 6 steps" in out
-    runs = Project(tmp_path / "demo").metadata.list_runs()
+    runs = Project(folder).metadata.list_runs()
     assert [r.status for r in runs] == ["succeeded"] * 4
     assert [r.step_counts for r in runs] == [
         {"succeeded": 7},
@@ -116,11 +125,28 @@ def test_demo_runs_the_lifecycle(tmp_path):
         {"cached": 6},
         {"succeeded": 6},
     ]
+    narration = [line for line in out.splitlines() if line.startswith("   run ")]
+    assert narration[0].endswith("all 6 steps ran (notebook executor), each recorded with why it ran")
+    assert narration[1].endswith("every step was a cache hit, so no kernel started")  # true: nothing ran
+    assert narration[2].endswith("only train, evaluate ran; the other 4 steps were cache hits, loaded instead of run")
     assert "train     succeeded  " in out and "param C changed" in out
     assert "5. Metrics of the model: accuracy=" in out
     assert "data/raw.csv (external)" in out
     assert "feature views: customer_activity" in out and "feature_view" in out
-    assert (tmp_path / "demo" / "timeline.png").stat().st_size > 5000
+    assert (folder / "timeline.png").stat().st_size > 5000
+
+    # the closing lines are commands that work as printed, from where the user stands
+    closing = out.splitlines()[-7:]
+    assert closing[0].startswith("Explore (mlops-nb is not on your PATH: it is ") and "source " in closing[0]
+    assert closing[1] == "  cd demo-project"
+    commands = [line.strip() for line in closing[2:6]]
+    assert commands[0].endswith("mlops-nb runs") and commands[1].endswith("mlops-nb show latest")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
+    listed = subprocess.run(commands[0], shell=True, cwd=folder, capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, closing
+    assert len(listed.stdout.splitlines()) == 5 and listed.stdout.startswith("RUN ")  # the header and 4 runs
+    again = CliRunner().invoke(cli, ["demo", "--dir", "demo-project"], obj={})  # an explicit --dir is never moved
+    assert again.exit_code == 1 and again.output.startswith("Error: demo-project already exists and is not empty")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``mlops-nb demo``: the most complete end-to-end path mlops_nb has, in a fresh project folder.
+"""``mlops-nb demo``: the most complete end-to-end path mlops_nb has, in a fresh project folder each time.
 
 It copies the quickstart notebook (raw data → processed data → features → split → model → evaluation) into
 the folder and runs it headless three times: cold (every step runs), again (every step is a cache hit, no
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,27 +48,98 @@ def write_raw_data(path: Path, n_rows: int = 2000, seed: int = 7) -> None:
     frame.to_csv(path, index=False)
 
 
-def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], None] = print) -> str:
-    """Set up ``folder`` as a project with the quickstart notebook, run the lifecycle, print what happened.
+DEFAULT_FOLDER = "demo-project"
+
+
+def fresh_folder(folder: str | os.PathLike | None, echo: Callable[[str], None] = print) -> Path:
+    """The folder a demo runs in, new and empty: ``folder`` (``--dir``) must not hold anything yet; by default
+    ``demo-project``, where an earlier demo is first moved aside to ``demo-project.<UTC time>`` (kept, not deleted).
+
+    Raises:
+        MlopsError: ``folder`` is a file, or a folder that is not empty.
+    """
+    from ..core.clock import utcnow
+    from ..exceptions import MlopsError
+
+    chosen = Path(folder if folder is not None else DEFAULT_FOLDER).expanduser()
+    if chosen.exists() and (not chosen.is_dir() or any(chosen.iterdir())):
+        if folder is not None:
+            raise MlopsError(
+                f"{chosen} already exists and is not empty; give --dir a new folder (the demo starts from nothing)"
+            )
+        aside = chosen.with_name(f"{chosen.name}.{utcnow():%Y%m%d-%H%M%S}")
+        chosen.rename(aside)
+        echo(f"An earlier demo was in {chosen}/: moved aside to {aside}/ (delete it when you are done with it)")
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen.resolve()
+
+
+def _what_ran(record) -> str:
+    """One true line about a run: which steps a kernel ran, or that every step was a cache hit."""
+    ran = [s.step for s in record.step_runs if s.status != "cached"]
+    head = f"   run {record.id} {record.status} in {record.duration:.2f}s: "
+    if not ran:
+        return head + "every step was a cache hit, so no kernel started"
+    if len(ran) == len(record.step_runs):
+        return head + f"all {len(ran)} steps ran ({record.executor} executor), each recorded with why it ran"
+    cached = len(record.step_runs) - len(ran)
+    return head + f"only {', '.join(ran)} ran; the other {cached} steps were cache hits, loaded instead of run"
+
+
+def explore_commands(folder: Path, here: Path | None = None) -> list[str]:
+    """The closing lines: the exact commands to look around ``folder``, with the path of this installation's
+    ``mlops-nb`` when it is not the one on PATH (a venv that is not active), relative to where the user stands."""
+    here = (here or Path.cwd()).resolve()
+    bin_dir = Path(sys.executable).parent
+    script = bin_dir / "mlops-nb"
+    on_path = shutil.which("mlops-nb")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        lines, command, lab = ["Explore:"], "mlops-nb", "jupyter"
+    else:
+        activate = bin_dir / "activate"
+        how = f"; or first `source {_nearby(activate, here)}`, then plain mlops-nb" if activate.is_file() else ""
+        lines = [f"Explore (mlops-nb is not on your PATH: it is {_nearby(script, here)}{how}):"]
+        command = str(_nearby(script, folder))  # the commands run inside the demo folder
+        lab = str(_nearby(bin_dir / "jupyter", folder)) if (bin_dir / "jupyter").is_file() else "jupyter"
+    lines.append(f"  cd {_nearby(folder, here)}")
+    for what in ("runs", "show latest", "lineage model --direction up", "run quickstart.ipynb -p C 0.5"):
+        lines.append(f"  {command} {what}")
+    lines.append(f"  {lab} lab quickstart.ipynb   # run it cell by cell: the steps load from the same cache")
+    return lines
+
+
+def _nearby(path: Path, start: Path) -> Path:
+    """``path`` relative to ``start`` when that is short (inside it, or one folder up), else absolute."""
+    path = path if path.is_absolute() else path.resolve()
+    try:
+        relative = Path(os.path.relpath(path, start))
+    except ValueError:  # another drive
+        return path
+    return relative if relative.parts[:2].count("..") <= 1 else path
+
+
+def run_demo(folder: str | os.PathLike | None = None, echo: Callable[[str], None] = print) -> str:
+    """Run the lifecycle in a fresh project folder with the quickstart notebooks and print what happened.
+
+    Args:
+        folder: a new (or empty) folder; default ``demo-project``, an earlier one moved aside first.
+        echo: where the narration goes.
 
     Returns:
-        the id of the last run.
+        the id of the last quickstart run.
     """
     from ..engine.driver import run
     from ..pipeline.notebook import Pipeline
     from ..project import Project
     from .format import indented, table
 
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "pyproject.toml").exists():
-        (folder / "pyproject.toml").write_text('[project]\nname = "mlops-nb-demo"\nversion = "0.1.0"\n')
+    folder = fresh_folder(folder, echo)
+    (folder / "pyproject.toml").write_text('[project]\nname = "mlops-nb-demo"\nversion = "0.1.0"\n')
     source = notebooks_folder()
     for name in QUICKSTART_FILES:
         target = folder / name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source / name, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, target)
     project = Project(folder).init()
     notebook = folder / "quickstart.ipynb"
     echo(f"Project {project.home} (stores in {project.mlops_dir})\n")
@@ -79,16 +151,14 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     def step(title: str, params: dict | None = None):
         echo(title)
         record = run(notebook, params, project=project, trigger="cli", progress=False)
-        echo(f"   run {record.id} {record.status} in {record.duration:.2f}s")
+        echo(_what_ran(record))
         rows = [[s.step, s.status, f"{s.duration or 0:.2f}s", s.why] for s in record.step_runs]
         echo(indented(table(rows, ["STEP", "STATUS", "TIME", "WHY"])) + "\n")
         return record
 
-    step("2. Headless run (papermill starts a kernel; every step is recorded):  mlops-nb run quickstart.ipynb")
-    step("3. The same run again: every step is a cache hit, so no kernel starts")
-    last = step(
-        "4. One parameter changed (-p C 0.3): only the steps that use it, and what depends on them, run", {"C": 0.3}
-    )
+    step("2. Headless run, every step recorded:  mlops-nb run quickstart.ipynb")
+    step("3. The same run again; a step whose code, inputs, data and parameters are unchanged is a cache hit")
+    last = step("4. One parameter changed:  mlops-nb run quickstart.ipynb -p C 0.3", {"C": 0.3})
 
     artifacts = project.artifacts
     metrics = artifacts.get(last.step("evaluate").outputs["metrics"])
@@ -104,7 +174,7 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     echo("\n7. Processed data through the feature store into training, each step in a warm kernel of its own:")
     echo("   mlops-nb run features.ipynb --executor dag")
     record = run(features_nb, project=project, trigger="cli", progress=False, executor="dag")
-    echo(f"   run {record.id} {record.status} in {record.duration:.2f}s")
+    echo(_what_ran(record))
     rows = [[s.step, s.status, f"{s.duration or 0:.2f}s", s.why] for s in record.step_runs]
     echo(indented(table(rows, ["STEP", "STATUS", "TIME", "WHY"])))
     from .plots import timeline
@@ -125,6 +195,7 @@ def run_demo(folder: str | os.PathLike = "demo-project", echo: Callable[[str], N
     png = folder / "timeline.png"
     timeline(record).savefig(png, dpi=110, bbox_inches="tight")
     echo(f"   timeline of the run: {png}")
-    echo(f"\nExplore:  cd {folder} && mlops-nb runs && mlops-nb show latest && mlops-nb lineage latest/train")
-    echo("Open quickstart.ipynb in JupyterLab and run it cell by cell: the steps load from the same cache.")
+    echo("")
+    for line in explore_commands(folder):
+        echo(line)
     return last.id

@@ -410,14 +410,13 @@ def dag(notebook: Path, fmt: str, png: Path | None) -> None:
     "--dir",
     "folder",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-project"),
-    show_default=True,
-    help="Where to create the demo project.",
+    help="A new (or empty) folder for the demo project (default: demo-project, an earlier demo there moved aside "
+    "to demo-project.<time>).",
 )
 @click.pass_context
-def demo(ctx: click.Context, folder: Path) -> None:
+def demo(ctx: click.Context, folder: Path | None) -> None:
     """Run the end-to-end demo in a fresh project folder: data -> features -> model -> evaluation, recorded
-    with artifacts, metadata and lineage.
+    with artifacts, metadata and lineage; it ends with the commands to look around.
 
     Example: mlops-nb demo --dir /tmp/demo
     """

@@ -320,7 +320,11 @@ def _read_params_file(path: Path) -> dict:
 @click.option(
     "--step-timeout", type=float, help="Seconds a step (notebook executor: a cell) may run before it is stopped."
 )
-@click.option("--kernel", "kernel_name", help="Jupyter kernel name (default: the notebook's).")
+@click.option(
+    "--kernel",
+    "kernel_name",
+    help="Jupyter kernel name (default: the one the notebook's kernelspec names; needed without one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_context
 def run(

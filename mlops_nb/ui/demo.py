@@ -67,7 +67,11 @@ def fresh_folder(folder: str | os.PathLike | None, echo: Callable[[str], None] =
             raise MlopsError(
                 f"{chosen} already exists and is not empty; give --dir a new folder (the demo starts from nothing)"
             )
-        aside = chosen.with_name(f"{chosen.name}.{utcnow():%Y%m%d-%H%M%S}")
+        stamp, n = f"{chosen.name}.{utcnow():%Y%m%d-%H%M%S}", 1
+        aside = chosen.with_name(stamp)
+        while aside.exists():  # two demos in one second
+            n += 1
+            aside = chosen.with_name(f"{stamp}-{n}")
         chosen.rename(aside)
         echo(f"An earlier demo was in {chosen}/: moved aside to {aside}/ (delete it when you are done with it)")
     chosen.mkdir(parents=True, exist_ok=True)

@@ -424,10 +424,14 @@ def test_planned_hits_are_recorded_by_the_driver_and_the_kernel_loads_only_what_
     first = mlops_nb.run(nb, project=project, progress=False)
     heard = []
     unsubscribe = hooks.subscribe("post_step", lambda *, step, status, **kw: heard.append((step, status)))
+    from mlops_nb.core.clock import utcnow
+
+    called = utcnow()
     try:
         second = mlops_nb.run(nb, {"alpha": 2}, project=project, progress=False)
     finally:
         unsubscribe()
+    assert (second.started_at - called).total_seconds() < 0.5  # the run's duration includes its planning
     assert statuses(second) == {"load": "cached", "double": "cached", "scale": "succeeded"}
     assert sorted(heard) == [("double", "cached"), ("load", "cached"), ("scale", "succeeded")]
     executed = project.artifacts.get(second.executed_notebook)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from ..core.records import TRIGGERS
 from ..exceptions import ConfigError, MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline
+from ..store.metadata import git_state
 from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
 from .executors.kernels import require_kernel
 from .plan import cached_records, fully_cached, plan, prepare, select_steps
@@ -90,9 +92,13 @@ def run(
 
 
 def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options: RunOptions, project=None):
-    """:func:`run` with its options as one :class:`RunOptions`."""
+    """:func:`run` with its options as one :class:`RunOptions`. The run's recorded start is this call's: its
+    duration includes parsing and planning."""
+    from ..core.clock import utcnow
     from ..project import Project
 
+    begun = utcnow()
+    git = _background(git_state, Path(path).resolve().parent)  # git's two subprocesses while we parse and plan
     if options.trigger not in TRIGGERS:
         raise ConfigError(f"trigger {options.trigger!r} is not one of {', '.join(TRIGGERS)}; pass one of them")
     path = Path(path).resolve()
@@ -113,10 +119,10 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
     if not options.partial:
         planned = plan(project, pipeline, values, options.no_cache)
         if fully_cached(pipeline, planned):
-            return _record_fully_cached(project, pipeline, planned, values, name, options)
+            return _record_fully_cached(project, pipeline, planned, values, name, options, begun, git.result())
     options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name))  # a kernel will start
     store = project.metadata
-    run_id = open_run(project, pipeline, values, name, options.trigger)
+    run_id = open_run(project, pipeline, values, name, options.trigger, started_at=begun, git=git.result())
     given = {k: values[k] for k in (params or {})}
     job = Job(project, pipeline, values, given, run_id, options, prepared, planned)
     outcome = Outcome("failed")
@@ -160,6 +166,20 @@ def open_run(project, pipeline: Pipeline, values: dict, executor: str, trigger: 
     )
 
 
+def _background(function, *args) -> Future:
+    """``function(*args)`` on a daemon thread of its own; its future holds the result."""
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="mlops-nb-background", daemon=True).start()
+    return future
+
+
 @contextmanager
 def _sigterm_interrupts():
     """SIGTERM ends the run as Ctrl-C does (in the main thread, where a handler can be set)."""
@@ -198,16 +218,17 @@ def _record_skipped(pipeline: Pipeline, store, run_id: str, selected: set[str], 
         emit_post_step(run_id, record["step"], step_run_id, "skipped", record["why"], {}, None)
 
 
-def _record_fully_cached(project, pipeline: Pipeline, planned, values: dict, executor: str, options: RunOptions):
+def _record_fully_cached(
+    project, pipeline: Pipeline, planned, values: dict, executor: str, options: RunOptions, begun, git
+):
     """Every step is a cache hit: record the run in one transaction, without a kernel."""
     from ..core import progress
-    from ..store.metadata import git_state, new_run_id
+    from ..store.metadata import new_run_id
 
     store = project.metadata
     run_id = new_run_id()
-    git = git_state(pipeline.folder)
     with store.batch(write=True):
-        open_run(project, pipeline, values, executor, options.trigger, run_id=run_id, git=git)
+        open_run(project, pipeline, values, executor, options.trigger, run_id=run_id, git=git, started_at=begun)
         store.record_steps(run_id, cached_records(planned))
         store.finish_run(run_id, "succeeded")
     lines = progress.start(len(planned), pipeline.name, enabled=options.progress, bar=False)  # no bar: no tqdm import

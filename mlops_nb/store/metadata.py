@@ -458,6 +458,7 @@ class MetadataStore:
         run_id: str | None = None,
         pid: int | None = None,
         git: tuple[str | None, bool | None] | None = None,
+        started_at: datetime | None = None,
     ) -> str:
         """Record a new ``running`` run and return its id.
 
@@ -474,6 +475,7 @@ class MetadataStore:
             run_id: an id to use (default: a new one).
             pid: the process that owns the run (default: this one); when it dies the run becomes interrupted.
             git: ``(commit, dirty)`` when already known (default: asked of git in the notebook's folder).
+            started_at: when the run began (UTC), if before it is recorded (a driver's planning); default: now.
         """
         self._check_run(kind, trigger, pipeline, notebook or notebook_hash)
         run_id = run_id or new_run_id()
@@ -505,7 +507,7 @@ class MetadataStore:
                     json.dumps(params, sort_keys=True, default=str),
                     executor,
                     trigger,
-                    now,
+                    started_at or now,
                     socket.gethostname(),
                     pid,
                     _process_started(pid),
@@ -513,10 +515,14 @@ class MetadataStore:
                     dirty,
                 ],
             )
-            if params:
-                con.executemany(
-                    "INSERT INTO params VALUES (?, ?, ?)",
-                    [[run_id, k, json.dumps(v, sort_keys=True, default=str)] for k, v in params.items()],
+            if params:  # one statement: executemany costs a round trip per row
+                con.execute(
+                    "INSERT INTO params VALUES " + ", ".join(["(?, ?, ?)"] * len(params)),
+                    [
+                        v
+                        for k, value in params.items()
+                        for v in (run_id, k, json.dumps(value, sort_keys=True, default=str))
+                    ],
                 )
         return run_id
 

@@ -195,6 +195,11 @@ def _engine() -> str:
             from .forking import ForkingKernelManager  # with no template: a kernel that is ready sooner
 
             kwargs.setdefault("kernel_manager_class", ForkingKernelManager)
+            # a headless kernel needs no IPython history (a sqlite file every kernel shares, whose lock a run
+            # can wait on at exit), and once its last cell ran it is stopped at once: everything is recorded by
+            # then, and tearing down a large namespace only delays the run's end
+            kwargs.setdefault("extra_arguments", ["--HistoryManager.enabled=False"])
+            kwargs.setdefault("shutdown_kernel", "immediate")
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register(_ENGINE, MlopsEngine)

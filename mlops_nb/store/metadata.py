@@ -598,10 +598,12 @@ class MetadataStore:
         """
         self._check_status(status, STATUSES)
         with self._connect(write=True) as con:
-            found = con.execute("SELECT count(*) FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]
+            found, n = con.execute(  # one statement: each costs a round trip
+                "SELECT (SELECT count(*) FROM runs WHERE id = ?), (SELECT count(*) FROM step_runs WHERE run_id = ?)",
+                [run_id, run_id],
+            ).fetchall()[0]
             if not found:
                 raise NotFoundError(f"run {run_id} does not exist; create it with create_run() first")
-            n = con.execute("SELECT count(*) FROM step_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
             step_run_id = f"{run_id}.{n + 1}"
             con.execute(
                 "INSERT INTO step_runs (id, run_id, step, status, why, cache_key, started_at, cell_index, attempt, "
@@ -646,15 +648,10 @@ class MetadataStore:
         """
         self._check_status(status, STATUSES)
         with self._connect(write=True) as con:
-            rows = con.execute("SELECT run_id FROM step_runs WHERE id = ?", [step_run_id]).fetchall()
-            if not rows:
-                raise NotFoundError(f"step run {step_run_id} does not exist")
-            if executed_notebook is not None:
-                self._record_artifacts(con, [executed_notebook])
-            con.execute(
+            rows = con.execute(
                 "UPDATE step_runs SET status = ?, ended_at = ?, error = ?, why = coalesce(?, why), cached_from = ?, "
                 "executed_notebook = coalesce(?, executed_notebook), started_at = coalesce(?, started_at) "
-                "WHERE id = ?",
+                "WHERE id = ? RETURNING run_id",
                 [
                     status,
                     ended_at or utcnow(),
@@ -665,7 +662,11 @@ class MetadataStore:
                     started_at,
                     step_run_id,
                 ],
-            )
+            ).fetchall()
+            if not rows:
+                raise NotFoundError(f"step run {step_run_id} does not exist")
+            if executed_notebook is not None:
+                self._record_artifacts(con, [executed_notebook])
             self._record_events(con, step_run_id, inputs, "in")
             self._record_events(con, step_run_id, outputs, "reuse" if status == "cached" else "out")
             if metrics:

@@ -227,6 +227,10 @@ class NotebookSerializer(Serializer):
     def dumps(self, obj):
         import nbformat
 
+        if obj.get("nbformat") == 4:  # what nbformat.writes writes, without validating it first (~ms a notebook)
+            from nbformat.v4.nbjson import writes
+
+            return writes(obj).encode()
         return nbformat.writes(obj).encode()
 
     def loads(self, data):

@@ -285,9 +285,11 @@ class GraphRun:
         """In the writer: store the executed per-step notebook, then record how the step run ended."""
         import nbformat
 
+        from .kernels import notebook as new_notebook
+
         notebook = None
         if executed.cells:
-            nb = nbformat.v4.new_notebook(cells=[nbformat.from_dict(c) for c in executed.cells])
+            nb = new_notebook([nbformat.from_dict(c) for c in executed.cells])
             notebook = self.artifacts.put(nb, name=f"{item.step.name} (executed)")
         step_run_id = item.step_run_id.result()
         self.store.finish_step(

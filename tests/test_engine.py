@@ -395,3 +395,25 @@ def test_an_upgraded_library_reruns_the_steps_that_import_it_unless_turned_off(t
     assert run(**off)["why"] == "library versions no longer in the cache key"
     _install(site, "2.0")
     assert run(**off)["status"] == "cached"
+
+
+def test_a_library_imported_before_an_upgrade_keys_the_version_that_runs(tmp_path, monkeypatch):
+    """``%pip install -U`` in a live kernel: the module already imported is still the old code, so the key keeps
+    its old version; a package installed after the first look-up is found."""
+    import importlib
+
+    from mlops_nb.engine.libraries import versions
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    _install(site, "1.0")
+    monkeypatch.delitem(sys.modules, "tinylib", raising=False)
+    importlib.import_module("tinylib")
+    assert versions(["tinylib", "tinylib2"]) == {"tiny-lib": "1.0"}
+    _install(site, "1.1")
+    (site / "tinylib2.py").write_text("")
+    info = site / "tiny_lib2-0.3.dist-info"
+    info.mkdir()
+    (info / "RECORD").write_text("tinylib2.py,,\n")
+    assert versions(["tinylib", "tinylib2"]) == {"tiny-lib": "1.0", "tiny-lib2": "0.3"}

@@ -69,6 +69,10 @@ def test_equal_artifacts_of_two_notebooks_keep_each_lineage_apart(tmp_path):
     down = store.lineage(f"{load.run_id}/load", "down")
     assert _pipeline_steps(project, down) == {"first"}
 
+    # downstream from a cached step run: the consumers in its own run, not those of every run that reused it
+    down = store.lineage(f"{again.id}/load", "down")
+    assert {n.attrs["run_id"] for n in down.nodes.values() if n.kind == "step_run"} == {again.id}
+
     # by output name, from the CLI: the latest model, through the step run that made it
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "lineage", "model", "--direction", "up"], obj={})
     assert result.exit_code == 0, result.output

@@ -134,18 +134,33 @@ class Decision:
     why: str
 
 
-def decide(
-    project, pipeline: Pipeline, step: Step, inputs: dict[str, ArtifactRef], params: dict, no_cache: bool
-) -> Decision:
-    """Compute a step's cache key from its inputs and parameters, look for a reusable earlier run, and say why
-    the step runs when there is none. Reads the metadata store; writes nothing."""
-    store = project.metadata
+def keyed(
+    project, pipeline: Pipeline, step: Step, inputs: dict[str, ArtifactRef], params: dict
+) -> tuple[dict, str, dict[str, ArtifactRef]]:
+    """A step's key parts, cache key, and inputs with its ``--reads`` files: the part of :func:`decide` that reads
+    no store (it hashes files, which may be large: do it before opening a store)."""
     libraries = project.settings.library_versions
     parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params, libraries)
-    key = cache_key(parts)
     inputs = dict(inputs)
     for path in step.reads:
         inputs[path] = ArtifactRef.external(pipeline.folder / path, path, parts["reads"][path])
+    return parts, cache_key(parts), inputs
+
+
+def decide(
+    project,
+    pipeline: Pipeline,
+    step: Step,
+    inputs: dict[str, ArtifactRef],
+    params: dict,
+    no_cache: bool,
+    key: tuple[dict, str, dict[str, ArtifactRef]] | None = None,
+) -> Decision:
+    """Compute a step's cache key from its inputs and parameters (or take ``key``, what :func:`keyed` gave), look
+    for a reusable earlier run, and say why the step runs when there is none. Reads the metadata store; writes
+    nothing."""
+    store = project.metadata
+    parts, key, inputs = key or keyed(project, pipeline, step, inputs, params)
     no_cache = no_cache or step.no_cache
     rejected = None
     if not no_cache:

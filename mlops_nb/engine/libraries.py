@@ -5,8 +5,13 @@ A module is mapped to the distribution that installed it by the ``*.dist-info`` 
 distribution of the module's own name, else one whose ``top_level.txt`` lists it, else one whose ``RECORD``
 holds its files (the most similar names read first). ``importlib.metadata.packages_distributions()`` does the
 same job but reads every ``RECORD`` (~0.4 s here, on every run); this module reads folder names, and a ``RECORD``
-only for a module that needs it, once per process. A version comes from the folder's name; an upgrade replaces
-the folder, which the next look-up notices (one ``stat`` per package) and maps again.
+only for a module that needs it, once per process. A version comes from the folder's name. An upgrade replaces
+the folder, which changes its parent's modification time: the next look-up notices (one ``stat`` per ``sys.path``
+entry) and maps again, except for the modules this process already imported (see :func:`versions`).
+
+The versions are read in the process that decides a step: the kernel for manual runs and the notebook executor,
+the driver when it plans and for the dag and dask executors. A kernel of another environment than the driver's
+is keyed by the driver's versions there.
 """
 
 from __future__ import annotations
@@ -78,16 +83,35 @@ def _owner(module: str) -> Path | None:
     return None
 
 
+def _path_state() -> tuple:
+    """The folders on ``sys.path`` and their modification times: installing or removing a package changes one."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(state)
+
+
+_state: tuple | None = None
+
+
 def versions(modules: list[str]) -> dict[str, str]:
     """Distribution name -> installed version, for the top-level ``modules`` that an installed distribution
-    provides (a module nothing installed is left out)."""
-    global _infos
+    provides (a module nothing installed is left out).
+
+    A module this process already imported keeps the version it was imported at, even if a newer one was
+    installed since (``%pip install -U`` in a live kernel): the key names the code that runs. Other modules are
+    mapped again whenever a folder on ``sys.path`` changes."""
+    global _infos, _top_level, _state
+    state = _path_state()
+    if state != _state:
+        _state, _infos, _top_level = state, None, None
+        for module in [m for m in _owners if m not in sys.modules]:
+            del _owners[module]
     found: dict[str, str] = {}
     for module in modules:
-        info = _owners.get(module)
-        if info is not None and not info.is_dir():  # upgraded or removed since: map every module again
-            _owners.clear()
-            _infos = None
         if module not in _owners:
             _owners[module] = _owner(module)
         info = _owners[module]

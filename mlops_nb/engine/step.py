@@ -22,7 +22,7 @@ from ..core.hooks import hooks
 from ..core.records import ArtifactRef
 from ..exceptions import MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline, Step
-from .cache import Decision, decide
+from .cache import Decision, decide, keyed
 
 
 @dataclass
@@ -320,9 +320,11 @@ def execute_step(
     inputs = _inputs_of(ctx, step, namespace)
     params = {p: namespace.get(p, ctx.pipeline.params.get(p)) for p in step.params}
     sources = ctx.sources(step.inputs, namespace)
-    # one short transaction decides the step and records its start: a ran step costs two store operations
+    # the key first (it hashes --reads files), then one short transaction decides the step and records its start:
+    # a ran step costs two store operations
+    key = keyed(ctx.project, ctx.pipeline, step, inputs, params)
     with ctx.store.batch(write=True):
-        decision = decide(ctx.project, ctx.pipeline, step, inputs, params, ctx.no_cache)
+        decision = decide(ctx.project, ctx.pipeline, step, inputs, params, ctx.no_cache, key)
         first = (
             None
             if decision.hit is not None

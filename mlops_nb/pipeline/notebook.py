@@ -368,6 +368,7 @@ class Pipeline:
         self.setup_cells: list[int] = []
         self.report_cells: list[int] = []
         self.report_reads: dict[int, list[str]] = {}
+        self.setup_reads: set[str] = set()  # names setup cells read, in function bodies too
         self.setup_hash = ""
         self.setup_modules: dict[str, str] = {}
         self.setup_libraries: list[str] = []
@@ -489,6 +490,7 @@ class Pipeline:
                 self.report_reads[index] = sorted(analysis.reads)
                 continue
             self.setup_cells.append(index)
+            self.setup_reads |= set(analysis.reads)
             state.setup_sources.append(normalize(code))
             state.setup_names |= analysis.assigned | analysis.imported
             state.setup_modules += analysis.modules
@@ -700,8 +702,9 @@ class Pipeline:
 
     def needed_after(self, skipped: set[str]) -> dict[str, list[str]]:
         """For each step in ``skipped`` (cached steps whose cells do not run their bodies), its outputs that a later
-        cell still reads: a report cell, or a step not in ``skipped``. Those must be loaded; the rest need not."""
-        later: set[str] = set()
+        cell still reads: a report cell, or a step not in ``skipped``; or that a setup cell reads anywhere (a helper
+        function a step calls may read a global). Those must be loaded; the rest need not."""
+        later: set[str] = set(self.setup_reads)
         needed: dict[str, list[str]] = {}
         by_cell = {s.cell_index: s for s in self.steps}
         for index in range(len(self.cells) - 1, -1, -1):

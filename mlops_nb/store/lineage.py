@@ -118,7 +118,7 @@ def walk(
     pins a root artifact to the step run that made it.
     """
     hops = {(kind, ident): 0}
-    root_from = None
+    root_from, root_run = None, ident.rsplit(".", 1)[0] + "."
     if kind == "step_run":
         rows = con.execute("SELECT cached_from FROM step_runs WHERE id = ?", [ident]).fetchall()
         root_from = rows[0][0] if rows else None
@@ -146,7 +146,11 @@ def walk(
                     reached += [("step_run", s, None) for s in (chosen or made)]
             else:
                 for _, step_run_id, direction, source in rows:
-                    if direction == "in" and (source is None or None in vias or source in vias):
+                    if direction != "in":
+                        continue
+                    if source == root_from and source is not None and not step_run_id.startswith(root_run):
+                        continue  # the cached root's outputs: its own run's consumers, not every run's
+                    if source is None or None in vias or source in vias:
                         reached.append(("step_run", step_run_id, None))
         for digest, step_run_id, direction, source in lookup(con, _HOP, "step_run_id", step_runs):
             if up and direction == "in":

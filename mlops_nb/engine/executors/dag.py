@@ -25,7 +25,7 @@ from ...core.records import ArtifactRef
 from ...exceptions import ConfigError, MlopsError, StepFailedError
 from ...pipeline.notebook import Step
 from ...settings import HOME_ENV
-from ..cache import Decision, decide
+from ..cache import Decision, decide, keyed
 from ..plan import preamble
 from ..step import attempt_why, emit_post_step, record_hit, record_start, retry_delay
 from .base import Job, Outcome, Runner
@@ -124,6 +124,7 @@ class GraphRun:
         self._ends: list[tuple] = []  # end records of finished steps
         self._hits: list[tuple] = []  # cache hits (step, decision)
         self._launches: list[tuple] = []  # steps to start (their start record) and hand to the runner
+        self._told: list[tuple] | None = None  # post_step events held until the commit being written is done
 
     def _say(self, text: str) -> None:
         self.bar.write(text)
@@ -201,31 +202,70 @@ class GraphRun:
 
     def _commit(self, ends: list[tuple], hits: list[tuple], launches: list[tuple]) -> None:
         """In the writer, one transaction: the ends, the cache hits, then the starts (whose futures, the gates of
-        their bodies, are set once it is committed)."""
+        their bodies, are set once it is committed); the ``post_step`` hooks are told after the commit. An end whose
+        start was never recorded is dropped. If the transaction fails, each record is written on its own, so one
+        bad record loses no other."""
+        ends = [(args, kwargs) for args, kwargs in ends if args[0].step_run_id.exception() is None]
+        self._told = []  # post_step events of this commit, told once it is committed
+        errors: list[Exception] = []
+        started: dict[int, str] = {}  # launch index -> its step run, once committed
         try:
-            with self.store.batch(write=True):
-                for args, kwargs in ends:
-                    self._record_end(*args, **kwargs)
-                for step, decision in hits:
-                    self._record_hit(step, decision)
-                started = [
-                    record_start(
-                        self.store,
-                        self.run_id,
-                        item.step,
-                        item.decision,
-                        item.attempt,
-                        self._retries(item.step),
-                        self._sources(item.step),
-                    )[0]
-                    for item, _, _ in launches
-                ]
-        except BaseException as exc:
-            for item, _, _ in launches:
-                item.step_run_id.set_exception(exc)
-            raise
-        for (item, _, _), step_run_id in zip(launches, started, strict=True):
-            item.step_run_id.set_result(step_run_id)
+            try:
+                with self.store.batch(write=True):
+                    for args, kwargs in ends:
+                        self._record_end(*args, **kwargs)
+                    for step, decision in hits:
+                        self._record_hit(step, decision)
+                    ids = [self._record_start(item) for item, _, _ in launches]
+                started = dict(enumerate(ids))
+            except Exception:  # noqa: BLE001 - written one by one below; what fails again is raised
+                self._told = []
+                started, errors = self._one_by_one(ends, hits, launches)
+        finally:
+            told, self._told = self._told, None
+            for event in told or []:
+                emit_post_step(*event)
+            for i, (item, _, _) in enumerate(launches):  # the gates of their bodies: open on a committed start
+                if i in started:
+                    item.step_run_id.set_result(started[i])
+                else:
+                    item.step_run_id.set_exception(errors[-1] if errors else MlopsError("its start was not recorded"))
+        if errors:
+            raise errors[0]
+
+    def _one_by_one(
+        self, ends: list[tuple], hits: list[tuple], launches: list[tuple]
+    ) -> tuple[dict[int, str], list[Exception]]:
+        """The records of a failed transaction, each in a transaction of its own: the starts recorded (launch
+        index -> step run) and the errors of the records that failed again."""
+        errors: list[Exception] = []
+        started: dict[int, str] = {}
+        writes = [
+            *((lambda a=a: self._record_end(*a[0], **a[1])) for a in ends),
+            *((lambda h=h: self._record_hit(*h)) for h in hits),
+            *(
+                (lambda i=i, item=item: started.__setitem__(i, self._record_start(item)))
+                for i, (item, _, _) in enumerate(launches)
+            ),
+        ]
+        for write in writes:
+            try:
+                write()
+            except Exception as exc:  # noqa: BLE001 - raised after the others are written
+                errors.append(exc)
+        return started, errors
+
+    def _record_start(self, item: _Running) -> str:
+        retries = self._retries(item.step)
+        sources = self._sources(item.step)
+        return record_start(self.store, self.run_id, item.step, item.decision, item.attempt, retries, sources)[0]
+
+    def _tell(self, *event) -> None:
+        """``emit_post_step(*event)`` now, or after the commit being written (see :meth:`_commit`)."""
+        if self._told is not None:
+            self._told.append(event)
+        else:
+            emit_post_step(*event)
 
     def _interrupted(self, item: _Running) -> None:
         if item.step_run_id.exception() is None:
@@ -252,12 +292,13 @@ class GraphRun:
 
     def _record_hit(self, step: Step, decision: Decision) -> None:
         step_run_id, outputs = record_hit(self.store, self.run_id, step, decision, self._sources(step))
-        emit_post_step(self.run_id, step.name, step_run_id, "cached", decision.why, outputs, None)
+        self._tell(self.run_id, step.name, step_run_id, "cached", decision.why, outputs, None)
 
     def _start(self, step: Step, threads) -> None:
         inputs = {n: self.outputs[step.upstream[n]][n] for n in step.inputs}
+        key = keyed(self.project, self.pipeline, step, inputs, self.values)  # hashes --reads files: no store open
         with self.store.batch():  # the cache's reads on one connection
-            decision = decide(self.project, self.pipeline, step, inputs, self.values, self.no_cache)
+            decision = decide(self.project, self.pipeline, step, inputs, self.values, self.no_cache, key)
         if decision.hit is not None:
             self._hits.append((step, decision))
             self.outputs[step.name] = {n: decision.hit.outputs[n] for n in step.outputs}
@@ -302,7 +343,7 @@ class GraphRun:
         )
         if status == "succeeded" or item.attempt > self._retries(item.step):  # the step's last attempt
             why = attempt_why(item.decision, item.attempt, self._retries(item.step))
-            emit_post_step(
+            self._tell(
                 self.run_id, item.step.name, step_run_id, status, why, fields.get("outputs"), fields.get("error")
             )
 

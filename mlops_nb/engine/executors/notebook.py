@@ -45,11 +45,12 @@ class NotebookRunner(Runner):
         }
         outcome = Outcome("succeeded")
         bar = progress.start(len(pipeline.steps), pipeline.name, enabled=options.progress)
-        planned = record_planned(job, output.parent / "plan.json")
-        if planned:
-            env[PLAN_ENV] = str(output.parent / "plan.json")
+        planned: dict[str, dict] = {}
         interrupted = False
         try:
+            planned = record_planned(job, output.parent / "plan.json")
+            if planned:
+                env[PLAN_ENV] = str(output.parent / "plan.json")
             with _environment(env):
                 papermill.execute_notebook(
                     str(path),
@@ -195,11 +196,9 @@ def _engine() -> str:
             from .forking import ForkingKernelManager  # with no template: a kernel that is ready sooner
 
             kwargs.setdefault("kernel_manager_class", ForkingKernelManager)
-            # a headless kernel needs no IPython history (a sqlite file every kernel shares, whose lock a run
-            # can wait on at exit), and once its last cell ran it is stopped at once: everything is recorded by
-            # then, and tearing down a large namespace only delays the run's end
+            # a headless kernel needs no IPython history (a sqlite file every kernel shares, whose lock a run can
+            # wait on at exit); it still shuts down gracefully, so that the notebook's atexit hooks run
             kwargs.setdefault("extra_arguments", ["--HistoryManager.enabled=False"])
-            kwargs.setdefault("shutdown_kernel", "immediate")
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register(_ENGINE, MlopsEngine)

@@ -9,19 +9,27 @@ Opening is cheap: each process keeps one in-memory DuckDB connection, and an ope
 (~3 ms, where a DuckDB instance of its own costs ~12 ms) and detaches it at the end, which holds and releases the
 file's lock exactly as a connection of its own would. That connection serves one operation at a time per process.
 The metadata store and the feature store catalog both use this module.
+
+A reader that polls (the sidebar) must not hold the file between calls either: DuckDB 2.0 lets no other process
+open a file for writing while any process holds it open, even read-only. What such a reader keeps instead is a
+:class:`ReadCache` of results, each valid only while the file is exactly as it was read: every call compares the
+file's current :meth:`DuckDBFile.state` (identity, size and change times of the file and of its WAL, a few
+``stat`` calls) with the cached one, serves a copy on a match and otherwise reads the file as usual.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.clock import utcnow
 from ..exceptions import StoreBusyError, StoreError
@@ -29,6 +37,12 @@ from ..exceptions import StoreBusyError, StoreError
 _thread_lock = threading.RLock()  # the process's in-memory connection serves one operation at a time
 _memory: tuple[int, Any] | None = None  # (pid, connection)
 _in_use: list[str] = []  # files attached now, innermost last (an operation on one store may use another)
+T = TypeVar("T")
+
+# A state whose newest change time is closer to "now" than this may still change without its change times
+# moving (a file system stamps times from a clock that advances in ticks of a few ms, 25 ms seen here): results
+# read in it are served but not cached.
+SETTLE_SECONDS = 0.25
 
 
 def memory_connection():
@@ -107,6 +121,39 @@ class DuckDBFile:
     def wal_path(self) -> Path:
         """DuckDB's write-ahead log next to the file."""
         return self.path.with_name(self.path.name + ".wal")
+
+    def state(self) -> tuple | None:
+        """What the file is now, from ``stat`` alone: device, inode, size, mtime and ctime of the database and of
+        its WAL (None for a WAL that is not there); None when the database does not exist.
+
+        Every committed write changes it: a commit appends to the WAL (size and times move), a checkpoint rewrites
+        the database (its times move) and a file moved in its place has another inode. ``ctime`` cannot be set back
+        by any tool, so a copy that keeps the old mtime still changes it. Two states compare equal only when nothing
+        touched either file in between, provided the state had settled (see :meth:`settled`).
+        """
+        parts = []
+        for file in (self.path, self.wal_path):
+            try:
+                st = os.stat(file)
+            except FileNotFoundError:
+                parts.append(None)
+                continue
+            parts.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(parts) if parts[0] is not None else None
+
+    @staticmethod
+    def settled(state: tuple | None, seconds: float = SETTLE_SECONDS) -> bool:
+        """Whether the newest change in ``state`` is at least ``seconds`` old, so that any later write gets
+        change times of its own (file times advance in clock ticks: a write within the same tick as the last one
+        might leave them as they were)."""
+        if state is None:
+            return False
+        newest = max(max(part[3], part[4]) for part in state if part is not None)
+        return time.time_ns() - newest >= seconds * 1e9
+
+    def in_operation(self) -> bool:
+        """Whether this thread has the file open now (inside :meth:`connect` or :meth:`batch`)."""
+        return getattr(self._local, "con", None) is not None
 
     def _attach(self, deadline: float, read_only: bool):
         """The file attached to this process's in-memory connection, or (inside an operation on another file,
@@ -289,3 +336,73 @@ class DuckDBFile:
                 "upgrade mlops_nb (pip install -U mlops-nb)"
             )
         return version
+
+
+class ReadCache:
+    """Results of reads of one :class:`DuckDBFile`, each served only while the file is as it was when read.
+
+    ``read(key, fn)`` takes the file's :meth:`~DuckDBFile.state` first (a few ``stat`` calls, ~10 µs), then serves
+    a copy of the value cached under ``key`` for exactly that state, or else opens the file as every read does
+    (short-lived, never held between calls), runs ``fn(con)`` and caches its value when the state had settled.
+    Taking the state *before* reading is what keeps it safe: a write that lands between the ``stat`` and the read
+    leaves a value newer than its state, which the next call, seeing a changed state, reads again. Values are kept
+    pickled, so a caller may change what it gets without changing the cache. Inside an operation on the file
+    (a write batch) reads go to the open connection, uncached: they may see uncommitted writes.
+
+    Args:
+        db: the file.
+        max_entries: values kept for the current state (least recently used go first); 0 keeps none.
+
+    Example::
+
+        cache = ReadCache(db)
+        rows = cache.read(("items", 10), lambda con: con.execute("SELECT * FROM items LIMIT 10").fetchall())
+    """
+
+    def __init__(self, db: DuckDBFile, max_entries: int = 256):
+        self.db = db
+        self.max_entries = max_entries
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._state: tuple | None = None
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def read(self, key: Hashable, fn: Callable[[Any], T]) -> T:
+        """``fn(con)`` on a short-lived read connection, or a copy of its value cached for the file's current
+        state."""
+        if self.max_entries <= 0 or self.db.in_operation():
+            with self.db.connect() as con:
+                return fn(con)
+        state = self.db.state()
+        blob = None
+        with self._lock:
+            if state is not None and state == self._state:
+                blob = self._entries.get(key)
+                if blob is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+            if blob is None:
+                self.misses += 1
+        if blob is not None:
+            return pickle.loads(blob)
+        with self.db.connect() as con:
+            value = fn(con)
+        if self.db.settled(state):
+            try:
+                blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                return value
+            with self._lock:
+                if state != self._state:  # every value of an older state is stale now
+                    self._entries.clear()
+                    self._state = state
+                self._entries[key] = blob
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Forget every value."""
+        with self._lock:
+            self._entries.clear()
+            self._state = None

@@ -1,9 +1,12 @@
 """Lineage: the artifacts and step runs around one node, joined by the metadata store's input/output events.
 
 Lineage is walked breadth first, one hop (artifact <-> step run) per round. DuckDB uses an index only for
-``column = ?``, so a small frontier is looked up node by node through the events indexes (~0.5 ms each) and a large
-one with one scan of events joined to the list. (A recursive CTE over all events scanned the table on every hop:
-~50 ms for a 5-step lineage among 200k events, see benchmarks/bench_metadata.py.)
+``column = ?``, so a small frontier is looked up node by node through the events indexes, all its nodes in one
+statement (a ``UNION ALL`` of index probes: a statement costs ~0.5 ms, a probe inside one a fraction of that), and
+a large one with one scan of events joined to the list. Rows already read in one call are not read again: the
+walk reads every event of each node it expands, which is what drawing the graph needs too. (A recursive CTE over
+all events scanned the table on every hop: ~50 ms for a 5-step lineage among 200k events, see
+benchmarks/bench_metadata.py.)
 """
 
 from __future__ import annotations
@@ -94,19 +97,48 @@ def _step_depth(hops: int) -> int:
     return (1 if hops > 0 else -1) * ((abs(hops) + 1) // 2)
 
 
-def lookup(con, query: str, column: str, values: list[str]) -> list[tuple]:
-    """The rows of ``query`` (ending in ``WHERE {match}``) whose ``column`` is one of ``values``."""
-    if len(values) <= INDEX_LOOKUPS:
-        sql = query.format(match=f"{column} = ?")
-        return [row for value in values for row in con.execute(sql, [value]).fetchall()]
-    return con.execute(query.format(match=f"{column} IN (SELECT unnest(?::VARCHAR[]))"), [values]).fetchall()
+def lookup(con, query: str, column: str, values: list[str], memo: dict | None = None) -> list[tuple]:
+    """The rows of ``query`` (ending in ``WHERE {match}``) whose ``column`` is one of ``values``, value by value
+    in the order given.
+
+    Up to :data:`INDEX_LOOKUPS` values are index probes, one ``UNION ALL`` branch each, in one statement; more are
+    one scan. ``memo`` keeps the rows of each ``(query, column, value)`` read so far in a call, so that a node is
+    read once however often it is asked about.
+    """
+    if memo is None:
+        memo = {}
+    missing = list(dict.fromkeys(v for v in values if (query, column, v) not in memo))
+    if len(missing) > INDEX_LOOKUPS:
+        sql = query.format(match=f"{column} IN (SELECT unnest(?::VARCHAR[]))")
+        found: dict[str, list[tuple]] = {v: [] for v in missing}
+        position = _column_position(query, column)
+        for row in con.execute(sql, [missing]).fetchall():
+            found[row[position]].append(row)
+    elif missing:
+        probe = query.format(match=f"{column} = ?").replace("SELECT ", "SELECT {i} AS _branch, ", 1)
+        sql = " UNION ALL ".join(probe.format(i=i) for i in range(len(missing)))
+        found = {v: [] for v in missing}
+        for row in con.execute(sql, missing).fetchall():
+            found[missing[row[0]]].append(tuple(row[1:]))
+    else:
+        found = {}
+    for value, rows in found.items():
+        memo[(query, column, value)] = rows
+    return [row for value in values for row in memo[(query, column, value)]]
 
 
-_HOP = "SELECT artifact, step_run_id, direction, source FROM events WHERE {match}"
+def _column_position(query: str, column: str) -> int:
+    """Where ``column`` is among the selected columns of ``query`` (``SELECT a, b FROM ...``)."""
+    selected = query.split("SELECT ", 1)[1].split(" FROM ", 1)[0]
+    return [c.strip() for c in selected.split(",")].index(column)
+
+
+# every event of a node: what the walk follows and what the graph shows (names, producers, edges)
+_EVENTS = "SELECT artifact, step_run_id, direction, source, name FROM events WHERE {match}"
 
 
 def walk(
-    con, kind: str, ident: str, max_hops: int, up: bool, producer: str | None = None
+    con, kind: str, ident: str, max_hops: int, up: bool, producer: str | None = None, memo: dict | None = None
 ) -> dict[tuple[str, str], int]:
     """Nodes at most ``max_hops`` up (or down) from the root -> fewest hops to them (the root: 0).
 
@@ -115,7 +147,7 @@ def walk(
     loaded, so walking up from a consumer reaches that producer only, and walking down from a producer reaches
     the consumers that loaded its output. An input with no source (a variable no step made) reaches every
     producer. A ``reuse`` event (a cached step run's outputs) counts as an output only of the root. ``producer``
-    pins a root artifact to the step run that made it.
+    pins a root artifact to the step run that made it. ``memo``: rows read so far in this call (see :func:`lookup`).
     """
     hops = {(kind, ident): 0}
     root_from, root_run = None, ident.rsplit(".", 1)[0] + "."
@@ -135,8 +167,8 @@ def walk(
                 artifacts.setdefault(i, set()).add(via)
         step_runs = [i for k, i, _ in frontier if k == "step_run"]
         by_artifact: dict[str, list[tuple]] = {}
-        for row in lookup(con, _HOP, "artifact", list(artifacts)):
-            by_artifact.setdefault(row[0], []).append(row)
+        for row in lookup(con, _EVENTS, "artifact", list(artifacts), memo):
+            by_artifact.setdefault(row[0], []).append(row[:4])
         for digest, vias in artifacts.items():
             rows = by_artifact.get(digest, [])
             if up:
@@ -152,7 +184,7 @@ def walk(
                         continue  # the cached root's outputs: its own run's consumers, not every run's
                     if source is None or None in vias or source in vias:
                         reached.append(("step_run", step_run_id, None))
-        for digest, step_run_id, direction, source in lookup(con, _HOP, "step_run_id", step_runs):
+        for digest, step_run_id, direction, source, _ in lookup(con, _EVENTS, "step_run_id", step_runs, memo):
             if up and direction == "in":
                 reached.append(("artifact", digest, source))
             elif not up and (direction == "out" or (direction == "reuse" and step_run_id == ident)):
@@ -175,31 +207,30 @@ def lineage_graph(
     read on the metadata store's open connection ``con``; ``producer`` pins a root artifact to the step run that
     made it."""
     found: dict[tuple[str, str], int] = {(kind, ident): 0}
+    memo: dict = {}
     for name in ("up", "down") if direction == "both" else (direction,):
         sign = -1 if name == "up" else 1
-        for key, hops in walk(con, kind, ident, max_hops, name == "up", producer).items():
+        for key, hops in walk(con, kind, ident, max_hops, name == "up", producer, memo).items():
             if hops:
                 found.setdefault(key, sign * hops)
     graph = LineageGraph(root=f"{kind}:{ident}")
-    _fill_graph(con, graph, found)
+    _fill_graph(con, graph, found, memo)
     return graph
 
 
-def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int]) -> None:
+def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int], memo: dict) -> None:
     hashes = [i for k, i in found if k == "artifact"]
     step_ids = [i for k, i in found if k == "step_run"]
     names: dict[str, set[str]] = {}
     producers: dict[str, set[str]] = {}
-    for digest, name, sid, direction in lookup(
-        con, "SELECT artifact, name, step_run_id, direction FROM events WHERE {match}", "artifact", hashes
-    ):
+    for digest, sid, direction, _, name in lookup(con, _EVENTS, "artifact", hashes, memo):
         if name is not None:
             names.setdefault(digest, set()).add(name)
         if direction == "out":
             producers.setdefault(digest, set()).add(sid)
     shown = set(step_ids)
     for digest, kind, size, summary in lookup(
-        con, "SELECT hash, kind, size, summary FROM artifacts WHERE {match}", "hash", hashes
+        con, "SELECT hash, kind, size, summary FROM artifacts WHERE {match}", "hash", hashes, memo
     ):
         label = "/".join(sorted(names.get(digest, ()))) or digest[:12]
         others = len(producers.get(digest, set()) - shown)
@@ -211,7 +242,7 @@ def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int]) -> 
             {"artifact_kind": kind, "size": size, "summary": summary, "also_produced_by": others},
         )
     for sid, run_id, step, status in lookup(
-        con, "SELECT id, run_id, step, status FROM step_runs WHERE {match}", "id", step_ids
+        con, "SELECT id, run_id, step, status FROM step_runs WHERE {match}", "id", step_ids, memo
     ):
         graph.nodes[f"step_run:{sid}"] = LineageNode(
             "step_run",
@@ -220,9 +251,7 @@ def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int]) -> 
             _step_depth(found[("step_run", sid)]),
             {"run_id": run_id, "step": step, "status": status},
         )
-    for sid, digest, direction, name in lookup(
-        con, "SELECT step_run_id, artifact, direction, name FROM events WHERE {match}", "step_run_id", step_ids
-    ):
+    for digest, sid, direction, _, name in lookup(con, _EVENTS, "step_run_id", step_ids, memo):
         a, s = f"artifact:{digest}", f"step_run:{sid}"
         if a in graph.nodes and (direction != "reuse" or s == graph.root):
             graph.edges.append((a, s, name) if direction == "in" else (s, a, name))

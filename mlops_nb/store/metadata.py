@@ -5,6 +5,12 @@ all. So every operation here is one short transaction on a connection opened for
 (DESIGN invariant 3): writers are serialised across processes by a file lock, and both readers and writers
 retry a locked file with backoff for at most ``lock_timeout`` seconds before raising :class:`StoreBusyError`.
 No connection is held while user code runs.
+
+Reads a front end polls (:meth:`MetadataStore.list_runs`, :meth:`~MetadataStore.get_run`,
+:meth:`~MetadataStore.get_step_run`, :meth:`~MetadataStore.lineage` and the resolvers) go through a
+:class:`~mlops_nb.store.dbfile.ReadCache`: a long-lived store answers a repeated read from memory while the file
+is unchanged (checked on every call), so a sidebar polling an idle store never opens it, and a poll after a write
+reads the file once, as before. A cached answer is never staler than an uncached one would be.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from ..core import hooks
 from ..core.clock import iso, utcnow
 from ..core.records import RUN_KINDS, TRIGGERS, ArtifactRef
 from ..exceptions import NotFoundError, StoreError
-from .dbfile import DuckDBFile
+from .dbfile import DuckDBFile, ReadCache
 from .lineage import LineageGraph, lineage_graph, lookup
 
 STATUSES = ("running", "succeeded", "failed", "cached", "skipped", "interrupted")
@@ -342,6 +348,8 @@ class MetadataStore:
     Args:
         path: the DuckDB file (default: the current project's ``.mlops/metadata.duckdb``).
         lock_timeout: seconds to wait for a busy store before raising :class:`StoreBusyError`.
+        cache_reads: keep the answers of reads while the file is unchanged (checked on every call; see the module
+            docstring); False reads the file on every call.
 
     Example::
 
@@ -353,7 +361,9 @@ class MetadataStore:
         store.get_run(run_id).step("load").outputs["raw"].hash
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, lock_timeout: float | None = None):
+    def __init__(
+        self, path: str | os.PathLike | None = None, lock_timeout: float | None = None, *, cache_reads: bool = True
+    ):
         if path is None:  # the current project's (resolved by the package root)
             located = hooks.locate("metadata")
             path, lock_timeout = located["path"], located["lock_timeout"] if lock_timeout is None else lock_timeout
@@ -377,9 +387,14 @@ class MetadataStore:
             needs_write=lambda con: bool(self._dead_runs(con)),
             on_write=self._mark_interrupted,
         )
+        self._cache = ReadCache(self._db, max_entries=256 if cache_reads else 0)
 
     def __repr__(self) -> str:
         return f"MetadataStore({str(self.path)!r})"
+
+    def cache_info(self) -> dict[str, int]:
+        """How many reads were answered from memory (``hits``) and how many read the file (``misses``)."""
+        return {"hits": self._cache.hits, "misses": self._cache.misses}
 
     # connections ---------------------------------------------------------------------------------------------
     @contextmanager
@@ -907,20 +922,23 @@ class MetadataStore:
         if limit is not None:
             query += " LIMIT ?"
             args.append(int(limit))
-        with self._connect() as con:
-            records = [self._run_from_row(row) for row in con.execute(query, args).fetchall()]
-            by_id = {r.id: r for r in records}
-            if details:
-                self._read_details(con, by_id)
-            elif by_id:
-                for run_id, status, count in con.execute(
-                    "SELECT run_id, status, count(*) FROM step_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
-                    "GROUP BY run_id, status ORDER BY run_id, status",
-                    [list(by_id)],
-                ).fetchall():
-                    by_id[run_id].step_counts[status] = count
-                for record in records:
-                    record.detailed = False
+        key = ("list_runs", query, tuple(args), details)
+        return self._cache.read(key, lambda con: self._list_runs(con, query, args, details))
+
+    def _list_runs(self, con, query: str, args: list, details: bool) -> list[Run]:
+        records = [self._run_from_row(row) for row in con.execute(query, args).fetchall()]
+        by_id = {r.id: r for r in records}
+        if details:
+            self._read_details(con, by_id)
+        elif by_id:
+            for run_id, status, count in con.execute(
+                "SELECT run_id, status, count(*) FROM step_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                "GROUP BY run_id, status ORDER BY run_id, status",
+                [list(by_id)],
+            ).fetchall():
+                by_id[run_id].step_counts[status] = count
+            for record in records:
+                record.detailed = False
         return records
 
     def _read_details(self, con, by_id: dict[str, Run]) -> None:
@@ -957,8 +975,7 @@ class MetadataStore:
 
     def resolve_run(self, run_id: str) -> str:
         """The full id for a run id, a unique prefix of one, or ``latest``."""
-        with self._connect() as con:
-            return self._resolve_run(con, run_id)
+        return self._cache.read(("resolve_run", str(run_id)), lambda con: self._resolve_run(con, run_id))
 
     def _resolve_run(self, con, run_id: str) -> str:
         text = str(run_id).strip()
@@ -1011,34 +1028,38 @@ class MetadataStore:
 
         ``run_id`` may be a unique prefix or ``latest``. Raises :class:`NotFoundError` when there is none.
         """
-        with self._connect() as con:
-            full = self._resolve_run(con, run_id)
-            run = self._run_from_row(
-                con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
-            )
-            if run.executed_notebook:
-                rows = con.execute(
-                    "SELECT size, uri FROM artifacts WHERE hash = ?", [run.executed_notebook.hash]
-                ).fetchall()
-                if rows:
-                    run.executed_notebook = ArtifactRef(
-                        run.executed_notebook.hash, "ipynb", rows[0][0] or 0, "executed notebook", uri=rows[0][1]
-                    )
-            run.step_runs = self._step_runs(con, "run_id = ?", [full])
-            for step_run in run.step_runs:
-                run.step_counts[step_run.status] = run.step_counts.get(step_run.status, 0) + 1
-            for name, value in con.execute(
-                "SELECT name, arg_max(value, logged_at) FROM metrics WHERE run_id = ? GROUP BY name ORDER BY name",
-                [full],
-            ).fetchall():
-                run.metrics[name] = value
+        return self._cache.read(("get_run", str(run_id)), lambda con: self._get_run(con, run_id))
+
+    def _get_run(self, con, run_id: str) -> Run:
+        full = self._resolve_run(con, run_id)
+        run = self._run_from_row(
+            con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
+        )
+        if run.executed_notebook:
+            rows = con.execute(
+                "SELECT size, uri FROM artifacts WHERE hash = ?", [run.executed_notebook.hash]
+            ).fetchall()
+            if rows:
+                run.executed_notebook = ArtifactRef(
+                    run.executed_notebook.hash, "ipynb", rows[0][0] or 0, "executed notebook", uri=rows[0][1]
+                )
+        run.step_runs = self._step_runs(con, "run_id = ?", [full])
+        for step_run in run.step_runs:
+            run.step_counts[step_run.status] = run.step_counts.get(step_run.status, 0) + 1
+        for name, value in con.execute(
+            "SELECT name, arg_max(value, logged_at) FROM metrics WHERE run_id = ? GROUP BY name ORDER BY name",
+            [full],
+        ).fetchall():
+            run.metrics[name] = value
         return run
 
     def get_step_run(self, step_run_id: str) -> StepRun:
         """One step run with its inputs and outputs; ``RUN/STEP`` names the latest run of STEP in RUN."""
-        with self._connect() as con:
-            full = self._resolve_step_run(con, step_run_id)
-            return self._step_runs(con, "id = ?", [full])[0]
+
+        def read(con) -> StepRun:
+            return self._step_runs(con, "id = ?", [self._resolve_step_run(con, step_run_id)])[0]
+
+        return self._cache.read(("get_step_run", str(step_run_id)), read)
 
     def _resolve_step_run(self, con, text: str) -> str:
         if "/" in text:
@@ -1125,17 +1146,19 @@ class MetadataStore:
         if direction not in ("up", "down", "both"):
             raise StoreError(f"lineage direction {direction!r} must be up, down or both")
         max_hops = 2 * depth if depth is not None else 10_000
-        with self._connect() as con:
+
+        def read(con) -> LineageGraph:
             kind, ident, pinned = self._resolve_node(con, str(node).strip())
             if producer is not None and kind == "artifact":
                 pinned = self._resolve_step_run(con, producer)
             return lineage_graph(con, kind, ident, direction, max_hops, pinned)
 
+        return self._cache.read(("lineage", str(node), direction, max_hops, producer), read)
+
     def resolve_node(self, node: str) -> tuple[str, str]:
         """``("artifact", hash)`` or ``("step_run", id)`` for a lineage node as people name it: an artifact hash or
         prefix, ``RUN.N``, ``RUN/STEP`` (``latest/train``), or an output name (its latest artifact)."""
-        with self._connect() as con:
-            return self._resolve_node(con, str(node).strip())[:2]
+        return self._cache.read(("resolve_node", str(node)), lambda con: self._resolve_node(con, str(node).strip())[:2])
 
     def _resolve_node(self, con, text: str) -> tuple[str, str, str | None]:
         """Kind, id and, for an output name, the step run that made it."""

@@ -346,7 +346,8 @@ class ReadCache:
     (short-lived, never held between calls), runs ``fn(con)`` and caches its value when the state had settled.
     Taking the state *before* reading is what keeps it safe: a write that lands between the ``stat`` and the read
     leaves a value newer than its state, which the next call, seeing a changed state, reads again. Values are kept
-    pickled, so a caller may change what it gets without changing the cache. Inside an operation on the file
+    pickled, so a caller may change what it gets without changing the cache (or, with ``copy=False``, as they are,
+    for values nobody can change). Inside an operation on the file
     (a write batch) reads go to the open connection, uncached: they may see uncommitted writes.
 
     Args:
@@ -365,38 +366,42 @@ class ReadCache:
         self.hits = self.misses = 0
         self._lock = threading.Lock()
         self._state: tuple | None = None
-        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[bool, Any]] = OrderedDict()  # key -> (pickled, value)
 
-    def read(self, key: Hashable, fn: Callable[[Any], T]) -> T:
+    def read(self, key: Hashable, fn: Callable[[Any], T], copy: bool = True) -> T:
         """``fn(con)`` on a short-lived read connection, or a copy of its value cached for the file's current
-        state."""
+        state. With ``copy=False`` the value is kept and served as it is: only for values nobody can change
+        (tuples of rows), where it saves pickling a large answer."""
         if self.max_entries <= 0 or self.db.in_operation():
             with self.db.connect() as con:
                 return fn(con)
         state = self.db.state()
-        blob = None
+        entry = None
         with self._lock:
             if state is not None and state == self._state:
-                blob = self._entries.get(key)
-                if blob is not None:
+                entry = self._entries.get(key)
+                if entry is not None:
                     self._entries.move_to_end(key)
                     self.hits += 1
-            if blob is None:
+            if entry is None:
                 self.misses += 1
-        if blob is not None:
-            return pickle.loads(blob)
+        if entry is not None:
+            pickled, kept = entry
+            return pickle.loads(kept) if pickled else kept
         with self.db.connect() as con:
             value = fn(con)
         if self.db.settled(state):
-            try:
-                blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            except (pickle.PicklingError, TypeError, AttributeError):
-                return value
+            kept = value
+            if copy:
+                try:
+                    kept = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                except (pickle.PicklingError, TypeError, AttributeError):
+                    return value
             with self._lock:
                 if state != self._state:  # every value of an older state is stale now
                     self._entries.clear()
                     self._state = state
-                self._entries[key] = blob
+                self._entries[key] = (copy, kept)
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
         return value

@@ -922,24 +922,37 @@ class MetadataStore:
         if limit is not None:
             query += " LIMIT ?"
             args.append(int(limit))
-        key = ("list_runs", query, tuple(args), details)
-        return self._cache.read(key, lambda con: self._list_runs(con, query, args, details))
-
-    def _list_runs(self, con, query: str, args: list, details: bool) -> list[Run]:
-        records = [self._run_from_row(row) for row in con.execute(query, args).fetchall()]
-        by_id = {r.id: r for r in records}
         if details:
-            self._read_details(con, by_id)
-        elif by_id:
-            for run_id, status, count in con.execute(
-                "SELECT run_id, status, count(*) FROM step_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
-                "GROUP BY run_id, status ORDER BY run_id, status",
-                [list(by_id)],
-            ).fetchall():
-                by_id[run_id].step_counts[status] = count
-            for record in records:
-                record.detailed = False
+            key = ("list_runs", query, tuple(args), True)
+            return self._cache.read(key, lambda con: self._list_runs_detailed(con, query, args))
+        rows, counts = self._cache.read(
+            ("list_runs", query, tuple(args)), lambda con: self._list_run_rows(con, query, args), copy=False
+        )
+        records = [self._run_from_row(row) for row in rows]
+        by_id = {r.id: r for r in records}
+        for run_id, status, count in counts:
+            by_id[run_id].step_counts[status] = count
+        for record in records:
+            record.detailed = False
         return records
+
+    def _list_runs_detailed(self, con, query: str, args: list) -> list[Run]:
+        records = [self._run_from_row(row) for row in con.execute(query, args).fetchall()]
+        self._read_details(con, {r.id: r for r in records})
+        return records
+
+    @staticmethod
+    def _list_run_rows(con, query: str, args: list) -> tuple[tuple, tuple]:
+        """The rows of the runs and their ``(run id, status, count)`` of step runs (tuples: kept as they are)."""
+        rows = tuple(con.execute(query, args).fetchall())
+        if not rows:
+            return rows, ()
+        counts = con.execute(
+            "SELECT run_id, status, count(*) FROM step_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY run_id, status ORDER BY run_id, status",
+            [[row[0] for row in rows]],
+        ).fetchall()
+        return rows, tuple(counts)
 
     def _read_details(self, con, by_id: dict[str, Run]) -> None:
         """Fill the step runs, step counts, metrics and executed notebooks of these runs: one query for each,
@@ -1003,18 +1016,28 @@ class MetadataStore:
     )
 
     def _step_runs(self, con, where: str, args: list) -> list[StepRun]:
-        rows = con.execute(f"SELECT {self._STEP_COLUMNS} FROM step_runs WHERE {where} ORDER BY seq", args).fetchall()
-        step_runs = [StepRun(*row) for row in rows]
-        if not step_runs:
-            return step_runs
-        by_id = {s.id: s for s in step_runs}
+        return self._build_step_runs(*self._step_run_rows(con, where, args))
+
+    def _step_run_rows(self, con, where: str, args: list) -> tuple[tuple, tuple]:
+        """The rows of the step runs matching ``where`` and of their events (tuples: kept as they are)."""
+        rows = tuple(
+            con.execute(f"SELECT {self._STEP_COLUMNS} FROM step_runs WHERE {where} ORDER BY seq", args).fetchall()
+        )
+        if not rows:
+            return rows, ()
         events = lookup(  # a few step runs (a cache look-up) by index probes, not a scan of every event
             con,
             "SELECT e.step_run_id, e.direction, e.name, e.source, a.hash, a.kind, a.size, a.summary, a.uri "
             "FROM events e JOIN artifacts a ON a.hash = e.artifact WHERE {match}",
             "e.step_run_id",
-            list(by_id),
+            [row[0] for row in rows],
         )
+        return rows, tuple(events)
+
+    @staticmethod
+    def _build_step_runs(rows: tuple, events: tuple) -> list[StepRun]:
+        step_runs = [StepRun(*row) for row in rows]
+        by_id = {s.id: s for s in step_runs}
         for step_run_id, direction, name, source, digest, kind, size, summary, uri in events:
             ref = ArtifactRef(digest, kind, size or 0, name, summary or "", uri or "")
             step_run = by_id[step_run_id]
@@ -1028,30 +1051,38 @@ class MetadataStore:
 
         ``run_id`` may be a unique prefix or ``latest``. Raises :class:`NotFoundError` when there is none.
         """
-        return self._cache.read(("get_run", str(run_id)), lambda con: self._get_run(con, run_id))
-
-    def _get_run(self, con, run_id: str) -> Run:
-        full = self._resolve_run(con, run_id)
-        run = self._run_from_row(
-            con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
+        row, notebook, steps, metrics = self._cache.read(
+            ("get_run", str(run_id)), lambda con: self._get_run_rows(con, run_id), copy=False
         )
-        if run.executed_notebook:
-            rows = con.execute(
-                "SELECT size, uri FROM artifacts WHERE hash = ?", [run.executed_notebook.hash]
-            ).fetchall()
-            if rows:
-                run.executed_notebook = ArtifactRef(
-                    run.executed_notebook.hash, "ipynb", rows[0][0] or 0, "executed notebook", uri=rows[0][1]
-                )
-        run.step_runs = self._step_runs(con, "run_id = ?", [full])
+        run = self._run_from_row(row)
+        if run.executed_notebook and notebook:
+            size, uri = notebook[0]
+            run.executed_notebook = ArtifactRef(
+                run.executed_notebook.hash, "ipynb", size or 0, "executed notebook", uri=uri
+            )
+        run.step_runs = self._build_step_runs(*steps)
         for step_run in run.step_runs:
             run.step_counts[step_run.status] = run.step_counts.get(step_run.status, 0) + 1
-        for name, value in con.execute(
-            "SELECT name, arg_max(value, logged_at) FROM metrics WHERE run_id = ? GROUP BY name ORDER BY name",
-            [full],
-        ).fetchall():
+        for name, value in metrics:
             run.metrics[name] = value
         return run
+
+    def _get_run_rows(self, con, run_id: str) -> tuple:
+        """A run's row, its executed notebook's ``(size, uri)``, its step runs' and events' rows and its metrics'
+        ``(name, latest value)`` (tuples: kept as they are)."""
+        full = self._resolve_run(con, run_id)
+        row = con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
+        executed = row[self._RUN_COLUMNS.split(", ").index("executed_notebook")]
+        notebook = (
+            tuple(con.execute("SELECT size, uri FROM artifacts WHERE hash = ?", [executed]).fetchall())
+            if executed
+            else ()
+        )
+        metrics = con.execute(
+            "SELECT name, arg_max(value, logged_at) FROM metrics WHERE run_id = ? GROUP BY name ORDER BY name",
+            [full],
+        ).fetchall()
+        return row, notebook, self._step_run_rows(con, "run_id = ?", [full]), tuple(metrics)
 
     def get_step_run(self, step_run_id: str) -> StepRun:
         """One step run with its inputs and outputs; ``RUN/STEP`` names the latest run of STEP in RUN."""

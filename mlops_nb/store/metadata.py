@@ -997,6 +997,8 @@ class MetadataStore:
             if not rows:
                 raise NotFoundError(f"no runs recorded in {self.path} yet; start one with `mlops-nb run NOTEBOOK`")
             return rows[0][0]
+        if text and con.execute("SELECT id FROM runs WHERE id = ?", [text]).fetchall():
+            return text  # a whole id: one index probe instead of a prefix scan of every run
         rows = (
             con.execute("SELECT id FROM runs WHERE starts_with(id, ?) ORDER BY id LIMIT 3", [text]).fetchall()
             if text

@@ -65,3 +65,33 @@ def test_a_newer_schema_and_a_foreign_file_are_refused(tmp_path):
         con.execute("CREATE TABLE mine (x INTEGER)")
     with pytest.raises(StoreError, match="is a DuckDB file but not an mlops_nb catalog store"):
         foreign.migrate(SCHEMA, "catalog store")
+
+
+def test_a_read_cache_serves_an_answer_only_for_the_file_as_it_was_read(tmp_path):
+    import time
+
+    from mlops_nb.store.dbfile import SETTLE_SECONDS, ReadCache
+
+    db = make(tmp_path, "catalog")
+    cache = ReadCache(db)
+
+    def names():
+        return cache.read(
+            "names", lambda con: [r[0] for r in con.execute("SELECT name FROM items ORDER BY name").fetchall()]
+        )
+
+    with db.connect(write=True) as con:
+        con.execute("INSERT INTO items VALUES ('a', 1)")
+    assert not db.settled(db.state())  # just written: an answer read now is served, not kept
+    assert names() == ["a"] and names() == ["a"] and cache.hits == 0
+    time.sleep(SETTLE_SECONDS + 0.05)
+    assert db.settled(db.state())
+    assert names() == ["a"] and names() == ["a"] and cache.hits == 1
+    kept = names()
+    kept.append("changed by the caller")
+    assert names() == ["a"]
+    with db.connect(write=True) as con:
+        con.execute("INSERT INTO items VALUES ('b', 2)")
+    assert names() == ["a", "b"]  # the file changed: read again
+    with db.batch() as con:  # inside an operation: the open connection, uncached
+        assert names() == ["a", "b"] and cache.hits == 3

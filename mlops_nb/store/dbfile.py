@@ -129,7 +129,8 @@ class DuckDBFile:
         Every committed write changes it: a commit appends to the WAL (size and times move), a checkpoint rewrites
         the database (its times move) and a file moved in its place has another inode. ``ctime`` cannot be set back
         by any tool, so a copy that keeps the old mtime still changes it. Two states compare equal only when nothing
-        touched either file in between, provided the state had settled (see :meth:`settled`).
+        touched either file in between, provided the state had settled (see :meth:`settled`). (A network file
+        system may cache attributes: there, writes from another host can show late; read with caching off.)
         """
         parts = []
         for file in (self.path, self.wal_path):

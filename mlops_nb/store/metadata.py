@@ -1072,8 +1072,17 @@ class MetadataStore:
     def _get_run_rows(self, con, run_id: str) -> tuple:
         """A run's row, its executed notebook's ``(size, uri)``, its step runs' and events' rows and its metrics'
         ``(name, latest value)`` (tuples: kept as they are)."""
-        full = self._resolve_run(con, run_id)
-        row = con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
+        text = str(run_id).strip()
+        rows = (
+            []
+            if text == "latest"
+            else con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [text]).fetchall()
+        )
+        if rows:  # a whole id: its row at once
+            full, row = rows[0][0], rows[0]
+        else:
+            full = self._resolve_run(con, run_id)
+            row = con.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", [full]).fetchall()[0]
         executed = row[self._RUN_COLUMNS.split(", ").index("executed_notebook")]
         notebook = (
             tuple(con.execute("SELECT size, uri FROM artifacts WHERE hash = ?", [executed]).fetchall())

@@ -43,6 +43,7 @@ T = TypeVar("T")
 # moving (a file system stamps times from a clock that advances in ticks of a few ms, 25 ms seen here): results
 # read in it are served but not cached.
 SETTLE_SECONDS = 0.25
+RETRY_CAP_SECONDS = 0.005  # the longest wait between two tries to open a file another process holds (first 0.5 s)
 
 
 def memory_connection():
@@ -165,7 +166,7 @@ class DuckDBFile:
         memory = None if nested else memory_connection()
         path = str(self.path).replace("'", "''")
         statement = f"ATTACH '{path}' AS {self.alias}" + (" (READ_ONLY)" if read_only else "")
-        delay = 0.002
+        delay, started = 0.002, time.monotonic()
         while True:
             try:
                 if nested:
@@ -182,7 +183,11 @@ class DuckDBFile:
                 if time.monotonic() + delay > deadline:
                     raise self.busy("another process held the database open") from None
                 time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                # short steps at first: another process mostly holds the file for one short operation (a poll's
+                # read, a write), and a waiter that sleeps on long after it let go adds that sleep to a run; longer
+                # ones once the wait is long (each try opens the file)
+                waited = time.monotonic() - started
+                delay = min(delay * 2, RETRY_CAP_SECONDS if waited < 0.5 else 0.05)
 
     def _detach(self, con) -> None:
         if _in_use and _in_use[-1] == self.alias and con is memory_connection():

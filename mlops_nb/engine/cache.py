@@ -169,9 +169,10 @@ def decide(
             rejected = unusable(project, hit, step)
             if rejected is None:
                 return Decision(key, parts, inputs, hit, f"cached from run {hit.run_id}")
-    previous = store.previous_step_run(pipeline.name, step.name)
+    previous = store.previous_step_run(pipeline.name, step.name, full=False)
     why = explain(parts, previous[1] if previous else None)
-    stale = stale_inputs(project, previous[0]) if previous and previous[0].cache_key == key else []
+    same_key = previous is not None and previous[0].cache_key == key
+    stale = stale_inputs(project, store.get_step_run(previous[0].id)) if same_key else []
     if stale:
         why = ", ".join(f"{name} changed" for name in stale)
     if no_cache:

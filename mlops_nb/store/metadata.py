@@ -1155,18 +1155,24 @@ class MetadataStore:
             ).fetchall()
             return self._step_runs(con, "id = ?", [rows[0][0]])[0] if rows else None
 
-    def previous_step_run(self, pipeline: str, step: str) -> tuple[StepRun, dict] | None:
-        """The latest step run of ``step`` in any run of ``pipeline`` that recorded its key parts, with them."""
+    def previous_step_run(self, pipeline: str, step: str, full: bool = True) -> tuple[StepRun, dict] | None:
+        """The latest step run of ``step`` in any run of ``pipeline`` that recorded its key parts, with them.
+
+        ``full=False`` reads its row alone (id, run, status, cache key: what deciding a step needs first; one
+        statement on every step's path), without its inputs and outputs."""
         with self._connect() as con:
             rows = con.execute(
-                "SELECT s.id, s.key_parts FROM step_runs s JOIN runs r ON r.id = s.run_id "
-                "WHERE r.pipeline = ? AND s.step = ? AND s.key_parts IS NOT NULL AND s.status <> 'skipped' "
-                "ORDER BY s.seq DESC LIMIT 1",
+                "SELECT s.id, s.key_parts, s.run_id, s.status, s.cache_key FROM step_runs s JOIN runs r "
+                "ON r.id = s.run_id WHERE r.pipeline = ? AND s.step = ? AND s.key_parts IS NOT NULL "
+                "AND s.status <> 'skipped' ORDER BY s.seq DESC LIMIT 1",
                 [pipeline, step],
             ).fetchall()
             if not rows:
                 return None
-            return self._step_runs(con, "id = ?", [rows[0][0]])[0], json.loads(rows[0][1])
+            step_run_id, parts, run_id, status, key = rows[0]
+            if not full:
+                return StepRun(step_run_id, run_id, step, status, cache_key=key), json.loads(parts)
+            return self._step_runs(con, "id = ?", [step_run_id])[0], json.loads(parts)
 
     def lineage(
         self, node: str, direction: str = "both", depth: int | None = None, producer: str | None = None

@@ -166,6 +166,11 @@ class ForkingKernelManager(AsyncKernelManager):
         1.0, config=True, help="seconds to wait for a kernel to shut down before terminating it (twice half)"
     )
 
+    async def _async_send_kernel_sigterm(self, restart: bool = False) -> None:
+        """A kernel that did not exit when asked is killed rather than sent SIGTERM, which ipykernel would print
+        as a KeyboardInterrupt error on the run's stderr (its atexit hooks had their turn: it was asked first)."""
+        await self._async_kill_kernel(restart=restart)
+
     async def _async_pre_start_kernel(self, **kw: Any):
         if self.provisioner is None and self.template is not None:
             self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))

@@ -1,4 +1,5 @@
-"""Helpers for tests that run real notebooks: write one, copy the quickstart, execute cell by cell with nbclient."""
+"""Helpers for tests that run real notebooks (write one, copy the quickstart, execute cell by cell with nbclient)
+and for tests of old metadata stores."""
 
 from __future__ import annotations
 
@@ -76,3 +77,18 @@ def run_by_hand(path: Path, extra_env: dict[str, str] | None = None, front_end: 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def store_at_version(path: Path, version: int):
+    """A real metadata store file as an older mlops_nb left it: the first ``version`` migrations applied. Returns
+    an open DuckDB connection to fill it with old records (close it before opening the store)."""
+    import duckdb
+
+    from mlops_nb.store.metadata import MIGRATIONS
+
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMP)")
+    for number, sql in enumerate(MIGRATIONS[:version], start=1):
+        con.execute(sql)
+        con.execute("INSERT INTO schema_version VALUES (?, now())", [number])
+    return con

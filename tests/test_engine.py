@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from nbtools import write_notebook
+from nbtools import store_at_version, write_notebook
 
 import mlops_nb
 from mlops_nb.core import progress
@@ -248,16 +248,10 @@ def test_bad_runs_are_refused(store, args, kwargs, message):
 
 def test_a_version_4_store_migrates_to_runs_of_every_kind(tmp_path):
     """A store written before runs had kinds: its runs become pipeline runs, and new kinds can be recorded."""
-    import duckdb
-
-    from mlops_nb.store.metadata import MIGRATIONS, MetadataStore
+    from mlops_nb.store.metadata import MetadataStore
 
     path = tmp_path / "metadata.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMP)")
-    for version, sql in enumerate(MIGRATIONS[:4], start=1):
-        con.execute(sql)
-        con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+    con = store_at_version(path, 4)
     con.execute(
         "INSERT INTO runs (id, pipeline, status, started_at, trigger, executor) "
         "VALUES ('20260101-000000-00000000', 'old', 'succeeded', now(), 'cli', 'notebook')"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from nbtools import run_by_hand, write_notebook
+from nbtools import run_by_hand, store_at_version, write_notebook
 
 import mlops_nb
 from mlops_nb import Project
@@ -82,16 +82,10 @@ def test_equal_artifacts_of_two_notebooks_keep_each_lineage_apart(tmp_path):
 def test_a_version_5_store_learns_the_source_of_each_input(tmp_path):
     """Input events written before they named their source get the step run of the same run that made (or reused)
     the artifact before them; lineage of old records is exact too."""
-    import duckdb
-
-    from mlops_nb.store.metadata import MIGRATIONS, MetadataStore
+    from mlops_nb.store.metadata import MetadataStore
 
     path = tmp_path / "metadata.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMP)")
-    for version, sql in enumerate(MIGRATIONS[:5], start=1):
-        con.execute(sql)
-        con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+    con = store_at_version(path, 5)
     con.execute("INSERT INTO artifacts VALUES ('a' || repeat('0', 63), 'json', 1, '', '', now())")
     con.execute("INSERT INTO artifacts VALUES ('b' || repeat('0', 63), 'json', 1, '', '', now())")
     for run, pipeline in (("20260101-000000-00000001", "one"), ("20260101-000000-00000002", "two")):

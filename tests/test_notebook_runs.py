@@ -380,7 +380,8 @@ def test_one_cell_number_everywhere(tmp_path):
     shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "show", run.id], obj={})
     assert "divide (cell 8): ZeroDivisionError: division by zero" in shown.output
 
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
+
     saved = nbformat.read(nb, as_version=4)
     saved.cells[3].source = "n = 4"  # divide now fails by hand too
     nbformat.write(saved, nb)

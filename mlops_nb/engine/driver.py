@@ -24,7 +24,7 @@ from ..store.metadata import git_state
 from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
 from .executors.kernels import require_kernel
 from .plan import cached_records, fully_cached, plan, prepare, select_steps
-from .step import emit_post_run, emit_post_step
+from .step import emit_post_run, emit_post_step, record_and_tell
 
 
 def run(
@@ -214,8 +214,7 @@ def _record_skipped(pipeline: Pipeline, store, run_id: str, selected: set[str], 
         else:
             why = "not reached: the run stopped early"
         records.append({"step": step.name, "status": "skipped", "why": why, "cell_index": step.cell_index})
-    for record, step_run_id in zip(records, store.record_steps(run_id, records), strict=True):
-        emit_post_step(run_id, record["step"], step_run_id, "skipped", record["why"], {}, None)
+    record_and_tell(store, run_id, records)
 
 
 def _record_fully_cached(

@@ -278,6 +278,16 @@ def emit_post_run(run_id: str, pipeline: str | None, status: str, trigger: str, 
     )
 
 
+def record_and_tell(store, run_id: str, records: list[dict]) -> list[str]:
+    """Record finished step runs in one transaction (:meth:`MetadataStore.record_steps`), then tell the
+    ``post_step`` subscribers of each; return their ids."""
+    ids = store.record_steps(run_id, records)
+    for record, step_run_id in zip(records, ids, strict=True):
+        outputs, error = record.get("outputs"), record.get("error")
+        emit_post_step(run_id, record["step"], step_run_id, record["status"], record.get("why"), outputs, error)
+    return ids
+
+
 def emit_post_step(run_id: str, step: str, step_run_id: str | None, status: str, why, outputs, error) -> None:
     """Tell the ``post_step`` subscribers that a step run ended and is recorded."""
     hooks.emit(

@@ -764,10 +764,10 @@ class MetadataStore:
                         source = sources.get(name) if direction == "in" else None
                         events.append((step_run_id, ref.hash, direction, name, source))
             # one statement, with seq numbers reserved first so that they follow the records' order
-            seqs = sorted(
-                r[0] for r in con.execute("SELECT nextval('step_run_seq') FROM range(?)", [len(rows)]).fetchall()
-            )
             if rows:
+                seqs = sorted(
+                    r[0] for r in con.execute("SELECT nextval('step_run_seq') FROM range(?)", [len(rows)]).fetchall()
+                )
                 con.execute(
                     "INSERT INTO step_runs (seq, id, run_id, step, status, why, cache_key, cached_from, started_at, "
                     "ended_at, error, cell_index, attempt, key_parts) VALUES "

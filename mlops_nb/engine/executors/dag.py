@@ -27,7 +27,7 @@ from ...pipeline.notebook import Step
 from ...settings import HOME_ENV
 from ..cache import Decision, decide, keyed
 from ..plan import preamble
-from ..step import attempt_why, emit_post_step, record_hit, record_start, retry_delay
+from ..step import attempt_why, emit_post_step, record_and_tell, record_hit, record_start, retry_delay
 from .base import Job, Outcome, Runner
 from .worker import step_cells
 
@@ -277,9 +277,7 @@ class GraphRun:
         self._say(f"  {step.name}: skipped ({why})")
 
     def _record_unselected(self) -> None:
-        records = self.prepared.records
-        for record, step_run_id in zip(records, self.store.record_steps(self.run_id, records), strict=True):
-            emit_post_step(self.run_id, record["step"], step_run_id, "cached", record["why"], record["outputs"], None)
+        record_and_tell(self.store, self.run_id, self.prepared.records)
 
     def _record_skip(self, step: Step, why: str) -> None:
         step_run_id = self.store.record_step(self.run_id, step.name, "skipped", why=why, cell_index=step.cell_index)

@@ -17,7 +17,7 @@ from ...core import progress
 from ...exceptions import NotFoundError, StepFailedError
 from ...pipeline.notebook import parse_magic_line, split_magic
 from ...settings import HOME_ENV, NO_CACHE_ENV, NOTEBOOK_ENV, PLAN_ENV, RUN_ENV
-from ..step import emit_post_step
+from ..step import emit_post_step, record_and_tell
 from .base import INTERRUPTED, Interrupted, Job, Outcome, Runner
 
 
@@ -99,11 +99,11 @@ def record_planned(job: Job, path: Path) -> dict[str, dict]:
 
     from ..plan import cached_records
 
-    hits = [p for p in (job.planned or []) if p.hit is not None and not (job.options.no_cache or p.step.no_cache)]
+    hits = [p for p in (job.planned or []) if p.hit is not None]  # the planner found none under --no-cache
     if not hits:
         return {}
     records = cached_records(hits)
-    ids = job.project.metadata.record_steps(job.run_id, records)
+    ids = record_and_tell(job.project.metadata, job.run_id, records)
     needed = job.pipeline.needed_after({p.step.name for p in hits})
     planned = {}
     for p, record, step_run_id in zip(hits, records, ids, strict=True):
@@ -114,7 +114,6 @@ def record_planned(job: Job, path: Path) -> dict[str, dict]:
             "outputs": {n: ref.to_dict() for n, ref in record["outputs"].items()},
             "load": needed.get(p.step.name, []),
         }
-        emit_post_step(job.run_id, p.step.name, step_run_id, "cached", record["why"], record["outputs"], None)
     path.write_text(json.dumps(planned), encoding="utf-8")
     return planned
 

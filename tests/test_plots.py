@@ -76,3 +76,10 @@ def test_a_deep_lineage_grows_downward_from_the_cli(tmp_path):
     dag_png = tmp_path / "dag.png"
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "dag", str(nb), "--png", str(dag_png)], obj={})
     assert result.exit_code == 0 and f"diagram: {dag_png}" in result.output and dag_png.is_file()
+
+    bad = tmp_path / "no-such-folder" / "dag.png"
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "dag", str(nb), "--png", str(bad)], obj={})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --png {bad}: cannot write the diagram (No such file or directory); give a file in a folder that exists"
+    )

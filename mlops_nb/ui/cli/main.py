@@ -208,7 +208,12 @@ _png_option = click.option(
 
 def _save_png(figure, path: Path | None) -> None:
     if path is not None:
-        figure.savefig(path, dpi=100, bbox_inches="tight")
+        try:
+            figure.savefig(path, dpi=100, bbox_inches="tight")
+        except OSError as exc:
+            raise MlopsError(
+                f"--png {path}: cannot write the diagram ({exc.strerror or exc}); give a file in a folder that exists"
+            ) from None
         click.echo(f"diagram: {path}", err=True)
 
 

@@ -18,8 +18,11 @@ from .exceptions import (
     ArtifactNotFoundError,
     ConfigError,
     MlopsError,
+    ModelNotFoundError,
     NotFoundError,
     PipelineError,
+    PromotionRefused,
+    RegistryError,
     StepFailedError,
     StoreBusyError,
     StoreError,
@@ -39,10 +42,13 @@ __all__ = [
     "LineageGraph",
     "MetadataStore",
     "MlopsError",
+    "ModelNotFoundError",
     "NotFoundError",
     "Pipeline",
     "PipelineError",
     "Project",
+    "PromotionRefused",
+    "RegistryError",
     "Run",
     "StepFailedError",
     "StepRun",
@@ -50,7 +56,14 @@ __all__ = [
     "StoreError",
     "UnsupportedArtifactError",
     "__version__",
+    "approve",
     "load_ipython_extension",
+    "load_model",
+    "model_history",
+    "promote",
+    "register_model",
+    "reject",
+    "rollback",
     "run",
 ]
 
@@ -65,6 +78,13 @@ _LAZY = {
     "FeatureStore": "store.features",
     "Pipeline": "pipeline",
     "run": "engine.driver",
+    "register_model": "promotion",
+    "promote": "promotion",
+    "approve": "promotion",
+    "reject": "promotion",
+    "rollback": "promotion",
+    "load_model": "promotion",
+    "model_history": "promotion",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,6 +92,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine.driver import run
     from .pipeline import Pipeline
     from .project import Project
+    from .promotion import approve, load_model, promote, register_model, reject, rollback
+    from .promotion import history as model_history
     from .store.artifacts import ArtifactStore
     from .store.features import FeatureStore
     from .store.lineage import LineageGraph
@@ -100,11 +122,11 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mlops_nb' has no attribute {name!r}")
-    if name == "run":  # API users see progress bars as the command line's do
+    if name in ("run", "register_model"):  # API users see progress bars as the command line's do
         from .ui.progress import install
 
         install()
-    value = getattr(import_module(f".{module}", __name__), name)
+    value = getattr(import_module(f".{module}", __name__), "history" if name == "model_history" else name)
     globals()[name] = value
     return value
 

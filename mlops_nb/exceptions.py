@@ -94,6 +94,31 @@ class SchemaChangeError(FeatureStoreError):
     http_status = 409
 
 
+class RegistryError(MlopsError):
+    """The model registry cannot do what was asked: an unreachable tracking URI, a model MLflow cannot log, a
+    malformed gate, a version in the wrong approval state. Nothing was changed in the registry."""
+
+
+class ModelNotFoundError(RegistryError, NotFoundError):
+    """No registered model, version or alias has the given name."""
+
+    http_status = 404
+
+
+class PromotionRefused(RegistryError):
+    """A promotion gate refused a version; the message shows the rule and both values, the alias did not move.
+
+    Attributes:
+        checks: every rule checked, as dicts (``metric``, ``rule``, ``value``, ``threshold``, ``passed``, ``reason``).
+    """
+
+    http_status = 409
+
+    def __init__(self, message: str, checks: list[dict] | None = None):
+        super().__init__(message)
+        self.checks = list(checks or [])
+
+
 class PipelineError(MlopsError):
     """The notebook is not a valid pipeline; ``problems`` lists every problem, one line each."""
 

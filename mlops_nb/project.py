@@ -1,8 +1,8 @@
 """The composition root: a project home, the layout of its ``.mlops/`` folder, and its stores.
 
 Only this module knows where each store lives; the stores take explicit paths. ``Project()`` finds its home with
-:func:`~mlops_nb.settings.find_home` and reads its settings; ``.artifacts``, ``.metadata`` and ``.features`` open
-the stores on first use.
+:func:`~mlops_nb.settings.find_home` and reads its settings; ``.artifacts``, ``.metadata``, ``.features`` and
+``.registry`` open the stores on first use.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Project:
         self._artifacts = None
         self._metadata = None
         self._features = None
+        self._registry = None
 
     def __repr__(self) -> str:
         return f"Project({str(self.home)!r})"
@@ -167,6 +168,21 @@ class Project:
             self._features = FeatureStore(**self.store_paths("features"))
         return self._features
 
+    @property
+    def registry(self):
+        """The project's model registry (:class:`~mlops_nb.store.registry.MlflowRegistry` at
+        :attr:`tracking_uri`; the embedded SQLite store is created and migrated on first use, under a lock)."""
+        if self._registry is None:
+            from .store.registry import MlflowRegistry
+
+            embedded = self.settings.tracking_uri is None
+            self._registry = MlflowRegistry(
+                self.tracking_uri,
+                artifact_location=self.mlartifacts_dir if embedded else None,
+                lock_timeout=max(self.settings.lock_timeout, 60.0),
+            )
+        return self._registry
+
     def artifact_source(self, kind: str):
         """The store holding artifacts of ``kind`` outside the artifact store (a
         :class:`~mlops_nb.core.hooks.ArtifactSource`), or None for kinds the artifact store holds.
@@ -176,6 +192,8 @@ class Project:
         """
         from .store.features import ARTIFACT_KINDS
 
+        if kind == "model_version":
+            return self.registry
         if kind not in ARTIFACT_KINDS:
             return None
         if self._features is None and not self.features_path.exists():

@@ -1,9 +1,10 @@
 """Declared hooks: how a lower layer tells a higher one something without importing it (imports point down).
 
-* **Step tracking.** While a step runs, stores other than the artifact store (the feature store; the model
-  registry later) record what the step read and wrote with :func:`record_input` / :func:`record_output`. The engine
-  opens the tracking around the step's body with :func:`track` and records what it collected with the step
-  run. Outside a step both calls do nothing. An artifact named ``NAME#PART`` is a part of ``NAME`` (a segment of
+* **Step tracking.** While a step runs, stores other than the artifact store (the feature store, the model
+  registry) record what the step read and wrote with :func:`record_input` / :func:`record_output`, and registry
+  events with :func:`record_event`. The engine opens the tracking around the step's body with :func:`track`
+  (which also tells the stores the step's run and what it loaded) and records what it collected with the step
+  run. Outside a step the calls do nothing. An artifact named ``NAME#PART`` is a part of ``NAME`` (a segment of
   a feature view).
 * **Artifact sources.** A store whose artifacts live outside the artifact store implements
   :class:`ArtifactSource`; before a cached step run stands in for a step, the engine asks it whether what the
@@ -31,12 +32,21 @@ class ActiveStep:
 
     Attributes:
         step: the step's name.
+        run_id: the pipeline run the step belongs to (None when unknown).
+        read: name -> :class:`ArtifactRef` of the inputs the step loaded from the artifact store and the files it
+            ``--reads`` (what a registered model was trained on).
+        project: the project whose stores the step uses (None: the one its process finds).
         inputs, outputs: name -> :class:`ArtifactRef`, recorded with the step run when it ends.
+        events: model registry events (registrations, gate outcomes, alias moves) recorded with the step run.
     """
 
     step: str
+    run_id: str | None = None
+    read: dict[str, ArtifactRef] = field(default_factory=dict)
+    project: Any = None
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
 
 
 _active: ActiveStep | None = None
@@ -47,10 +57,12 @@ def active_step() -> ActiveStep | None:
     return _active
 
 
-def begin_step(step: str) -> ActiveStep:
+def begin_step(
+    step: str, run_id: str | None = None, read: dict[str, ArtifactRef] | None = None, project: Any = None
+) -> ActiveStep:
     """Make ``step`` the running step (until :func:`end_step`); return what it will collect."""
     global _active
-    _active = ActiveStep(step)
+    _active = ActiveStep(step, run_id, dict(read or {}), project)
     return _active
 
 
@@ -62,14 +74,17 @@ def end_step() -> ActiveStep | None:
 
 
 class track:  # noqa: N801 - used as a context manager, like contextlib's
-    """``with track(step) as touched:`` makes ``step`` the running step while the block runs."""
+    """``with track(step, run_id=..., read=..., project=...) as touched:`` makes ``step`` the running step while
+    the block runs."""
 
-    def __init__(self, step: str):
-        self.step = step
-        self.touched = ActiveStep(step)
+    def __init__(
+        self, step: str, run_id: str | None = None, read: dict[str, ArtifactRef] | None = None, project: Any = None
+    ):
+        self.step, self.run_id, self.read, self.project = step, run_id, read, project
+        self.touched = ActiveStep(step, run_id)
 
     def __enter__(self) -> ActiveStep:
-        self.touched = begin_step(self.step)
+        self.touched = begin_step(self.step, self.run_id, self.read, self.project)
         return self.touched
 
     def __exit__(self, *exc: object) -> None:
@@ -86,6 +101,14 @@ def record_output(name: str, ref: ArtifactRef) -> None:
     """Record ``ref`` as an output of the running step (no-op outside a step)."""
     if _active is not None:
         _active.outputs[name] = ref
+
+
+def record_event(event: dict) -> bool:
+    """Record a model registry event with the running step run; False outside a step (the caller records it)."""
+    if _active is None:
+        return False
+    _active.events.append(event)
+    return True
 
 
 # Artifact sources -------------------------------------------------------------------------------------------------

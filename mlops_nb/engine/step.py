@@ -434,7 +434,7 @@ def _attempt(
     t0 = time.perf_counter()
     # a declared output must be assigned by the body, not left over from an earlier execution
     stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}
-    probe = tracking.track(step.name)
+    probe = tracking.track(step.name, ctx.run_id, decision.inputs, ctx.project)
     try:
         with probe:
             run_body(step.source)
@@ -444,7 +444,15 @@ def _attempt(
             namespace.setdefault(name, value)
         error = exc.message if isinstance(exc, StepFailedError) else f"{type(exc).__name__}: {exc}"
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        ctx.store.finish_step(step_run_id, status, error=error, inputs=probe.touched.inputs)
+        touched = probe.touched  # what it did to other stores before failing happened all the same
+        ctx.store.finish_step(
+            step_run_id,
+            status,
+            error=error,
+            inputs=touched.inputs,
+            outputs=touched.outputs,
+            model_events=touched.events,
+        )
         result = StepResult(step.name, "failed", why, step_run_id, decision.key, {}, time.perf_counter() - t0, error)
         ctx.results.append(result)
         if isinstance(exc, KeyboardInterrupt):
@@ -458,6 +466,7 @@ def _attempt(
         outputs={**probe.touched.outputs, **outputs},
         inputs=probe.touched.inputs,
         metrics=metrics_of(namespace, step),
+        model_events=probe.touched.events,
     )
     result = StepResult(step.name, "succeeded", why, step_run_id, decision.key, outputs, time.perf_counter() - t0)
     ctx.results.append(result)

@@ -147,6 +147,24 @@ MIGRATIONS: list[str] = [
         ORDER BY p.seq DESC LIMIT 1
     ) WHERE direction = 'in';
     """,
+    # 7: the index of model registry events (MLflow's version tags are the source of truth; see
+    # mlops_nb.promotion): registrations, gate outcomes, approvals, alias moves, with the run or step run that did it
+    """
+    CREATE TABLE model_events (
+        occurred_at TIMESTAMP NOT NULL,
+        model VARCHAR NOT NULL,
+        version BIGINT,
+        alias VARCHAR,
+        action VARCHAR NOT NULL,
+        actor VARCHAR,
+        trigger VARCHAR,
+        run_id VARCHAR,
+        step_run_id VARCHAR,
+        detail JSON,
+        event_key VARCHAR NOT NULL
+    );
+    CREATE INDEX model_events_model ON model_events (model);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -656,12 +674,14 @@ class MetadataStore:
         executed_notebook: ArtifactRef | None = None,
         started_at: datetime | None = None,
         ended_at: datetime | None = None,
+        model_events: list[dict] | None = None,
     ) -> None:
         """Record how a step run ended, its output artifacts and metrics, in one transaction.
 
         Args:
             inputs: inputs found while the step ran (a feature view it read), recorded as ``in`` events.
             executed_notebook: the executed per-step notebook (dag and dask executors).
+            model_events: model registry events of the step (see :meth:`record_model_events`).
             started_at, ended_at: when the step really ran (UTC), if not when it was recorded (a worker's times).
         """
         self._check_status(status, STATUSES)
@@ -689,6 +709,66 @@ class MetadataStore:
             self._record_events(con, step_run_id, outputs, "reuse" if status == "cached" else "out")
             if metrics:
                 self._insert_metrics(con, rows[0][0], step_run_id, metrics, None)
+            self._insert_model_events(con, model_events, rows[0][0], step_run_id)
+
+    def record_model_events(self, events: list[dict], run_id: str | None = None, step_run_id: str | None = None) -> int:
+        """Index model registry events (idempotent: an event whose ``key`` is indexed already is skipped); return
+        how many were new.
+
+        Each event is a dict with ``at`` (ISO time), ``model``, ``version``, ``alias``, ``action`` (``register``,
+        ``promote``, ``refuse``, ``pending``, ``approve``, ``reject``, ``rollback``), ``by``, ``trigger``, a unique
+        ``key`` (the MLflow tag that holds it) and any other fields, kept as ``detail``.
+        """
+        with self._connect(write=True) as con:
+            return self._insert_model_events(con, events, run_id, step_run_id)
+
+    @staticmethod
+    def _insert_model_events(con, events: list[dict] | None, run_id: str | None, step_run_id: str | None) -> int:
+        if not events:
+            return 0
+        keys = [e["key"] for e in events]
+        known = {row[0] for row in lookup(con, "SELECT event_key FROM model_events WHERE {match}", "event_key", keys)}
+        new = [e for e in {e["key"]: e for e in events}.values() if e["key"] not in known]
+        fields = ("at", "model", "version", "alias", "action", "by", "trigger", "key")
+        for event in new:
+            detail = {k: v for k, v in event.items() if k not in fields and k not in ("run_id", "step_run_id")}
+            con.execute(
+                "INSERT INTO model_events (occurred_at, model, version, alias, action, actor, trigger, event_key, run_id, "
+                "step_run_id, "
+                "detail) VALUES (?::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    *(event.get(k) for k in fields),
+                    event.get("run_id") or run_id,
+                    event.get("step_run_id") or step_run_id,
+                    json.dumps(detail, sort_keys=True, default=str),
+                ],
+            )
+        return len(new)
+
+    def model_events(self, model: str | None = None, limit: int | None = None) -> list[dict]:
+        """Indexed model registry events, oldest first (of one model, or of all)."""
+        query = (
+            "SELECT occurred_at, model, version, alias, action, actor, trigger, run_id, step_run_id, detail, event_key "
+            "FROM model_events"
+        )
+        args: list = []
+        if model is not None:
+            query += " WHERE model = ?"
+            args.append(model)
+        query += " ORDER BY occurred_at, event_key"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+
+        def read(con) -> list[dict]:
+            names = ("at", "model", "version", "alias", "action", "by", "trigger", "run_id", "step_run_id")
+            found = []
+            for row in con.execute(query, args).fetchall():
+                event = dict(zip(names, row[:9], strict=True))
+                event["at"] = iso(event["at"])
+                found.append({**event, **json.loads(row[9] or "{}"), "key": row[10]})
+            return found
+
+        return self._cache.read(("model_events", model, limit), read)
 
     def time_step(self, step_run_id: str, started_at: datetime, ended_at: datetime) -> None:
         """Set when a recorded step run really started and ended (UTC): a cache hit recorded before its outputs
@@ -785,8 +865,10 @@ class MetadataStore:
         *,
         error: str | None = None,
         executed_notebook: ArtifactRef | None = None,
+        model_events: list[dict] | None = None,
     ) -> None:
-        """Record how a run ended; step runs still ``running`` take the run's status if it did not succeed."""
+        """Record how a run ended (with the model registry events it did, see :meth:`record_model_events`); step
+        runs still ``running`` take the run's status if it did not succeed."""
         self._check_status(status, RUN_STATUSES)
         with self._connect(write=True) as con:
             if executed_notebook is not None:
@@ -801,6 +883,7 @@ class MetadataStore:
                     "UPDATE step_runs SET status = ?, ended_at = ? WHERE run_id = ? AND status = 'running'",
                     [status, utcnow(), run_id],
                 )
+            self._insert_model_events(con, model_events, run_id, None)
 
     def log_metrics(
         self, run_id: str, metrics: dict[str, float], *, step_run_id: str | None = None, step: int | None = None
@@ -1210,6 +1293,8 @@ class MetadataStore:
 
     def _resolve_node(self, con, text: str) -> tuple[str, str, str | None]:
         """Kind, id and, for an output name, the step run that made it."""
+        if text.startswith("models:/"):
+            return "artifact", *self._model_version_node(con, text)
         if "/" in text or _STEP_RUN_ID.match(text):
             return "step_run", self._resolve_step_run(con, text), None
         if len(text) >= 6 and all(c in "0123456789abcdef" for c in text.lower()):
@@ -1225,6 +1310,22 @@ class MetadataStore:
                 "RUN.N, RUN/STEP (latest/train) or the name of a step's output (model)"
             )
         return "artifact", *latest
+
+    @staticmethod
+    def _model_version_node(con, uri: str) -> tuple[str, str | None]:
+        """The artifact of a registered model version (``models:/NAME/VERSION``) and the step run that registered
+        it."""
+        rows = con.execute(
+            "SELECT a.hash, (SELECT e.step_run_id FROM events e WHERE e.artifact = a.hash AND e.direction = 'out' "
+            "LIMIT 1) FROM artifacts a WHERE a.kind = 'model_version' AND a.uri = ?",
+            [uri],
+        ).fetchall()
+        if not rows:
+            raise NotFoundError(
+                f"{uri} was not registered by a step of this project (or does not exist); "
+                "`mlops-nb models list` shows the versions, use models:/NAME/VERSION"
+            )
+        return rows[0][0], rows[0][1]
 
     @staticmethod
     def _latest_output(con, name: str) -> tuple[str, str] | None:

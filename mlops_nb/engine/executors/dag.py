@@ -313,6 +313,7 @@ class GraphRun:
             "outputs": step.outputs,
             "inputs": {n: decision.inputs[n].to_dict() for n in step.inputs},
             "artifact_root": self.artifacts.uri_root,
+            "run_id": self.run_id,
         }
         start: Future = Future()  # the step run's id, set once its start is committed (see _commit)
         self._launches.append((_Running(step, start, attempt, decision), delay, step_cells(spec, step.source)))
@@ -354,7 +355,12 @@ class GraphRun:
             self._ends.append(
                 (
                     (item, executed, "succeeded"),
-                    {"outputs": outputs, "inputs": inputs, "metrics": result.get("metrics")},
+                    {
+                        "outputs": outputs,
+                        "inputs": inputs,
+                        "metrics": result.get("metrics"),
+                        "model_events": result.get("model_events"),
+                    },
                 )
             )
             self.outputs[step.name] = {n: outputs[n] for n in step.outputs}

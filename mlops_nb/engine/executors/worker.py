@@ -27,9 +27,10 @@ def load_inputs(spec: dict[str, Any], namespace: dict) -> None:
     from ...store.artifacts import ArtifactStore
 
     store = ArtifactStore(spec["artifact_root"])
-    for name, ref in spec["inputs"].items():
-        namespace[name] = store.get(ArtifactRef.from_dict(ref))
-    hooks.begin_step(spec["step"])
+    read = {name: ArtifactRef.from_dict(ref) for name, ref in spec["inputs"].items()}
+    for name, ref in read.items():
+        namespace[name] = store.get(ref)
+    hooks.begin_step(spec["step"], spec.get("run_id"), read)
 
 
 def finish(spec: dict[str, Any], namespace: dict) -> dict:
@@ -47,6 +48,7 @@ def finish(spec: dict[str, Any], namespace: dict) -> dict:
         "outputs": {k: v.to_dict() for k, v in {**touched.outputs, **outputs}.items()},
         "inputs": {k: v.to_dict() for k, v in touched.inputs.items()},
         "metrics": metrics_of(namespace, step),
+        "model_events": touched.events,
     }
     display({RESULT_MIME: result, "text/plain": f"{step.name}: {', '.join(outputs) or 'no outputs'} stored"}, raw=True)
     return result

@@ -1,0 +1,325 @@
+"""Moving aliases: ``promote`` through gates, ``approve`` / ``reject`` a pending version, ``rollback``.
+
+Outside a step each action is a recorded run of kind ``promotion`` with its trigger (``api``, ``cli``, ``rest``,
+``manual``, ``approval``); inside a step it is an event of that step run (the version is one of its inputs). MLflow
+keeps the outcome as version tags (see :mod:`.events`): ``approval`` is ``pending``, ``approved`` or ``rejected``,
+``approval.alias`` the alias a pending version waits for, and every event its own ``mlops_nb.event.*`` tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import hooks
+from ..exceptions import PromotionRefused, RegistryError
+from ..store.registry import ModelVersion, check_alias, check_model_name
+from . import gates as gate_rules
+from .events import holders, new_event, read_history, tag_of
+
+
+@dataclass
+class Promotion:
+    """What a promotion, approval, rejection or rollback did.
+
+    Attributes:
+        name, version, alias: the model, the version acted on and the alias.
+        outcome: ``promoted``, ``pending`` (waits for approval), ``unchanged`` (it held the alias already),
+            ``approved``, ``rejected`` or ``rolled back``.
+        previous: the version that held the alias before (None: none did).
+        checks: how each gate rule went (dicts: ``metric``, ``rule``, ``value``, ``threshold``, ``passed``,
+            ``reason``).
+        run_id: the promotion run recorded (None inside a step: the step run records it).
+    """
+
+    name: str
+    version: int
+    alias: str
+    outcome: str
+    previous: int | None = None
+    checks: list[dict] = field(default_factory=list)
+    run_id: str | None = None
+
+    def line(self) -> str:
+        """One line for people."""
+        was = f" (was v{self.previous})" if self.previous is not None and self.previous != self.version else ""
+        gates = "; ".join(c["reason"] for c in self.checks)
+        text = {
+            "promoted": f"{self.name} v{self.version} is now {self.alias}{was}",
+            "approved": f"{self.name} v{self.version} approved: now {self.alias}{was}",
+            "pending": f"{self.name} v{self.version} passed its gates and waits for approval to become {self.alias}; "
+            f"`mlops-nb models approve {self.name} {self.version}`",
+            "unchanged": f"{self.name} v{self.version} is {self.alias} already",
+            "rejected": f"{self.name} v{self.version} rejected: {self.alias} stays "
+            + (f"v{self.previous}" if self.previous is not None else "unset"),
+            "rolled back": f"{self.name} {self.alias} rolled back to v{self.version}{was}",
+        }[self.outcome]
+        return text + (f" — {gates}" if gates else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "outcome": self.outcome,
+            "previous": self.previous,
+            "checks": list(self.checks),
+            "run_id": self.run_id,
+        }
+
+
+def _project(project):
+    if project is not None:
+        return project
+    active = hooks.active_step()
+    if active is not None and active.project is not None:
+        return active.project
+    from ..project import Project
+
+    return Project()
+
+
+class _Action:
+    """One action on a version: a promotion run around it outside a step (created first, so that the MLflow
+    tags name it), the events tagged in MLflow and indexed, the version recorded as the step's input inside one."""
+
+    def __init__(self, project, version: ModelVersion, alias: str, action: str, trigger: str, params: dict):
+        self.project, self.version, self.alias, self.action = project, version, alias, action
+        self.in_step = hooks.active_step() is not None
+        self.run_id = None
+        if not self.in_step:
+            self.run_id = project.metadata.create_run(
+                None,
+                kind="promotion",
+                trigger=trigger,
+                fired_by=version.uri,
+                executor="api",
+                params={"model": version.name, "version": version.version, "alias": alias, "action": action, **params},
+            )
+        self.trigger = trigger
+
+    def event(self, action: str, version: ModelVersion, **fields) -> dict:
+        """A new event of this action, with its run."""
+        trigger = None if self.in_step else self.trigger
+        return new_event(
+            action, version.name, version.version, self.alias, trigger=trigger, run_id=self.run_id, **fields
+        )
+
+    def done(self, events: list[dict], status: str = "succeeded", error: str | None = None) -> None:
+        """Record how it ended: inside a step as the step run's events, else the run ends with its events."""
+        if self.in_step:
+            hooks.record_input(self.version.uri, self.version.node())
+            for event in events:
+                hooks.record_event(event)
+            return
+        self.project.metadata.finish_run(self.run_id, status, error=error, model_events=events)
+
+    def __enter__(self) -> _Action:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None and not self.in_step and not isinstance(exc, PromotionRefused):
+            message = exc.message if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
+            self.project.metadata.finish_run(self.run_id, "failed", error=message)
+
+
+def _holders_for(registry, name: str, rules: list, alias: str) -> tuple[ModelVersion | None, dict]:
+    """The alias's holder now, and the holder (with metrics) of every alias a rule compares with."""
+    current = registry.alias_holder(name, alias)
+    found: dict[str, Any] = {}
+    for other in {r.alias for r in rules if r.alias}:
+        holder = current if other == alias else registry.alias_holder(name, other)
+        found[other] = registry.version(name, holder.version, metrics=True) if holder is not None else None
+    return current, found
+
+
+def promote(
+    name: str,
+    version: int | str,
+    alias: str = "champion",
+    gates: dict[str, str] | None = None,
+    require_approval: bool = False,
+    *,
+    by: str | None = None,
+    trigger: str = "api",
+    project=None,
+) -> Promotion:
+    """Move ``alias`` to a version of model ``name`` if it passes ``gates``.
+
+    Args:
+        name, version: the candidate (a version number, or ``@ALIAS``).
+        alias: the alias to move (``champion``).
+        gates: metric rules, absolute (``{"accuracy": ">= 0.8"}``) or relative to the alias's holder
+            (``{"f1": ">= champion - 0.01"}``); see :mod:`mlops_nb.promotion.gates`.
+        require_approval: a passing version waits (``approval=pending``) until :func:`approve` moves the alias.
+        by: who promotes (default: the login name).
+        trigger: what asked (``api``, ``cli``, ``rest``, ``manual``).
+
+    Raises:
+        PromotionRefused: a rule failed; its one line shows the rule and both values; the alias did not move.
+
+    Example::
+
+        mlops_nb.promote("churn", 3, gates={"f1": ">= champion - 0.01", "accuracy": ">= 0.8"})
+    """
+    check_model_name(name)
+    check_alias(alias)
+    rules = gate_rules.parse(gates)
+    project = _project(project)
+    registry = project.registry
+    candidate = registry.version(name, version, metrics=bool(rules))
+    current, compare = _holders_for(registry, name, rules, alias)
+    checks = gate_rules.evaluate(rules, name, candidate, compare)
+    previous = current.version if current is not None else None
+    detail = [c.to_dict() for c in checks]
+    if previous == candidate.version:
+        return Promotion(name, candidate.version, alias, "unchanged", previous, detail)
+    params = {"gates": dict(gates or {}), "require_approval": require_approval}
+    with _Action(project, candidate, alias, "promote", trigger, params) as action:
+        failed = [c for c in checks if not c.passed]
+        if failed:
+            event = action.event("refuse", candidate, checks=detail, **{"from": previous}, by=by)
+            registry.set_tags(name, candidate.version, tag_of(event))
+            message = f"{name} v{candidate.version} refused for {alias}: " + "; ".join(c.reason for c in failed)
+            action.done([event], "failed", message)
+            raise PromotionRefused(message, detail)
+        if require_approval:
+            event = action.event("pending", candidate, checks=detail, **{"from": previous}, by=by)
+            registry.set_tags(
+                name, candidate.version, {"approval": "pending", "approval.alias": alias, **tag_of(event)}
+            )
+            action.done([event])
+            return Promotion(name, candidate.version, alias, "pending", previous, detail, action.run_id)
+        event = action.event("promote", candidate, checks=detail, **{"from": previous}, by=by)
+        registry.set_tags(name, candidate.version, tag_of(event))
+        registry.set_alias(name, alias, candidate.version)
+        action.done([event])
+    return Promotion(name, candidate.version, alias, "promoted", previous, detail, action.run_id)
+
+
+def _pending(registry, name: str, version, verb: str) -> ModelVersion:
+    candidate = registry.version(name, version)
+    if candidate.approval != "pending":
+        state = candidate.approval or "never asked for"
+        raise RegistryError(
+            f"cannot {verb} {name} v{candidate.version}: it is not waiting for approval (approval: {state}); "
+            f"`mlops-nb models show {name}` lists the pending versions"
+        )
+    return candidate
+
+
+def approve(
+    name: str, version: int | str, by: str | None = None, note: str = "", *, trigger: str = "approval", project=None
+) -> Promotion:
+    """Approve a version waiting for approval: its alias moves to it (a promotion run with trigger ``approval``).
+
+    Raises:
+        RegistryError: the version is not pending.
+    """
+    check_model_name(name)
+    project = _project(project)
+    registry = project.registry
+    candidate = _pending(registry, name, version, "approve")
+    alias = candidate.tags.get("approval.alias") or "champion"
+    current = registry.alias_holder(name, alias)
+    previous = current.version if current is not None else None
+    with _Action(project, candidate, alias, "approve", trigger, {"note": note}) as action:
+        event = action.event("approve", candidate, note=note, **{"from": previous}, by=by)
+        registry.set_tags(
+            name,
+            candidate.version,
+            {"approval": "approved", "approval.by": event["by"], "approval.note": note, **tag_of(event)},
+        )
+        registry.set_alias(name, alias, candidate.version)
+        action.done([event])
+    return Promotion(name, candidate.version, alias, "approved", previous, run_id=action.run_id)
+
+
+def reject(
+    name: str, version: int | str, by: str | None = None, note: str = "", *, trigger: str = "api", project=None
+) -> Promotion:
+    """Reject a version waiting for approval: the alias never moves to it.
+
+    Raises:
+        RegistryError: the version is not pending.
+    """
+    check_model_name(name)
+    project = _project(project)
+    registry = project.registry
+    candidate = _pending(registry, name, version, "reject")
+    alias = candidate.tags.get("approval.alias") or "champion"
+    current = registry.alias_holder(name, alias)
+    previous = current.version if current is not None else None
+    with _Action(project, candidate, alias, "reject", trigger, {"note": note}) as action:
+        event = action.event("reject", candidate, note=note, by=by)
+        registry.set_tags(
+            name,
+            candidate.version,
+            {"approval": "rejected", "approval.by": event["by"], "approval.note": note, **tag_of(event)},
+        )
+        action.done([event])
+    return Promotion(name, candidate.version, alias, "rejected", previous, run_id=action.run_id)
+
+
+def rollback(
+    name: str, alias: str = "champion", *, by: str | None = None, note: str = "", trigger: str = "api", project=None
+) -> Promotion:
+    """Point ``alias`` back at the version that held it before the current one.
+
+    Raises:
+        RegistryError: the alias never had an earlier holder.
+    """
+    check_model_name(name)
+    check_alias(alias)
+    project = _project(project)
+    registry = project.registry
+    current = registry.alias_holder(name, alias)
+    stack = holders(read_history(registry, name), alias)
+    if current is not None and (not stack or stack[-1] != current.version):
+        stack.append(current.version)  # moved outside mlops_nb
+    if current is None or len(stack) < 2:
+        holder = f"v{current.version}" if current is not None else "nobody"
+        raise RegistryError(
+            f"cannot roll back {name} {alias}: it has no earlier holder (held by {holder}); "
+            f"`mlops-nb models history {name}` shows its moves"
+        )
+    target = registry.version(name, stack[-2])
+    with _Action(project, target, alias, "rollback", trigger, {"from": current.version, "note": note}) as action:
+        event = action.event("rollback", target, note=note, **{"from": current.version}, by=by)
+        registry.set_tags(name, target.version, tag_of(event))
+        registry.set_alias(name, alias, target.version)
+        action.done([event])
+    return Promotion(name, target.version, alias, "rolled back", current.version, run_id=action.run_id)
+
+
+def history(name: str, *, project=None) -> list[dict]:
+    """Every event of model ``name``, oldest first, read from MLflow: who registered, promoted, refused,
+    approved, rejected or rolled back which version, when, why (``action``, ``version``, ``alias``, ``from``,
+    ``by``, ``trigger``, ``at``, ``checks``, ``note``, ``run_id``)."""
+    project = _project(project)
+    return read_history(project.registry, check_model_name(name))
+
+
+def load_model(name: str, version: int | str = "@champion", *, project=None) -> Any:
+    """The model of a version: from the project's artifact store, after its hash check, when mlops_nb registered
+    it here; else as MLflow loads it.
+
+    Example::
+
+        model = mlops_nb.load_model("churn", "@champion")
+    """
+    project = _project(project)
+    found = project.registry.version(check_model_name(name), version)
+    if found.model_hash and project.artifacts.exists(found.model_hash):
+        return project.artifacts.get(found.model_hash)
+    return project.registry.load(name, found.version)
+
+
+def models(name: str | None = None, *, project=None) -> list[dict]:
+    """The registered models (``name``, ``aliases``, ``latest``), or with ``name`` that model's versions as dicts
+    (``version``, ``aliases``, ``approval``, ``metrics``, ``created``, ``tags``), newest first."""
+    project = _project(project)
+    if name is None:
+        return project.registry.models()
+    return [v.to_dict() for v in project.registry.versions(check_model_name(name), metrics=True)]

@@ -6,7 +6,7 @@ what MLflow leaves to its users: lineage back to the notebook run and its data, 
 to the current holder, an approval step, the history of every alias move, and rollback.
 """
 
-from .actions import Promotion, approve, history, load_model, models, promote, reject, rollback
+from .actions import Promotion, approve, history, load_model, models, promote, reject, resolve_uri, rollback
 from .events import reindex
 from .register import register_model, requirements
 
@@ -21,5 +21,6 @@ __all__ = [
     "reindex",
     "reject",
     "requirements",
+    "resolve_uri",
     "rollback",
 ]

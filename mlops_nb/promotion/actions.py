@@ -101,15 +101,20 @@ class _Action:
 
     def event(self, action: str, version: ModelVersion, **fields) -> dict:
         """A new event of this action, with its run."""
-        trigger = None if self.in_step else self.trigger
+        if self.in_step:  # an event of the step run (its run's trigger is the run's)
+            active = hooks.active_step()
+            fields.update(run_id=active.run_id, step=active.step)
+            return new_event(action, version.name, version.version, self.alias, **fields)
         return new_event(
-            action, version.name, version.version, self.alias, trigger=trigger, run_id=self.run_id, **fields
+            action, version.name, version.version, self.alias, trigger=self.trigger, run_id=self.run_id, **fields
         )
 
     def done(self, events: list[dict], status: str = "succeeded", error: str | None = None) -> None:
         """Record how it ended: inside a step as the step run's events, else the run ends with its events."""
         if self.in_step:
-            hooks.record_input(self.version.uri, self.version.node())
+            active = hooks.active_step()
+            if self.version.uri not in active.outputs:  # a version the step registered itself is its output
+                hooks.record_input(self.version.uri, self.version.node())
             for event in events:
                 hooks.record_event(event)
             return
@@ -323,3 +328,12 @@ def models(name: str | None = None, *, project=None) -> list[dict]:
     if name is None:
         return project.registry.models()
     return [v.to_dict() for v in project.registry.versions(check_model_name(name), metrics=True)]
+
+
+def resolve_uri(uri: str, *, project=None) -> str:
+    """``models:/NAME@ALIAS`` as the version it points at now (``models:/NAME/VERSION``); other URIs unchanged."""
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    name, _, alias = uri[len("models:/") :].rpartition("@")
+    project = _project(project)
+    return project.registry.version(check_model_name(name), "@" + alias).uri

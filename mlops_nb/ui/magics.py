@@ -17,7 +17,7 @@ from traitlets.config import Configurable
 
 from ..exceptions import MlopsError
 
-_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, features, notebook, end"
+_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, features, models, notebook, end"
 
 
 class MagicUsageError(MlopsError):
@@ -110,7 +110,8 @@ class MlopsMagics(Magics, Configurable):
         runs the cell as a pipeline step: cached, recorded, with lineage.
 
         Line magics: ``%mlops run [-p NAME VALUE]... [--no-cache]`` runs this notebook headless;
-        ``%mlops dag`` draws its DAG; ``%mlops runs [N]`` lists runs; ``%mlops lineage NAME`` shows lineage
+        ``%mlops dag`` draws its DAG; ``%mlops runs [N]`` lists runs; ``%mlops models [NAME]`` the registry;
+        ``%mlops lineage NAME`` shows lineage
         of a variable produced by a step (or an artifact hash / step run id).
         """
         __tracebackhide__ = True
@@ -305,6 +306,17 @@ class MlopsMagics(Magics, Configurable):
         if len(words) > 1:
             raise MagicUsageError("usage: %mlops features [VIEW]")
         return features_report(self._project().features, words[0] if words else None)
+
+    def _cmd_models(self, words: list[str]):
+        """``%mlops models [NAME]``: the registered models, or one model's versions (aliases, approval state,
+        metrics)."""
+        from ..promotion import models
+        from .reports import models_report
+
+        if len(words) > 1:
+            raise MagicUsageError("usage: %mlops models [NAME]")
+        name = words[0] if words else None
+        return models_report(name, models(name, project=self._project()))
 
 
 def _jsonable(values: dict) -> dict:

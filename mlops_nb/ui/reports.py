@@ -73,3 +73,49 @@ def runs_frame(runs):
             for r in runs
         ]
     )
+
+
+def model_rows(versions: list[dict]) -> tuple[list[list], list[str]]:
+    """Rows and headers of a table of model versions (dicts of :meth:`ModelVersion.to_dict`): what
+    ``%mlops models NAME`` and ``mlops-nb models show NAME`` print."""
+    names = sorted({k for v in versions for k in v["metrics"]})
+    rows = [
+        [
+            f"v{v['version']}",
+            ", ".join(v["aliases"]) or "",
+            v["approval"] or "",
+            *(f"{v['metrics'][n]:.4g}" if n in v["metrics"] else "" for n in names),
+            (v["created"] or "")[:19].replace("T", " "),
+            v["tags"].get("mlops_nb.run_id", ""),
+            v["tags"].get("mlops_nb.step", ""),
+        ]
+        for v in versions
+    ]
+    return rows, ["VERSION", "ALIASES", "APPROVAL", *names, "CREATED", "RUN", "STEP"]
+
+
+def models_report(name: str | None, records: list[dict]) -> Report:
+    """What ``%mlops models [NAME]`` shows: the registered models, or one model's versions with their aliases,
+    approval state and metrics."""
+    import html
+
+    from .format import table
+
+    if name is None:
+        if not records:
+            return Report(
+                "no registered models yet; mlops_nb.register_model(model, NAME) adds one",
+                "<p>no registered models yet</p>",
+            )
+        rows = [
+            [m["name"], m["latest"] or "", ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items()))]
+            for m in records
+        ]
+        headers = ["MODEL", "LATEST", "ALIASES"]
+    else:
+        rows, headers = model_rows(records)
+    text = table(rows, headers)
+    head = "".join(f"<th>{html.escape(h.lower())}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    caption = f"<caption>model {html.escape(name)}</caption>" if name else ""
+    return Report(text, f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

@@ -236,11 +236,16 @@ def lineage(
 ) -> None:
     """Show the lineage of an artifact or a step run.
 
-    NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N), RUN/STEP, or the name of a
-    step's output (its latest artifact: mlops-nb lineage model).
+    NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N), RUN/STEP, the name of a
+    step's output (its latest artifact: mlops-nb lineage model), or a registered model version
+    (models:/NAME/VERSION or models:/NAME@ALIAS).
 
     Example: mlops-nb lineage latest/train --direction up
     """
+    if node.startswith("models:/") and "@" in node:  # an alias: the version it points at now
+        from ...promotion import resolve_uri
+
+        node = resolve_uri(node, project=_project(ctx))
     graph = _store(ctx).lineage(node, direction=direction, depth=depth)
     if png is not None:
         from ..plots import lineage_diagram
@@ -434,9 +439,11 @@ def demo(ctx: click.Context, folder: Path | None) -> None:
     run_demo(folder, echo=click.echo)
 
 
-from .features import features as _features  # noqa: E402 - the group lives in its own module
+from .features import features as _features  # noqa: E402 - the groups live in modules of their own
+from .models import models as _models  # noqa: E402
 
 cli.add_command(_features)
+cli.add_command(_models)
 
 
 def main(argv: list[str] | None = None) -> None:

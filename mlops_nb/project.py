@@ -107,8 +107,13 @@ class Project:
         """Whether ``.mlops/`` exists."""
         return self.mlops_dir.is_dir()
 
-    def init(self) -> Project:
-        """Create ``.mlops/`` and its stores (idempotent); add ``.mlops/`` to ``.gitignore`` in a git repo."""
+    def init(self, registry: bool = False) -> Project:
+        """Create ``.mlops/`` and its stores (idempotent); add ``.mlops/`` to ``.gitignore`` in a git repo.
+
+        Args:
+            registry: also create and migrate the MLflow store (seconds: it imports mlflow), or check that the
+                tracking server answers; otherwise that happens on first use.
+        """
         for folder in (self.mlops_dir, self.mlartifacts_dir, self.builds_dir, self.predictions_dir):
             folder.mkdir(parents=True, exist_ok=True)
         if "://" not in self.artifact_root:
@@ -117,6 +122,8 @@ class Project:
         self.metadata  # noqa: B018 - opening creates and migrates metadata.duckdb
         if (self.home / ".git").exists():
             self._ignore_in_git()
+        if registry:
+            self.registry.client  # noqa: B018 - opening creates and migrates it, under its lock
         return self
 
     def _ignore_in_git(self) -> None:

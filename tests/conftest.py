@@ -33,3 +33,22 @@ def store(project):
 def artifacts(project):
     """The project's artifact store (a real folder)."""
     return project.artifacts
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """A migrated MLflow SQLite store, made once per test session (migrations cost seconds): tests copy it."""
+    from mlops_nb.store.registry import MlflowRegistry
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowRegistry(f"sqlite:///{path}").client  # noqa: B018 - opening migrates it
+    return path
+
+
+@pytest.fixture
+def registry_project(project, mlflow_template):
+    """An initialised project whose embedded MLflow store is a copy of the migrated template."""
+    import shutil
+
+    shutil.copy(mlflow_template, project.mlflow_db)
+    return project

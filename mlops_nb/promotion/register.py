@@ -18,7 +18,7 @@ from typing import Any
 from ..core import hooks
 from ..core import progress as progress_bars
 from ..exceptions import ArtifactError, RegistryError
-from ..store.registry import ModelVersion, check_model_name
+from ..store.registry import ModelVersion, check_model_name, flavor_of
 from .events import index_outside_step, new_event, person
 
 _MAX_TAG = 5000  # MLflow's limit on a tag value
@@ -128,6 +128,7 @@ def register_model(
     from ..project import Project
 
     check_model_name(name)
+    flavor_of(model)  # a model MLflow cannot serve is refused before anything is stored
     active = hooks.active_step()
     project = project or (active.project if active is not None and active.project is not None else Project())
     registry = project.registry
@@ -136,7 +137,11 @@ def register_model(
         try:
             ref = project.artifacts.put(model, name=f"{name} model")
         except ArtifactError as exc:
-            raise RegistryError(f"cannot register {name!r}: the model cannot be stored: {exc.message}") from None
+            reason = getattr(exc, "reason", exc.message)[:120]
+            raise RegistryError(
+                f"cannot register {name!r}: the {type(model).__qualname__} cannot be pickled ({reason}); keep "
+                "unpicklable state (locks, open files, connections, generators) out of the model"
+            ) from None
         bar.advance()
         version_tags, run_tags, run_params, files = _lineage_tags(project, active, ref.hash)
         version = registry.register(

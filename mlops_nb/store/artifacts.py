@@ -458,11 +458,13 @@ class ArtifactStore:
             return self._write(data, serializer.kind, name, serializer.describe(obj))
         where = f" {name!r}" if name else ""
         reason = errors[-1] if errors else "no serializer matches"
-        raise UnsupportedArtifactError(
+        error = UnsupportedArtifactError(
             f"cannot store{where} of type {type(obj).__module__}.{type(obj).__qualname__} as an artifact "
             f"({reason}); convert it to a DataFrame, array, dict or picklable object, "
             "or register a serializer with mlops_nb.store.artifacts.serializers.register()"
         )
+        error.reason = reason
+        raise error
 
     def put_bytes(self, data: bytes, kind: str, name: str | None = None, summary: str = "") -> ArtifactRef:
         """Store bytes already serialized as ``kind`` (for serializers that run elsewhere)."""

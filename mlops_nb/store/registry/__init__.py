@@ -7,6 +7,6 @@ rollback are one layer up, in :mod:`mlops_nb.promotion`.
 """
 
 from .base import ModelRegistry, ModelVersion, check_alias, check_model_name
-from .mlflow_store import MlflowRegistry
+from .mlflow_store import MlflowRegistry, flavor_of
 
-__all__ = ["MlflowRegistry", "ModelRegistry", "ModelVersion", "check_alias", "check_model_name"]
+__all__ = ["MlflowRegistry", "flavor_of", "ModelRegistry", "ModelVersion", "check_alias", "check_model_name"]

@@ -47,7 +47,7 @@ def _quiet() -> Iterator[None]:
                 logging.getLogger(name).setLevel(level)
 
 
-def _flavor(model: Any) -> str:
+def flavor_of(model: Any) -> str:
     """``pyfunc`` for an :class:`mlflow.pyfunc.PythonModel`, ``sklearn`` for anything with ``predict`` (MLflow's
     scikit-learn flavour pickles it with cloudpickle), else a one-line error."""
     for klass in type(model).__mro__:
@@ -163,6 +163,8 @@ class MlflowRegistry(ModelRegistry):
             code = getattr(exc, "error_code", "")
             first = str(exc.message if hasattr(exc, "message") else exc).strip().splitlines()[0][:200]
             if code == "RESOURCE_DOES_NOT_EXIST":
+                if version is not None and name is not None and not self._model_exists(name):
+                    version = None
                 if version is not None:
                     raise ModelNotFoundError(
                         f"model {name!r} has no version {version} in {self.uri}; `mlops-nb models show {name}` "
@@ -175,6 +177,15 @@ class MlflowRegistry(ModelRegistry):
             raise RegistryError(f"cannot {what} in {self.uri}: {first}") from None
         except (OSError, ConnectionError) as exc:
             raise RegistryError(f"cannot {what} in {self.uri}: {type(exc).__name__}: {exc}") from None
+
+    def _model_exists(self, name: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+            return True
+        except MlflowException:
+            return False
 
     @contextmanager
     def _fluent(self) -> Iterator[Any]:
@@ -232,7 +243,7 @@ class MlflowRegistry(ModelRegistry):
     ) -> ModelVersion:
         """See :meth:`ModelRegistry.register`."""
         check_model_name(name)
-        flavor = _flavor(model)
+        flavor = flavor_of(model)
         client = self.client
         with _quiet(), self._lock(), self._fluent():  # MLflow resolves a logged model's URI through its fluent API
             experiment_id = self._experiment(experiment)
@@ -333,13 +344,18 @@ class MlflowRegistry(ModelRegistry):
     def versions(self, name: str, metrics: bool = False) -> list[ModelVersion]:
         """See :meth:`ModelRegistry.versions`."""
         check_model_name(name)
-        self._call("find the model", lambda: self.client.get_registered_model(name), name)
+        model = self._call("find the model", lambda: self.client.get_registered_model(name), name)
+        aliases: dict[int, list[str]] = {}  # a search leaves the versions' aliases out: the model has them
+        for alias, number in (model.aliases or {}).items():
+            aliases.setdefault(int(number), []).append(alias)
         found = self._call(
             "list the versions",
             lambda: list(_pages(lambda **kw: self.client.search_model_versions(f"name = '{_quote(name)}'", **kw))),
             name,
         )
         versions = [self._version(v, self._metrics(v.run_id) if metrics else {}) for v in found if v.name == name]
+        for version in versions:
+            version.aliases = sorted(set(version.aliases) | set(aliases.get(version.version, [])))
         return sorted(versions, key=lambda v: -v.version)
 
     def version(self, name: str, version: int | str, metrics: bool = False) -> ModelVersion:

@@ -77,9 +77,11 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_context
 def init(ctx: click.Context, folder: Path | None) -> None:
-    """Create the project home's .mlops/ folder and stores (idempotent).
+    """Create the project home's .mlops/ folder and stores (idempotent), the MLflow registry's included.
 
-    FOLDER defaults to the discovered project home. In a git repository, .mlops/ is added to .gitignore.
+    FOLDER defaults to the discovered project home. In a git repository, .mlops/ is added to .gitignore. The
+    embedded MLflow store is created and migrated here, once, before anything uses it concurrently; with
+    MLOPS_NB_TRACKING_URI naming a server, init checks that it answers.
 
     Example: mlops-nb init
     """
@@ -87,9 +89,10 @@ def init(ctx: click.Context, folder: Path | None) -> None:
 
     project = Project(folder) if folder else _project(ctx)
     existed = project.initialized
-    project.init()
+    project.init(registry=True)
     click.echo(f"{'Project already initialised' if existed else 'Initialised project'} at {project.home}")
     click.echo(f"  stores: {project.mlops_dir}")
+    click.echo(f"  model registry: {project.tracking_uri}")
 
 
 @cli.command()

@@ -36,6 +36,8 @@ class ActiveStep:
         read: name -> :class:`ArtifactRef` of the inputs the step loaded from the artifact store and the files it
             ``--reads`` (what a registered model was trained on).
         project: the project whose stores the step uses (None: the one its process finds).
+        loaded: ``id(obj)`` -> ``(obj, ref)`` for the objects loaded from the artifact store as the step's inputs
+            (a registered model that is one of them keeps its artifact instead of being stored again).
         inputs, outputs: name -> :class:`ArtifactRef`, recorded with the step run when it ends.
         events: model registry events (registrations, gate outcomes, alias moves) recorded with the step run.
     """
@@ -44,6 +46,7 @@ class ActiveStep:
     run_id: str | None = None
     read: dict[str, ArtifactRef] = field(default_factory=dict)
     project: Any = None
+    loaded: dict[int, tuple[Any, ArtifactRef]] = field(default_factory=dict)
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
@@ -58,12 +61,27 @@ def active_step() -> ActiveStep | None:
 
 
 def begin_step(
-    step: str, run_id: str | None = None, read: dict[str, ArtifactRef] | None = None, project: Any = None
+    step: str,
+    run_id: str | None = None,
+    read: dict[str, ArtifactRef] | None = None,
+    project: Any = None,
+    namespace: dict | None = None,
 ) -> ActiveStep:
-    """Make ``step`` the running step (until :func:`end_step`); return what it will collect."""
+    """Make ``step`` the running step (until :func:`end_step`); return what it will collect. ``namespace`` holds
+    the inputs named in ``read`` as loaded."""
     global _active
-    _active = ActiveStep(step, run_id, dict(read or {}), project)
+    read = dict(read or {})
+    loaded = {id(namespace[n]): (namespace[n], ref) for n, ref in read.items() if n in (namespace or {})}
+    _active = ActiveStep(step, run_id, read, project, loaded)
     return _active
+
+
+def loaded_ref(obj: Any) -> ArtifactRef | None:
+    """The artifact ``obj`` was loaded from as an input of the running step, if it was."""
+    if _active is None:
+        return None
+    entry = _active.loaded.get(id(obj))
+    return entry[1] if entry is not None and entry[0] is obj else None
 
 
 def end_step() -> ActiveStep | None:
@@ -74,17 +92,22 @@ def end_step() -> ActiveStep | None:
 
 
 class track:  # noqa: N801 - used as a context manager, like contextlib's
-    """``with track(step, run_id=..., read=..., project=...) as touched:`` makes ``step`` the running step while
-    the block runs."""
+    """``with track(step, run_id, read, project, namespace) as touched:`` makes ``step`` the running step while
+    the block runs (see :func:`begin_step`)."""
 
     def __init__(
-        self, step: str, run_id: str | None = None, read: dict[str, ArtifactRef] | None = None, project: Any = None
+        self,
+        step: str,
+        run_id: str | None = None,
+        read: dict[str, ArtifactRef] | None = None,
+        project: Any = None,
+        namespace: dict | None = None,
     ):
-        self.step, self.run_id, self.read, self.project = step, run_id, read, project
+        self.step, self.run_id, self.read, self.project, self.namespace = step, run_id, read, project, namespace
         self.touched = ActiveStep(step, run_id)
 
     def __enter__(self) -> ActiveStep:
-        self.touched = begin_step(self.step, self.run_id, self.read, self.project)
+        self.touched = begin_step(self.step, self.run_id, self.read, self.project, self.namespace)
         return self.touched
 
     def __exit__(self, *exc: object) -> None:

@@ -134,8 +134,8 @@ def register_model(
     registry = project.registry
     clean_metrics = _metrics(metrics, name)
     with progress_bars.start(3, f"register {name}", unit="stage") as bar:
-        try:
-            ref = project.artifacts.put(model, name=f"{name} model")
+        try:  # a model loaded as the step's input is the artifact it was loaded from
+            ref = hooks.loaded_ref(model) or project.artifacts.put(model, name=f"{name} model")
         except ArtifactError as exc:
             reason = getattr(exc, "reason", exc.message)[:120]
             raise RegistryError(

@@ -30,7 +30,7 @@ def load_inputs(spec: dict[str, Any], namespace: dict) -> None:
     read = {name: ArtifactRef.from_dict(ref) for name, ref in spec["inputs"].items()}
     for name, ref in read.items():
         namespace[name] = store.get(ref)
-    hooks.begin_step(spec["step"], spec.get("run_id"), read)
+    hooks.begin_step(spec["step"], spec.get("run_id"), read, namespace=namespace)
 
 
 def finish(spec: dict[str, Any], namespace: dict) -> dict:

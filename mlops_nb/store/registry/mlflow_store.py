@@ -146,10 +146,16 @@ class MlflowRegistry(ModelRegistry):
                         path.parent.mkdir(parents=True, exist_ok=True)
                     except OSError as exc:
                         raise RegistryError(f"cannot create the MLflow store's folder {path.parent}: {exc}") from None
-                client = MlflowClient(self.uri, registry_uri=self.uri)
-                with self._lock():  # the first opening of a fresh store migrates it: one process at a time
-                    self._call("open the MLflow store", lambda: client.search_experiments(max_results=1))
-                    self._call("open the MLflow registry", lambda: client.search_registered_models(max_results=1))
+                with self._lock():  # making the client opens the store, and a fresh one migrates: one at a time
+                    try:
+                        client = MlflowClient(self.uri, registry_uri=self.uri)
+                        client.search_experiments(max_results=1)
+                        client.search_registered_models(max_results=1)  # the registry's store, opened too
+                    except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and alembic errors alike: one line
+                        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                        raise RegistryError(
+                            f"cannot open the MLflow store {self.uri}: {type(exc).__name__}: {text}"
+                        ) from None
             self._client = client
         return self._client
 

@@ -117,9 +117,10 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
     assert out.startswith(f"An earlier demo was in demo-project/: moved aside to {aside[0].name}/")
     folder = tmp_path / "demo-project"
     assert "quickstart (quickstart.ipynb): 6 steps" in out
-    runs = Project(folder).metadata.list_runs()
-    assert [r.status for r in runs] == ["succeeded"] * 4
+    runs = Project(folder).metadata.list_runs(kind="pipeline")
+    assert [r.status for r in runs] == ["succeeded"] * 5
     assert [r.step_counts for r in runs] == [
+        {"succeeded": 6},
         {"succeeded": 7},
         {"cached": 4, "succeeded": 2},
         {"cached": 6},
@@ -136,15 +137,24 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
     assert (folder / "timeline.png").stat().st_size > 5000
 
     # the closing lines are commands that work as printed, from where the user stands
-    closing = out.splitlines()[-7:]
+    # the registry stage: gates refuse the weak model, the candidate is approved, MLflow loads the champion
+    assert "refuse   v2: roc_auc" in out and "approve  v3: gates passed; report read" in out
+    assert "predicts as our artifact store's model: True" in out
+    assert "churn champion rolled back to v1 (was v3)" in out and "churn v3 is now champion (was v1)" in out
+    promotions = Project(folder).metadata.list_runs(kind="promotion")
+    assert [(r.params["action"], r.trigger) for r in promotions] == [("promote", "cli"), ("rollback", "cli")]
+
+    closing = out.splitlines()[-10:]
     assert closing[0].startswith("Explore (mlops-nb is not on your PATH: it is ") and "source " in closing[0]
     assert closing[1] == "  cd demo-project"
-    commands = [line.strip() for line in closing[2:6]]
+    commands = [line.strip() for line in closing[2:8]]
     assert commands[0].endswith("mlops-nb runs") and commands[1].endswith("mlops-nb show latest")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
     listed = subprocess.run(commands[0], shell=True, cwd=folder, capture_output=True, text=True, env=env)
     assert listed.returncode == 0, closing
-    assert len(listed.stdout.splitlines()) == 5 and listed.stdout.startswith("RUN ")  # the header and 4 runs
+    assert len(listed.stdout.splitlines()) == 8 and listed.stdout.startswith("RUN ")  # the header and 7 runs
+    shown = subprocess.run(commands[4], shell=True, cwd=folder, capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and "champion" in shown.stdout and "approved" in shown.stdout, closing
     again = CliRunner().invoke(cli, ["demo", "--dir", "demo-project"], obj={})  # an explicit --dir is never moved
     assert again.exit_code == 1 and again.output.startswith("Error: demo-project already exists and is not empty")
 

@@ -3,7 +3,9 @@
 It copies the quickstart notebook (raw data → processed data → features → split → model → evaluation) into
 the folder and runs it headless three times: cold (every step runs), again (every step is a cache hit, no
 kernel starts), and with one parameter changed (only the steps that use it, and what depends on them, run).
-Then it shows the DAG, the runs, and the model's lineage back to the raw data file.
+Then it shows the DAG, the runs, and the model's lineage back to the raw data file; runs the feature store
+notebook with the dag executor; and runs the registry notebook: the model is registered in MLflow, promoted
+through gates, a worse one refused, a better one approved, then the champion rolled back and forth.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-QUICKSTART_FILES = ("quickstart.ipynb", "features.ipynb", "helpers.py", "data/raw.csv")
+QUICKSTART_FILES = ("quickstart.ipynb", "features.ipynb", "registry.ipynb", "helpers.py", "data/raw.csv")
 
 
 def notebooks_folder() -> Path:
@@ -106,10 +108,53 @@ def explore_commands(folder: Path, here: Path | None = None) -> list[str]:
         command = str(_nearby(script, folder))  # the commands run inside the demo folder
         lab = str(_nearby(bin_dir / "jupyter", folder)) if (bin_dir / "jupyter").is_file() else "jupyter"
     lines.append(f"  cd {_nearby(folder, here)}")
-    for what in ("runs", "show latest", "lineage model --direction up", "run quickstart.ipynb -p C 0.5"):
+    for what in (
+        "runs",
+        "show latest",
+        "lineage model --direction up",
+        "run quickstart.ipynb -p C 0.5",
+        "models show churn",
+        "models history churn",
+    ):
         lines.append(f"  {command} {what}")
     lines.append(f"  {lab} lab quickstart.ipynb   # run it cell by cell: the steps load from the same cache")
+    mlflow = _nearby(bin_dir / "mlflow", folder) if (bin_dir / "mlflow").is_file() else "mlflow"
+    lines.append(f"  {mlflow} ui --backend-store-uri sqlite:///.mlops/mlflow.db   # MLflow's UI: versions, runs")
     return lines
+
+
+def _registry(project, folder: Path, echo: Callable[[str], None]) -> None:
+    """Stage 8: the registry notebook (register, gates, refusal, approval), then MLflow's client loads the
+    champion and the alias is rolled back and promoted again from the command line's API."""
+    from ..engine.driver import run
+    from ..promotion import history, load_model, promote, rollback
+    from .format import indented, table
+    from .reports import model_rows
+
+    echo("\n8. The model registry (MLflow, .mlops/mlflow.db): register, promote through gates, approve")
+    echo("   mlops-nb run registry.ipynb")
+    record = run(folder / "registry.ipynb", project=project, trigger="cli", progress=False)
+    echo(_what_ran(record))
+    rows, headers = model_rows([v.to_dict() for v in project.registry.versions("churn", metrics=True)])
+    echo(indented(table(rows, headers)))
+    for event in history("churn", project=project):
+        if event["action"] in ("refuse", "pending", "approve"):
+            reasons = "; ".join(c["reason"] for c in event.get("checks") or []) or event.get("note", "")
+            echo(f"   {event['action']:<8} v{event['version']}: {reasons}")
+    import mlflow
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    try:
+        served = mlflow.pyfunc.load_model("models:/churn@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    sample = project.artifacts.get(record.step("prepare").outputs["X_test"]).head(200)
+    same = bool((served.predict(sample) == load_model("churn", "@champion", project=project).predict(sample)).all())
+    echo(f"   mlflow.pyfunc.load_model('models:/churn@champion') predicts as our artifact store's model: {same}")
+    back = rollback("churn", trigger="cli", project=project)
+    echo(f"   mlops-nb models rollback churn  →  {back.line()}")
+    again = promote("churn", back.previous, trigger="cli", project=project)
+    echo(f"   mlops-nb models promote churn {back.previous}  →  {again.line()}")
 
 
 def _nearby(path: Path, start: Path) -> Path:
@@ -199,6 +244,7 @@ def run_demo(folder: str | os.PathLike | None = None, echo: Callable[[str], None
     png = folder / "timeline.png"
     timeline(record).savefig(png, dpi=110, bbox_inches="tight")
     echo(f"   timeline of the run: {png}")
+    _registry(project, folder, echo)
     echo("")
     for line in explore_commands(folder):
         echo(line)

@@ -154,12 +154,18 @@ def test_rollback_and_history(registry_project):
 
     # the index is rebuilt from MLflow, the source of truth
     project.metadata.sql("SELECT 1")  # readable
-    with project.metadata._connect(write=True) as con:
+    promotions = project.metadata.list_runs(kind="promotion")
+    assert len(promotions) == 5
+    with project.metadata._connect(write=True) as con:  # as if the process died after writing MLflow
         con.execute("DELETE FROM model_events")
+        con.execute("DELETE FROM runs WHERE id = ?", [promotions[0].id])
     from mlops_nb.promotion import reindex
 
-    assert reindex(project, "churn") == len(events)
+    assert reindex(project, "churn") == len(events)  # every event indexed again, one with its run
     assert [e["key"] for e in project.metadata.model_events("churn")] == [e["key"] for e in events]
+    restored = project.metadata.get_run(promotions[0].id)
+    assert (restored.kind, restored.status, restored.params["action"]) == ("promotion", "succeeded", "rollback")
+    assert reindex(project, "churn") == 0
 
 
 def test_cli_models(registry_project):
@@ -187,6 +193,9 @@ def test_cli_models(registry_project):
     assert project.metadata.list_runs(kind="promotion")[0].trigger == "cli"
     for args in (["promote", "--help"], ["approve", "--help"], ["history", "--help"]):
         assert invoke(*args).exit_code == 0
+    outside = CliRunner().invoke(cli, ["--home", str(project.home), "lineage", "models:/churn@champion"], obj={})
+    assert outside.exit_code == 1 and outside.output.startswith("Error: models:/churn/1 was not registered by a step")
+    assert outside.output.count("\n") == 1
 
 
 class _Unpicklable:

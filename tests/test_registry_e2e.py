@@ -102,6 +102,14 @@ def test_registry_notebook_trains_registers_gates_and_approves(tmp_path, mlflow_
     assert not project.metadata.list_runs(kind="promotion")  # inside steps: events, not runs of their own
 
     if executor == "notebook":
+        from click.testing import CliRunner
+
+        from mlops_nb.ui.cli import cli
+
+        lineage = CliRunner().invoke(
+            cli, ["--home", str(project.home), "lineage", "models:/churn@champion", "--direction", "up"], obj={}
+        )
+        assert lineage.exit_code == 0 and "models:/churn/3" in lineage.output and "data/raw.csv" in lineage.output
         executed = _outputs(project.artifacts.get(run.executed_notebook))
         assert "churn v2 refused for champion: roc_auc" in executed and "0.01 =" in executed
         assert "approved" in executed and "champion" in executed  # the %mlops models report cell

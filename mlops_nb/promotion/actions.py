@@ -81,23 +81,20 @@ def _project(project):
 
 
 class _Action:
-    """One action on a version: a promotion run around it outside a step (created first, so that the MLflow
-    tags name it), the events tagged in MLflow and indexed, the version recorded as the step's input inside one."""
+    """One action on a version. Outside a step it is a run of kind ``promotion``, recorded in one transaction
+    once the registry is written (its id chosen first, so the MLflow tags name it; a registry event whose run is
+    missing, after a crash in between, is restored by :func:`~mlops_nb.promotion.reindex`). Inside a step the
+    events go with the step run, and the version is the step's input."""
 
     def __init__(self, project, version: ModelVersion, alias: str, action: str, trigger: str, params: dict):
-        self.project, self.version, self.alias, self.action = project, version, alias, action
+        from ..core.clock import utcnow
+        from ..store.metadata import new_run_id
+
+        self.project, self.version, self.alias, self.action, self.trigger = project, version, alias, action, trigger
         self.in_step = hooks.active_step() is not None
-        self.run_id = None
-        if not self.in_step:
-            self.run_id = project.metadata.create_run(
-                None,
-                kind="promotion",
-                trigger=trigger,
-                fired_by=version.uri,
-                executor="api",
-                params={"model": version.name, "version": version.version, "alias": alias, "action": action, **params},
-            )
-        self.trigger = trigger
+        self.run_id = None if self.in_step else new_run_id()
+        self.started_at = utcnow()
+        self.params = {"model": version.name, "version": version.version, "alias": alias, "action": action, **params}
 
     def event(self, action: str, version: ModelVersion, **fields) -> dict:
         """A new event of this action, with its run."""
@@ -110,7 +107,7 @@ class _Action:
         )
 
     def done(self, events: list[dict], status: str = "succeeded", error: str | None = None) -> None:
-        """Record how it ended: inside a step as the step run's events, else the run ends with its events."""
+        """Record how it ended: inside a step as the step run's events, else the run with its events."""
         if self.in_step:
             active = hooks.active_step()
             if self.version.uri not in active.outputs:  # a version the step registered itself is its output
@@ -118,7 +115,17 @@ class _Action:
             for event in events:
                 hooks.record_event(event)
             return
-        self.project.metadata.finish_run(self.run_id, status, error=error, model_events=events)
+        self.project.metadata.record_run(
+            kind="promotion",
+            status=status,
+            trigger=self.trigger,
+            fired_by=self.version.uri,
+            params=self.params,
+            error=error,
+            run_id=self.run_id,
+            started_at=self.started_at,
+            model_events=events,
+        )
 
     def __enter__(self) -> _Action:
         return self
@@ -126,16 +133,17 @@ class _Action:
     def __exit__(self, kind, exc, tb) -> None:
         if exc is not None and not self.in_step and not isinstance(exc, PromotionRefused):
             message = exc.message if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
-            self.project.metadata.finish_run(self.run_id, "failed", error=message)
+            self.done([], "failed", message)
 
 
 def _holders_for(registry, name: str, rules: list, alias: str) -> tuple[ModelVersion | None, dict]:
-    """The alias's holder now, and the holder (with metrics) of every alias a rule compares with."""
-    current = registry.alias_holder(name, alias)
+    """The alias's holder now (with its metrics when a rule compares with it), and the holder of every alias a
+    rule names."""
+    compared = {r.alias for r in rules if r.alias}
+    current = registry.alias_holder(name, alias, metrics=alias in compared)
     found: dict[str, Any] = {}
-    for other in {r.alias for r in rules if r.alias}:
-        holder = current if other == alias else registry.alias_holder(name, other)
-        found[other] = registry.version(name, holder.version, metrics=True) if holder is not None else None
+    for other in compared:
+        found[other] = current if other == alias else registry.alias_holder(name, other, metrics=True)
     return current, found
 
 

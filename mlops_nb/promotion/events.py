@@ -108,6 +108,37 @@ def index_outside_step(project, events: list[dict], run_id: str | None = None) -
 
 
 def reindex(project, name: str) -> int:
-    """Rebuild the metadata store's index of model ``name``'s events from the registry; return how many were
-    missing."""
-    return project.metadata.record_model_events(read_history(project.registry, name))
+    """Rebuild the metadata store's index of model ``name``'s events from the registry (MLflow, the source of
+    truth); return how many events were missing. An event done outside a step whose promotion run is missing (the process
+    died between writing MLflow and the metadata store) gets its run back."""
+    store = project.metadata
+    events = read_history(project.registry, name)
+    runs = {e["run_id"] for e in events if e.get("run_id") and e.get("trigger")}
+    known = set(store.sql("SELECT id FROM runs WHERE id IN (SELECT unnest(?::VARCHAR[]))", [sorted(runs)]).id)
+    restored = 0
+    for event in events:
+        run_id = event.get("run_id")
+        if run_id in runs and run_id not in known:
+            params = {"model": event["model"], "version": event["version"], "alias": event.get("alias")}
+            store.record_run(
+                kind="promotion",
+                status="failed" if event["action"] == "refuse" else "succeeded",
+                trigger=event["trigger"],
+                fired_by=f"models:/{event['model']}/{event['version']}",
+                params={**params, "action": event["action"], "restored": True},
+                run_id=run_id,
+                started_at=_parse_time(event.get("at")),
+                model_events=[event],
+            )
+            known.add(run_id)
+            restored += 1
+    return restored + store.record_model_events(events)
+
+
+def _parse_time(text: str | None):
+    from datetime import UTC, datetime
+
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

@@ -521,43 +521,106 @@ class MetadataStore:
             commit, dirty = git_state(folder) if kind == "pipeline" else (None, None)
         now = utcnow()
         with self._connect(write=True) as con:
-            if pipeline:
-                con.execute(
-                    "INSERT INTO pipelines VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [pipeline, str(notebook) if notebook else None, now],
-                )
-            con.execute(
-                "INSERT INTO runs (id, pipeline, kind, fired_by, notebook, notebook_hash, params, executor, trigger, "
-                "status, started_at, host, pid, pid_started, git_commit, git_dirty) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    pipeline,
-                    kind,
-                    fired_by,
-                    str(notebook) if notebook else None,
-                    notebook_hash,
-                    json.dumps(params, sort_keys=True, default=str),
-                    executor,
-                    trigger,
-                    started_at or now,
-                    socket.gethostname(),
-                    pid,
-                    _process_started(pid),
-                    commit,
-                    dirty,
-                ],
-            )
-            if params:  # one statement: executemany costs a round trip per row
-                con.execute(
-                    "INSERT INTO params VALUES " + ", ".join(["(?, ?, ?)"] * len(params)),
-                    [
-                        v
-                        for k, value in params.items()
-                        for v in (run_id, k, json.dumps(value, sort_keys=True, default=str))
-                    ],
-                )
+            self._insert_run(
+                con, run_id, pipeline, kind, fired_by, notebook, notebook_hash, params, executor, trigger, pid,
+                (commit, dirty), started_at or now,
+            )  # fmt: skip
         return run_id
+
+    def record_run(
+        self,
+        *,
+        kind: str,
+        status: str,
+        trigger: str = "api",
+        fired_by: str | None = None,
+        params: dict[str, Any] | None = None,
+        error: str | None = None,
+        run_id: str | None = None,
+        started_at: datetime | None = None,
+        executor: str = "api",
+        model_events: list[dict] | None = None,
+    ) -> str:
+        """Record a run that is already over (a promotion: a few registry calls) in one transaction, with the model
+        registry events it did; return its id. Not for pipelines: those are created, then finished.
+
+        Its ``params`` describe it (model, version, alias, action) and are kept with the run only, not in the
+        ``params`` table that ``list_runs(params=...)`` filters on: each table a write touches costs a DuckDB
+        checkpoint (~20 ms here), and a promotion's latency is the sum of such writes."""
+        self._check_run(kind, trigger, None, None)
+        self._check_status(status, RUN_STATUSES)
+        if kind == "pipeline":
+            raise StoreError("a pipeline run is created with create_run and ended with finish_run")
+        run_id = run_id or new_run_id()
+        now = utcnow()
+        with self._connect(write=True) as con:
+            self._insert_run(
+                con, run_id, None, kind, fired_by, None, None, dict(params or {}), executor, trigger, os.getpid(),
+                (None, None), started_at or now, status=status, ended_at=now, error=error, params_table=False,
+            )  # fmt: skip
+            self._insert_model_events(con, model_events, run_id, None)
+        return run_id
+
+    @staticmethod
+    def _insert_run(
+        con,
+        run_id,
+        pipeline,
+        kind,
+        fired_by,
+        notebook,
+        notebook_hash,
+        params,
+        executor,
+        trigger,
+        pid,
+        git,
+        started_at,
+        *,
+        status: str = "running",
+        ended_at: datetime | None = None,
+        error: str | None = None,
+        params_table: bool = True,
+    ) -> None:
+        """Insert a run (``running`` unless told), its pipeline (on first use) and its parameters (also into the
+        ``params`` table unless told not to)."""
+        commit, dirty = git
+        now = utcnow()
+        if pipeline:
+            con.execute(
+                "INSERT INTO pipelines VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [pipeline, str(notebook) if notebook else None, now],
+            )
+        con.execute(
+            "INSERT INTO runs (id, pipeline, kind, fired_by, notebook, notebook_hash, params, executor, trigger, "
+            "status, started_at, host, pid, pid_started, git_commit, git_dirty, ended_at, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                pipeline,
+                kind,
+                fired_by,
+                str(notebook) if notebook else None,
+                notebook_hash,
+                json.dumps(params, sort_keys=True, default=str),
+                executor,
+                trigger,
+                status,
+                started_at,
+                socket.gethostname(),
+                pid,
+                _process_started(pid),
+                commit,
+                dirty,
+                ended_at,
+                error,
+            ],
+        )
+        if params and params_table:  # one statement: executemany costs a round trip per row
+            con.execute(
+                "INSERT INTO params VALUES " + ", ".join(["(?, ?, ?)"] * len(params)),
+                [v for k, value in params.items() for v in (run_id, k, json.dumps(value, sort_keys=True, default=str))],
+            )
 
     def _check_run(self, kind: str, trigger: str, pipeline: str | None, notebook: Any) -> None:
         """Refuse an unknown kind or trigger, a pipeline run without a pipeline, notebook fields on other kinds."""

@@ -140,8 +140,8 @@ class ModelRegistry(abc.ABC):
         """One version (a number, or ``@ALIAS`` / an alias name)."""
 
     @abc.abstractmethod
-    def alias_holder(self, name: str, alias: str) -> ModelVersion | None:
-        """The version ``alias`` points at now, or None."""
+    def alias_holder(self, name: str, alias: str, metrics: bool = False) -> ModelVersion | None:
+        """The version ``alias`` points at now (with its metrics when asked), or None."""
 
     @abc.abstractmethod
     def set_alias(self, name: str, alias: str, version: int) -> None:

@@ -28,6 +28,8 @@ from ...exceptions import ModelNotFoundError, RegistryError
 from .base import ModelRegistry, ModelVersion, check_model_name
 
 _QUIET_LOGGERS = ("mlflow", "alembic")
+METRIC_TAG = "mlops_nb.metric."
+"""A version's metrics are also its tags (``mlops_nb.metric.f1``): a gate reads them with the version."""
 
 
 @contextmanager
@@ -260,7 +262,15 @@ class MlflowRegistry(ModelRegistry):
             version = self._call(
                 "register the model",
                 lambda: client.create_model_version(
-                    name, model_uri, run_id=run_id, tags={**(tags or {}), "mlops_nb.flavor": flavor}, model_id=model_id
+                    name,
+                    model_uri,
+                    run_id=run_id,
+                    tags={
+                        **(tags or {}),
+                        **{METRIC_TAG + k: repr(float(v)) for k, v in (metrics or {}).items()},
+                        "mlops_nb.flavor": flavor,
+                    },
+                    model_id=model_id,
                 ),
                 name,
             )
@@ -359,7 +369,7 @@ class MlflowRegistry(ModelRegistry):
             lambda: list(_pages(lambda **kw: self.client.search_model_versions(f"name = '{_quote(name)}'", **kw))),
             name,
         )
-        versions = [self._version(v, self._metrics(v.run_id) if metrics else {}) for v in found if v.name == name]
+        versions = [self._version(v, self._metrics_of(v) if metrics else {}) for v in found if v.name == name]
         for version in versions:
             version.aliases = sorted(set(version.aliases) | set(aliases.get(version.version, [])))
         return sorted(versions, key=lambda v: -v.version)
@@ -375,22 +385,30 @@ class MlflowRegistry(ModelRegistry):
                 raise ModelNotFoundError(
                     f"model {name!r} has no alias {alias!r}; `mlops-nb models show {name}` lists its aliases"
                 )
-            return self.version(name, found.version, metrics) if metrics else found
+            return self.alias_holder(name, alias, metrics) if metrics else found
         found = self._call("find the version", lambda: self.client.get_model_version(name, text), name, text)
-        return self._version(found, self._metrics(found.run_id) if metrics else {})
+        return self._version(found, self._metrics_of(found) if metrics else {})
 
-    def alias_holder(self, name: str, alias: str) -> ModelVersion | None:
+    def alias_holder(self, name: str, alias: str, metrics: bool = False) -> ModelVersion | None:
         """See :meth:`ModelRegistry.alias_holder`."""
-        model = self._call("find the model", lambda: self.client.get_registered_model(name), name)
-        holder = (model.aliases or {}).get(alias)
-        if holder is None:
-            return None
-        found = self._call("find the version", lambda: self.client.get_model_version(name, str(holder)), name, holder)
-        return self._version(found, {})
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE" and self._model_exists(name):
+                return None  # no version holds the alias
+            return self._call("find the alias", lambda: self.client.get_model_version_by_alias(name, alias), name)
+        return self._version(found, self._metrics_of(found) if metrics else {})
 
     def metrics(self, name: str, version: int) -> dict[str, float]:
         """The metrics logged with a version (those of the run that logged it)."""
         return self._metrics(self.version(name, version).run_id)
+
+    def _metrics_of(self, found) -> dict[str, float]:
+        """A version's metrics: from its ``mlops_nb.metric.*`` tags (what mlops_nb registered), else its run's."""
+        tagged = {k[len(METRIC_TAG) :]: float(v) for k, v in (found.tags or {}).items() if k.startswith(METRIC_TAG)}
+        return tagged if tagged or (found.tags or {}).get("mlops_nb.model_hash") else self._metrics(found.run_id)
 
     def _metrics(self, run_id: str | None) -> dict[str, float]:
         if not run_id:

@@ -109,8 +109,8 @@ def index_outside_step(project, events: list[dict], run_id: str | None = None) -
 
 def reindex(project, name: str) -> int:
     """Rebuild the metadata store's index of model ``name``'s events from the registry (MLflow, the source of
-    truth); return how many events were missing. An event done outside a step whose promotion run is missing (the process
-    died between writing MLflow and the metadata store) gets its run back."""
+    truth); return how many events were missing. An event done outside a step whose promotion run is missing (the
+    process died between writing MLflow and the metadata store) gets its run back."""
     store = project.metadata
     events = read_history(project.registry, name)
     runs = {e["run_id"] for e in events if e.get("run_id") and e.get("trigger")}

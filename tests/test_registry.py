@@ -253,3 +253,15 @@ def test_unreachable_tracking_uri_is_named(project, monkeypatch):
     assert "the MLflow tracking server http://127.0.0.1:9 is unreachable" in str(error.value)
     with pytest.raises(RegistryError, match="127.0.0.1:9 is unreachable"):
         mlops_nb.promote("churn", 1, project=project)
+
+
+def test_the_users_own_mlflow_settings_are_left_as_they_were(registry_project, monkeypatch, tmp_path):
+    import mlflow
+
+    theirs = f"sqlite:///{tmp_path / 'theirs.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", theirs)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    version = _register(registry_project, {"f1": 0.8})
+    assert version.version == 1 and registry_project.registry.uri != theirs
+    assert mlflow.get_tracking_uri() == theirs and "MLFLOW_REGISTRY_URI" not in __import__("os").environ
+    assert not (tmp_path / "theirs.db").exists()  # nothing of ours went to the user's store

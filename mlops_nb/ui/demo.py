@@ -141,13 +141,7 @@ def _registry(project, folder: Path, echo: Callable[[str], None]) -> None:
         if event["action"] in ("refuse", "pending", "approve"):
             reasons = "; ".join(c["reason"] for c in event.get("checks") or []) or event.get("note", "")
             echo(f"   {event['action']:<8} v{event['version']}: {reasons}")
-    import mlflow
-
-    mlflow.set_tracking_uri(project.tracking_uri)
-    try:
-        served = mlflow.pyfunc.load_model("models:/churn@champion")
-    finally:
-        mlflow.set_tracking_uri(None)
+    served = project.registry.load_pyfunc("models:/churn@champion")  # mlflow.pyfunc.load_model, as MLflow users do
     sample = project.artifacts.get(record.step("prepare").outputs["X_test"]).head(200)
     same = bool((served.predict(sample) == load_model("churn", "@champion", project=project).predict(sample)).all())
     echo(f"   mlflow.pyfunc.load_model('models:/churn@champion') predicts as our artifact store's model: {same}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -203,16 +204,19 @@ class MlflowRegistry(ModelRegistry):
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
         old = (getattr(tracking_utils, "_tracking_uri", None), getattr(registry_utils, "_registry_uri", None))
+        environ = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}  # both set these
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         try:
             yield mlflow
         finally:
             mlflow.set_tracking_uri(old[0])
-            if old[1] is not None:
-                mlflow.set_registry_uri(old[1])
-            else:
-                registry_utils._registry_uri = None
+            registry_utils._registry_uri = old[1]
+            for key, value in environ.items():  # the user's own variables, as they were
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def _experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (with its artifacts under ``artifact_location``) when missing."""
@@ -425,6 +429,14 @@ class MlflowRegistry(ModelRegistry):
             else:
                 from mlflow import pyfunc as flavour
             return self._call("load the model", lambda: flavour.load_model(found.uri), name, version)
+
+    def load_pyfunc(self, uri: str) -> Any:
+        """What MLflow's own client loads for a model URI (``models:/NAME@ALIAS``): ``mlflow.pyfunc.load_model``
+        against this store, as a user of MLflow or its scoring server gets it."""
+        with _quiet(), self._fluent():
+            from mlflow import pyfunc
+
+            return self._call("load the model", lambda: pyfunc.load_model(uri))
 
     def exists(self, name: str, version: int) -> bool:
         """See :meth:`ModelRegistry.exists`: a SQLite store is read with ``sqlite3`` and a server over HTTP, so a

@@ -230,6 +230,10 @@ class _Unpicklable:
         (lambda p: mlops_nb.register_model(_model()[0], "bad/name", project=p), "model name 'bad/name' is not valid"),
         (lambda p: mlops_nb.register_model(_model()[0], "churn", metrics={"f1": "high"}, project=p), "not a number"),
         (lambda p: mlops_nb.load_model("churn", 7, project=p), "has no version 7"),
+        (lambda p: mlops_nb.promote("churn", "3.0", project=p), "'3.0' of 'churn' is not a version: give a number"),
+        (lambda p: mlops_nb.promote("churn", 1, trigger="cron", project=p), "trigger 'cron' is not one of"),
+        (lambda p: mlops_nb.promote("churn", 1, by="", project=p), "must name who acts"),
+        (lambda p: mlops_nb.promote("churn", 1, gates={"f1": ">= champoin"}, project=p), "no version of churn holds"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(registry_project, call, message):
@@ -265,3 +269,37 @@ def test_the_users_own_mlflow_settings_are_left_as_they_were(registry_project, m
     assert version.version == 1 and registry_project.registry.uri != theirs
     assert mlflow.get_tracking_uri() == theirs and "MLFLOW_REGISTRY_URI" not in __import__("os").environ
     assert not (tmp_path / "theirs.db").exists()  # nothing of ours went to the user's store
+
+
+def test_gate_edge_cases(registry_project):
+    project = registry_project
+    _register(project, {"f1": 0.8})
+    mlops_nb.promote("churn", "v1", project=project)  # v1 as the CLI prints it
+    _register(project, {"f1": 0.79996})
+    with pytest.raises(PromotionRefused) as refused:  # 'champion-0.00001' is the champion minus a margin
+        mlops_nb.promote("churn", 2, gates={"f1": ">= champion-0.00001"}, project=project)
+    assert "f1 0.79996 < champion v1 0.8 - 1e-05 = 0.79999" in str(refused.value)  # digits enough to differ
+    _register(project, {"f1": float("nan")})
+    with pytest.raises(PromotionRefused, match="f1 is nan"):
+        mlops_nb.promote("churn", 3, gates={"f1": ">= 0.5"}, project=project)
+    mlops_nb.promote("churn", 3, project=project)  # no gates: a person's call
+    with pytest.raises(RegistryError, match=r"champion \(churn v3\) has f1 = nan"):
+        mlops_nb.promote("churn", 2, gates={"f1": ">= champion - 0.01"}, project=project)
+
+
+def test_a_stale_approval_is_refused_and_approving_the_holder_moves_nothing(registry_project):
+    project = registry_project
+    for f1 in (0.8, 0.81, 0.82):
+        _register(project, {"f1": f1})
+    mlops_nb.promote("churn", 1, project=project)
+    mlops_nb.promote("churn", 2, gates={"f1": ">= champion"}, require_approval=True, project=project)
+    mlops_nb.promote("churn", 3, project=project)  # champion moved on while v2 waited
+    before = _state(project)
+    with pytest.raises(RegistryError, match="champion moved from v1 to v3 since its gates were checked"):
+        mlops_nb.approve("churn", 2, project=project)
+    assert _state(project) == before
+    mlops_nb.promote("churn", 3, require_approval=True, project=project)  # v3 holds it already: unchanged
+    mlops_nb.promote("churn", 1, require_approval=True, project=project)
+    assert mlops_nb.approve("churn", 1, note=None, project=project).outcome == "approved"
+    back = mlops_nb.rollback("churn", project=project)
+    assert (back.version, back.previous) == (3, 1)

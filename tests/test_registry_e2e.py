@@ -77,6 +77,9 @@ def test_registry_notebook_trains_registers_gates_and_approves(tmp_path, mlflow_
     inputs = json.loads(tags["mlops_nb.inputs"])
     assert inputs["model"] == run.step("train").outputs["model"].hash
     assert tags["mlops_nb.model_hash"] == run.step("train").outputs["model"].hash  # the very model the step made
+    data = json.loads(tags["mlops_nb.data"])  # what it was trained on, back to the raw file
+    assert data["X_train"] == run.step("prepare").outputs["X_train"].hash
+    assert data["data/raw.csv"] == run.step("prepare").inputs["data/raw.csv"].hash
 
     # the MLflow run of a version shows the training run: parameters, metrics, notebook
     from mlflow import MlflowClient

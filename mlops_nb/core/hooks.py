@@ -38,6 +38,10 @@ class ActiveStep:
         project: the project whose stores the step uses (None: the one its process finds).
         loaded: ``id(obj)`` -> ``(obj, ref)`` for the objects loaded from the artifact store as the step's inputs
             (a registered model that is one of them keeps its artifact instead of being stored again).
+        sources: input name -> the step run that produced it (where its lineage continues).
+        run_info: the run's ``pipeline``, ``notebook``, ``notebook_hash``, ``git_commit``, ``params`` and the
+            step's upstream ``data`` (name -> hash), when its driver passed them (a dag/dask kernel, which reads no
+            metadata store); None: the process reads them itself.
         inputs, outputs: name -> :class:`ArtifactRef`, recorded with the step run when it ends.
         events: model registry events (registrations, gate outcomes, alias moves) recorded with the step run.
     """
@@ -47,6 +51,8 @@ class ActiveStep:
     read: dict[str, ArtifactRef] = field(default_factory=dict)
     project: Any = None
     loaded: dict[int, tuple[Any, ArtifactRef]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    run_info: dict | None = None
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
@@ -66,13 +72,15 @@ def begin_step(
     read: dict[str, ArtifactRef] | None = None,
     project: Any = None,
     namespace: dict | None = None,
+    sources: dict[str, str] | None = None,
+    run_info: dict | None = None,
 ) -> ActiveStep:
     """Make ``step`` the running step (until :func:`end_step`); return what it will collect. ``namespace`` holds
-    the inputs named in ``read`` as loaded."""
+    the inputs named in ``read`` as loaded (see :class:`ActiveStep` for the rest)."""
     global _active
     read = dict(read or {})
     loaded = {id(namespace[n]): (namespace[n], ref) for n, ref in read.items() if n in (namespace or {})}
-    _active = ActiveStep(step, run_id, read, project, loaded)
+    _active = ActiveStep(step, run_id, read, project, loaded, dict(sources or {}), run_info)
     return _active
 
 
@@ -102,12 +110,14 @@ class track:  # noqa: N801 - used as a context manager, like contextlib's
         read: dict[str, ArtifactRef] | None = None,
         project: Any = None,
         namespace: dict | None = None,
+        sources: dict[str, str] | None = None,
     ):
         self.step, self.run_id, self.read, self.project, self.namespace = step, run_id, read, project, namespace
+        self.sources = sources
         self.touched = ActiveStep(step, run_id)
 
     def __enter__(self) -> ActiveStep:
-        self.touched = begin_step(self.step, self.run_id, self.read, self.project, self.namespace)
+        self.touched = begin_step(self.step, self.run_id, self.read, self.project, self.namespace, self.sources)
         return self.touched
 
     def __exit__(self, *exc: object) -> None:

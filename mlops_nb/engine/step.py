@@ -434,7 +434,9 @@ def _attempt(
     t0 = time.perf_counter()
     # a declared output must be assigned by the body, not left over from an earlier execution
     stale = {n: namespace.pop(n) for n in step.outputs if n in namespace and n not in step.inputs}
-    probe = tracking.track(step.name, ctx.run_id, decision.inputs, ctx.project, namespace)
+    probe = tracking.track(
+        step.name, ctx.run_id, decision.inputs, ctx.project, namespace, ctx.sources(step.inputs, namespace)
+    )
     try:
         with probe:
             run_body(step.source)

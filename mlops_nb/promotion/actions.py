@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import hooks
-from ..exceptions import PromotionRefused, RegistryError
+from ..exceptions import MlopsError, PromotionRefused, RegistryError
 from ..store.registry import ModelVersion, check_alias, check_model_name
 from . import gates as gate_rules
-from .events import holders, new_event, read_history, tag_of
+from .events import holders, new_event, person, read_history, tag_of
 
 
 @dataclass
@@ -95,6 +95,12 @@ class _Action:
         self.run_id = None if self.in_step else new_run_id()
         self.started_at = utcnow()
         self.params = {"model": version.name, "version": version.version, "alias": alias, "action": action, **params}
+        self.written = False  # whether MLflow was written: from then on the action happened, recorded or not
+
+    def write(self, function, *args) -> None:
+        """A registry write of this action (the alias first, then the tags that tell of it)."""
+        self.written = True
+        function(*args)
 
     def event(self, action: str, version: ModelVersion, **fields) -> dict:
         """A new event of this action, with its run."""
@@ -115,25 +121,38 @@ class _Action:
             for event in events:
                 hooks.record_event(event)
             return
-        self.project.metadata.record_run(
-            kind="promotion",
-            status=status,
-            trigger=self.trigger,
-            fired_by=self.version.uri,
-            params=self.params,
-            error=error,
-            run_id=self.run_id,
-            started_at=self.started_at,
-            model_events=events,
-        )
+        try:
+            self.project.metadata.record_run(
+                kind="promotion",
+                status=status,
+                trigger=self.trigger,
+                fired_by=self.version.uri,
+                params=self.params,
+                error=error,
+                run_id=self.run_id,
+                started_at=self.started_at,
+                model_events=events,
+            )
+        except MlopsError as exc:
+            if not self.written:
+                raise
+            self.recorded_error = exc
+            raise RegistryError(
+                f"{self.version.name} v{self.version.version}: the {self.action} is done in MLflow, but its run could "
+                f"not be recorded ({exc.message}); mlops_nb.promotion.reindex(project, {self.version.name!r}) "
+                "records it"
+            ) from None
 
     def __enter__(self) -> _Action:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        if exc is not None and not self.in_step and not isinstance(exc, PromotionRefused):
-            message = exc.message if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
-            self.done([], "failed", message)
+        if exc is None or self.in_step or isinstance(exc, PromotionRefused) or hasattr(self, "recorded_error"):
+            return
+        message = exc.message if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
+        if self.written:  # MLflow has part of it: say so, and what to run
+            message = f"{message} (after part of the {self.action} was written to MLflow)"
+        self.done([], "failed", message)
 
 
 def _holders_for(registry, name: str, rules: list, alias: str) -> tuple[ModelVersion | None, dict]:
@@ -178,12 +197,13 @@ def promote(
     """
     check_model_name(name)
     check_alias(alias)
+    _check_caller(trigger, by)
     rules = gate_rules.parse(gates)
     project = _project(project)
     registry = project.registry
     candidate = registry.version(name, version, metrics=bool(rules))
     current, compare = _holders_for(registry, name, rules, alias)
-    checks = gate_rules.evaluate(rules, name, candidate, compare)
+    checks = gate_rules.evaluate(rules, name, candidate, compare, alias)
     previous = current.version if current is not None else None
     detail = [c.to_dict() for c in checks]
     if previous == candidate.version:
@@ -193,22 +213,45 @@ def promote(
         failed = [c for c in checks if not c.passed]
         if failed:
             event = action.event("refuse", candidate, checks=detail, **{"from": previous}, by=by)
-            registry.set_tags(name, candidate.version, tag_of(event))
+            action.write(registry.set_tags, name, candidate.version, tag_of(event))
             message = f"{name} v{candidate.version} refused for {alias}: " + "; ".join(c.reason for c in failed)
             action.done([event], "failed", message)
             raise PromotionRefused(message, detail)
         if require_approval:
             event = action.event("pending", candidate, checks=detail, **{"from": previous}, by=by)
-            registry.set_tags(
-                name, candidate.version, {"approval": "pending", "approval.alias": alias, **tag_of(event)}
+            action.write(
+                registry.set_tags,
+                name,
+                candidate.version,
+                {"approval": "pending", "approval.alias": alias, **tag_of(event)},
             )
             action.done([event])
             return Promotion(name, candidate.version, alias, "pending", previous, detail, action.run_id)
         event = action.event("promote", candidate, checks=detail, **{"from": previous}, by=by)
-        registry.set_tags(name, candidate.version, tag_of(event))
-        registry.set_alias(name, alias, candidate.version)
+        action.write(registry.set_alias, name, alias, candidate.version)
+        action.write(registry.set_tags, name, candidate.version, tag_of(event))
         action.done([event])
     return Promotion(name, candidate.version, alias, "promoted", previous, detail, action.run_id)
+
+
+def _check_caller(trigger: str, by: str | None, note: Any = "") -> str:
+    """Refuse a bad trigger or person before anything is written; the note as text."""
+    from ..core.records import TRIGGERS
+
+    if trigger not in TRIGGERS:
+        raise RegistryError(f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}")
+    if by is not None and (not isinstance(by, str) or not by.strip() or len(by) > 200):
+        raise RegistryError(f"by={by!r} must name who acts (text, up to 200 characters)")
+    return "" if note is None else str(note)[:2000]
+
+
+def _pending_from(candidate: ModelVersion) -> int | None:
+    """The version that held the alias when the candidate passed its gates and became pending."""
+    from .events import events_of
+
+    pending = sorted((e for e in events_of(candidate) if e["action"] == "pending"), key=lambda e: e.get("at") or "")
+    moved = pending[-1].get("from") if pending else None
+    return int(moved) if moved is not None else None
 
 
 def _pending(registry, name: str, version, verb: str) -> ModelVersion:
@@ -231,20 +274,30 @@ def approve(
         RegistryError: the version is not pending.
     """
     check_model_name(name)
+    note = _check_caller(trigger, by, note)
     project = _project(project)
     registry = project.registry
     candidate = _pending(registry, name, version, "approve")
     alias = candidate.tags.get("approval.alias") or "champion"
     current = registry.alias_holder(name, alias)
     previous = current.version if current is not None else None
-    with _Action(project, candidate, alias, "approve", trigger, {"note": note}) as action:
-        event = action.event("approve", candidate, note=note, **{"from": previous}, by=by)
-        registry.set_tags(
-            name,
-            candidate.version,
-            {"approval": "approved", "approval.by": event["by"], "approval.note": note, **tag_of(event)},
+    checked_against = _pending_from(candidate)
+    if previous not in (checked_against, candidate.version):
+        was = f"v{checked_against}" if checked_against is not None else "nobody"
+        raise RegistryError(
+            f"cannot approve {name} v{candidate.version}: {alias} moved from {was} to v{previous} since its gates "
+            f"were checked; promote it again (`mlops-nb models promote {name} {candidate.version} ...`) to check it "
+            f"against v{previous}"
         )
-        registry.set_alias(name, alias, candidate.version)
+    with _Action(project, candidate, alias, "approve", trigger, {"note": note}) as action:
+        state = {"approval": "approved", "approval.by": person(by), "approval.note": note}
+        if previous == candidate.version:  # it holds the alias already: approved, nothing moves
+            action.write(registry.set_tags, name, candidate.version, state)
+            action.done([])
+            return Promotion(name, candidate.version, alias, "unchanged", previous, run_id=action.run_id)
+        event = action.event("approve", candidate, note=note, **{"from": previous}, by=by)
+        action.write(registry.set_alias, name, alias, candidate.version)
+        action.write(registry.set_tags, name, candidate.version, {**state, **tag_of(event)})
         action.done([event])
     return Promotion(name, candidate.version, alias, "approved", previous, run_id=action.run_id)
 
@@ -258,6 +311,7 @@ def reject(
         RegistryError: the version is not pending.
     """
     check_model_name(name)
+    note = _check_caller(trigger, by, note)
     project = _project(project)
     registry = project.registry
     candidate = _pending(registry, name, version, "reject")
@@ -266,11 +320,8 @@ def reject(
     previous = current.version if current is not None else None
     with _Action(project, candidate, alias, "reject", trigger, {"note": note}) as action:
         event = action.event("reject", candidate, note=note, by=by)
-        registry.set_tags(
-            name,
-            candidate.version,
-            {"approval": "rejected", "approval.by": event["by"], "approval.note": note, **tag_of(event)},
-        )
+        state = {"approval": "rejected", "approval.by": event["by"], "approval.note": note}
+        action.write(registry.set_tags, name, candidate.version, {**state, **tag_of(event)})
         action.done([event])
     return Promotion(name, candidate.version, alias, "rejected", previous, run_id=action.run_id)
 
@@ -285,6 +336,7 @@ def rollback(
     """
     check_model_name(name)
     check_alias(alias)
+    note = _check_caller(trigger, by, note)
     project = _project(project)
     registry = project.registry
     current = registry.alias_holder(name, alias)
@@ -300,8 +352,8 @@ def rollback(
     target = registry.version(name, stack[-2])
     with _Action(project, target, alias, "rollback", trigger, {"from": current.version, "note": note}) as action:
         event = action.event("rollback", target, note=note, **{"from": current.version}, by=by)
-        registry.set_tags(name, target.version, tag_of(event))
-        registry.set_alias(name, alias, target.version)
+        action.write(registry.set_alias, name, alias, target.version)
+        action.write(registry.set_tags, name, target.version, tag_of(event))
         action.done([event])
     return Promotion(name, target.version, alias, "rolled back", current.version, run_id=action.run_id)
 

@@ -32,15 +32,21 @@ def person(by: str | None) -> str:
         return "unknown"
 
 
+def register_key(version) -> str:
+    """The index key of a version's registration: its name, number and creation time (a store that was reset
+    numbers its versions from 1 again)."""
+    created = version.created
+    stamp = created.strftime("%Y%m%dT%H%M%S%f")[:-3] if created else "unknown"
+    return f"register:{version.name}/{version.version}@{stamp}"
+
+
 def new_event(
     action: str, model: str, version: int, alias: str | None = None, *, by: str | None = None, trigger=None, **fields
 ) -> dict[str, Any]:
-    """A new event with its time and unique key (the MLflow tag that will hold it)."""
+    """A new event with its time and unique key (the MLflow tag that will hold it; a registration's is given as
+    ``key=``, see :func:`register_key`)."""
     at = utcnow()
-    if action == "register":
-        key = f"register:{model}/{version}"
-    else:
-        key = EVENT_TAG + at.strftime("%Y%m%dT%H%M%S%f") + secrets.token_hex(2)
+    key = fields.pop("key", None) or EVENT_TAG + at.strftime("%Y%m%dT%H%M%S%f") + secrets.token_hex(2)
     event = {"key": key, "at": iso(at), "model": model, "version": int(version), "alias": alias, "action": action}
     event.update(by=person(by), trigger=trigger, **fields)
     return event
@@ -56,7 +62,7 @@ def events_of(version) -> list[dict]:
     """The events a :class:`~mlops_nb.store.registry.ModelVersion` carries, its registration first."""
     found = [
         {
-            "key": f"register:{version.name}/{version.version}",
+            "key": register_key(version),
             "at": iso(version.created) if version.created else None,
             "model": version.name,
             "version": version.version,
@@ -98,7 +104,8 @@ def holders(events: list[dict], alias: str) -> list[int]:
             continue
         if not stack and event.get("from") is not None:  # the alias was set before mlops_nb moved it
             stack.append(int(event["from"]))
-        stack.append(event["version"])
+        if not stack or stack[-1] != event["version"]:
+            stack.append(event["version"])
     return stack
 
 

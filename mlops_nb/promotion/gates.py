@@ -2,8 +2,10 @@
 
 A rule is ``{"metric": "OP RHS"}``: ``OP`` is one of ``>= > <= < ==`` and ``RHS`` a number (absolute:
 ``{"accuracy": ">= 0.8"}``) or an alias with an optional margin (relative to the version the alias points at now:
-``{"f1": ">= champion - 0.01"}`` lets the candidate be worse by at most 0.01; ``{"rmse": "<= champion * 1.05"}``).
-A relative rule passes when the alias has no holder yet (there is nothing to be worse than). MLflow's
+``{"f1": ">= champion - 0.01"}`` lets the candidate be worse by at most 0.01; ``{"rmse": "<= champion * 1.05"}``;
+``*`` scales the holder's value, so for a metric that can be negative use ``+``/``-``). A rule relative to the alias
+being moved passes when it has no holder yet (there is nothing to be worse than); a rule naming another alias
+that no version holds is an error. MLflow's
 ``MetricThreshold`` expresses absolute thresholds and "better by at least", not "worse by at most", so the rules
 are evaluated here.
 """
@@ -21,7 +23,8 @@ from ..exceptions import RegistryError
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 _RULE = re.compile(
     r"^\s*(?P<op>>=|<=|==|>|<)\s*(?:(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|"
-    r"(?P<alias>[A-Za-z_][A-Za-z0-9_\-]*)\s*(?:(?P<sign>[-+*])\s*(?P<margin>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))?)\s*$"
+    r"(?P<alias>[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z_][A-Za-z0-9_]*)*)\s*"  # 'champion-1' is champion minus 1
+    r"(?:(?P<sign>[-+*])\s*(?P<margin>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))?)\s*$"
 )
 
 
@@ -98,15 +101,28 @@ class Check:
         return asdict(self)
 
 
-def _fmt(value: float | None) -> str:
-    return "none" if value is None else f"{value:.4g}"
+def _fmt(value: float | None, other: float | None = None) -> str:
+    """4 significant digits, more when ``other`` (what it is compared with) would otherwise look equal."""
+    if value is None:
+        return "none"
+    for digits in (4, 6, 8, 12, 17):
+        text = f"{value:.{digits}g}"
+        if other is None or value == other or text != f"{other:.{digits}g}":
+            return text
+    return repr(value)
 
 
-def evaluate(rules: list[Rule], name: str, candidate, holders: dict[str, Any]) -> list[Check]:
-    """Check a candidate version against rules; ``holders`` maps each alias a rule names to its current version
-    (with metrics) or None. A metric the candidate (or a holder) lacks is a one-line error, not a refusal."""
+def evaluate(rules: list[Rule], name: str, candidate, holders: dict[str, Any], alias: str = "champion") -> list[Check]:
+    """Check a candidate version for ``alias`` against rules; ``holders`` maps each alias a rule names to its current
+    version (with metrics) or None. A metric the candidate (or a holder) lacks, a holder's NaN, or a rule naming
+    another alias that no version holds, is a one-line error, not a refusal."""
     checks = []
     for rule in rules:
+        if rule.alias and rule.alias != alias and holders.get(rule.alias) is None:
+            raise RegistryError(
+                f"gate {rule.metric!r}: {rule.text!r} compares with {rule.alias!r}, but no version of {name} holds "
+                f"that alias; compare with {alias!r} (the alias being moved) or a number"
+            )
         if rule.metric not in candidate.metrics:
             have = ", ".join(sorted(candidate.metrics)) or "none"
             raise RegistryError(
@@ -123,6 +139,11 @@ def evaluate(rules: list[Rule], name: str, candidate, holders: dict[str, Any]) -
                     "compare with; gate on a metric both versions have"
                 )
             holder_value = holder.metrics[rule.metric]
+            if math.isnan(holder_value):
+                raise RegistryError(
+                    f"gate {rule.metric!r}: {rule.alias} ({name} v{holder.version}) has {rule.metric} = nan, nothing "
+                    "to compare with; gate on a number instead"
+                )
         threshold = rule.threshold(holder_value)
         if rule.alias and holder is None:
             checks.append(
@@ -130,12 +151,14 @@ def evaluate(rules: list[Rule], name: str, candidate, holders: dict[str, Any]) -
             )
             continue
         passed = not math.isnan(value) and _OPS[rule.op](value, threshold)
-        against = _fmt(threshold)
+        against = _fmt(threshold, value)
         if rule.alias:
             margin = "" if rule.sign is None else f" {rule.sign} {rule.margin:g}"
-            against = f"{rule.alias} v{holder.version} {_fmt(holder_value)}{margin} = {_fmt(threshold)}"
+            against = f"{rule.alias} v{holder.version} {_fmt(holder_value)}{margin} = {_fmt(threshold, value)}"
         verdict = rule.op if passed else {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!="}[rule.op]
-        reason = f"{rule.metric} {_fmt(value)} {verdict} {against}"
+        reason = f"{rule.metric} {_fmt(value, threshold)} {verdict} {against}"
+        if math.isnan(value):
+            reason = f"{rule.metric} is nan (not a number), so it cannot be {rule.op} {against}"
         checks.append(
             Check(
                 rule.metric,

@@ -17,9 +17,9 @@ from typing import Any
 
 from ..core import hooks
 from ..core import progress as progress_bars
-from ..exceptions import ArtifactError, RegistryError
+from ..exceptions import ArtifactError, MlopsError, RegistryError
 from ..store.registry import ModelVersion, check_model_name, flavor_of
-from .events import index_outside_step, new_event, person
+from .events import index_outside_step, new_event, person, register_key
 
 _MAX_TAG = 5000  # MLflow's limit on a tag value
 
@@ -69,31 +69,49 @@ def _lineage_tags(project, active, model_hash: str) -> tuple[dict, dict, dict, d
     tags["mlops_nb.step"] = run_tags["mlops_nb.step"] = active.step
     read = {**active.read, **active.inputs}
     if read:
-        text = json.dumps({name: ref.hash for name, ref in sorted(read.items())}, sort_keys=True)
-        tags["mlops_nb.inputs"] = text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
+        tags["mlops_nb.inputs"] = _json_tag({name: ref.hash for name, ref in read.items()})
+    info = active.run_info if active.run_info is not None else _run_info(project, active)
+    data = {**(info.get("data") or {}), **{n: r.hash for n, r in active.inputs.items()}}  # + features read now
+    if data:
+        tags["mlops_nb.data"] = _json_tag(data)
     if active.run_id:
         tags["mlops_nb.run_id"] = run_tags["mlops_nb.run_id"] = active.run_id
-        try:
-            run = project.metadata.get_run(active.run_id)
-        except Exception:  # noqa: BLE001 - a run this process cannot read (another store) leaves only its id
-            run = None
-        if run is not None:
-            params.update(run.params or {})
-            for key, value in (
-                ("mlops_nb.pipeline", run.pipeline),
-                ("mlops_nb.notebook", run.notebook),
-                ("mlops_nb.notebook_hash", run.notebook_hash),
-                ("mlops_nb.git_commit", run.git_commit),
-            ):
-                if value:
-                    tags[key] = run_tags[key] = str(value)
-            if run.notebook:
-                run_tags["mlflow.source.name"] = str(run.notebook)
-                if Path(run.notebook).is_file():
-                    files["notebook"] = str(run.notebook)
-            if run.git_commit:
-                run_tags["mlflow.source.git.commit"] = run.git_commit
+    params.update(info.get("params") or {})
+    for key in ("pipeline", "notebook", "notebook_hash", "git_commit"):
+        if info.get(key):
+            tags[f"mlops_nb.{key}"] = run_tags[f"mlops_nb.{key}"] = str(info[key])
+    if info.get("notebook"):
+        run_tags["mlflow.source.name"] = str(info["notebook"])
+        if Path(info["notebook"]).is_file():
+            files["notebook"] = str(info["notebook"])
+    if info.get("git_commit"):
+        run_tags["mlflow.source.git.commit"] = str(info["git_commit"])
     return tags, run_tags, params, files
+
+
+def _run_info(project, active) -> dict:
+    """The run's fields and the step's upstream data, read from the metadata store (this process writes it too)."""
+    if not active.run_id:
+        return {}
+    try:
+        run = project.metadata.get_run(active.run_id)
+        data = project.metadata.upstream_data(active.read, active.sources)
+    except MlopsError:  # a run this process cannot read (another store) leaves only its id
+        return {}
+    return {
+        "pipeline": run.pipeline,
+        "notebook": run.notebook,
+        "notebook_hash": run.notebook_hash,
+        "git_commit": run.git_commit,
+        "params": run.params,
+        "data": data,
+    }
+
+
+def _json_tag(values: dict[str, str]) -> str:
+    """A name -> hash dict as a tag value (cut to MLflow's 5,000 characters)."""
+    text = json.dumps(dict(sorted(values.items())), sort_keys=True)
+    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
 
 
 def register_model(
@@ -158,7 +176,9 @@ def register_model(
         )
         bar.advance(2)
         version.metrics = clean_metrics
-    event = new_event("register", name, version.version, trigger="api" if active is None else None)
+    event = new_event(
+        "register", name, version.version, trigger="api" if active is None else None, key=register_key(version)
+    )
     event.update(
         model_hash=ref.hash, run_id=version_tags.get("mlops_nb.run_id"), step=version_tags.get("mlops_nb.step")
     )

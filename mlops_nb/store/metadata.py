@@ -1349,6 +1349,24 @@ class MetadataStore:
 
         return self._cache.read(("lineage", str(node), direction, max_hops, producer), read)
 
+    DATA_KINDS = frozenset({"external", "parquet", "series", "npy", "feature_view", "feature_segment"})
+    """Artifact kinds that are data (what a model is trained on), not models or metrics."""
+
+    def upstream_data(self, inputs: dict[str, ArtifactRef], sources: dict[str, str]) -> dict[str, str]:
+        """Name -> hash of the data a step's inputs are made of: the inputs that are data themselves, and the data
+        found upstream of each input through the step run that produced it (``sources``), raw files included."""
+        found: dict[str, str] = {}
+        for name, ref in inputs.items():
+            if ref.kind in self.DATA_KINDS:
+                found[name] = ref.hash
+        for producer in dict.fromkeys(sources[n] for n in inputs if n in sources):
+            # from the producing step run, whose inputs are recorded when it starts (a dag driver may not have
+            # recorded its end, and so its outputs, yet)
+            for node in self.lineage(producer, "up").upstream():
+                if node.kind == "artifact" and node.attrs.get("artifact_kind") in self.DATA_KINDS:
+                    found.setdefault(node.label.split(" (")[0], node.id)
+        return dict(sorted(found.items()))
+
     def resolve_node(self, node: str) -> tuple[str, str]:
         """``("artifact", hash)`` or ``("step_run", id)`` for a lineage node as people name it: an artifact hash or
         prefix, ``RUN.N``, ``RUN/STEP`` (``latest/train``), or an output name (its latest artifact)."""

@@ -314,9 +314,37 @@ class GraphRun:
             "inputs": {n: decision.inputs[n].to_dict() for n in step.inputs},
             "artifact_root": self.artifacts.uri_root,
             "run_id": self.run_id,
+            "sources": self._sources(step),
         }
+        if "register_model" in step.source:  # what the registry tags a version with, read here: kernels read no store
+            spec["run"] = self._run_info(step, decision, spec["sources"])
         start: Future = Future()  # the step run's id, set once its start is committed (see _commit)
         self._launches.append((_Running(step, start, attempt, decision), delay, step_cells(spec, step.source)))
+
+    def _sources(self, step: Step) -> dict[str, str]:
+        """Input name -> the step run that produced it (a finished step's start is committed: its id is known)."""
+        found = {}
+        for name in step.inputs:
+            producer = self.producers.get(step.upstream.get(name))
+            if isinstance(producer, Future):
+                producer = producer.result() if producer.done() and producer.exception() is None else None
+            if producer is not None:
+                found[name] = producer
+        return found
+
+    def _run_info(self, step: Step, decision: Decision, sources: dict[str, str]) -> dict:
+        """The run's fields and the step's upstream data, for a step that registers a model (see
+        :class:`~mlops_nb.core.hooks.ActiveStep`)."""
+        run = self.store.get_run(self.run_id)
+        inputs = dict(decision.inputs)  # its --reads files too
+        return {
+            "pipeline": run.pipeline,
+            "notebook": run.notebook,
+            "notebook_hash": run.notebook_hash,
+            "git_commit": run.git_commit,
+            "params": run.params,
+            "data": self.store.upstream_data(inputs, sources),
+        }
 
     def _retries(self, step: Step) -> int:
         return max(step.retries, self.retries)

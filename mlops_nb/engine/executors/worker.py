@@ -30,7 +30,14 @@ def load_inputs(spec: dict[str, Any], namespace: dict) -> None:
     read = {name: ArtifactRef.from_dict(ref) for name, ref in spec["inputs"].items()}
     for name, ref in read.items():
         namespace[name] = store.get(ref)
-    hooks.begin_step(spec["step"], spec.get("run_id"), read, namespace=namespace)
+    hooks.begin_step(
+        spec["step"],
+        spec.get("run_id"),
+        read,
+        namespace=namespace,
+        sources=spec.get("sources"),
+        run_info=spec.get("run"),
+    )
 
 
 def finish(spec: dict[str, Any], namespace: dict) -> dict:

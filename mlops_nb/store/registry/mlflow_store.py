@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -82,9 +83,18 @@ class MlflowRegistry(ModelRegistry):
         self._experiments: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"MlflowRegistry({self.uri!r})"
+        return f"MlflowRegistry({self.shown_uri!r})"
 
     # Opening -------------------------------------------------------------------------------------------------------
+    @property
+    def shown_uri(self) -> str:
+        """The URI as messages show it: without the password of ``scheme://user:password@host``."""
+        parts = urllib.parse.urlsplit(self.uri)
+        if parts.password is None:
+            return self.uri
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
     @property
     def sqlite_path(self) -> Path | None:
         """The database file of a ``sqlite:///`` URI, else None."""
@@ -131,7 +141,7 @@ class MlflowRegistry(ModelRegistry):
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(
-                f"the MLflow tracking server {self.uri} is unreachable ({reason}); start it, or set "
+                f"the MLflow tracking server {self.shown_uri} is unreachable ({reason}); start it, or set "
                 "MLOPS_NB_TRACKING_URI / [tool.mlops_nb] tracking_uri"
             ) from None
 
@@ -157,7 +167,7 @@ class MlflowRegistry(ModelRegistry):
                     except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and alembic errors alike: one line
                         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
                         raise RegistryError(
-                            f"cannot open the MLflow store {self.uri}: {type(exc).__name__}: {text}"
+                            f"cannot open the MLflow store {self.shown_uri}: {type(exc).__name__}: {text}"
                         ) from None
             self._client = client
         return self._client
@@ -176,16 +186,16 @@ class MlflowRegistry(ModelRegistry):
                     version = None
                 if version is not None:
                     raise ModelNotFoundError(
-                        f"model {name!r} has no version {version} in {self.uri}; `mlops-nb models show {name}` "
+                        f"model {name!r} has no version {version} in {self.shown_uri}; `mlops-nb models show {name}` "
                         "lists its versions"
                     ) from None
                 if name is not None:
                     raise ModelNotFoundError(
-                        f"no model is registered as {name!r} in {self.uri}; `mlops-nb models list` shows the models"
+                        f"no model is registered as {name!r} in {self.shown_uri}; `mlops-nb models list` shows the models"
                     ) from None
-            raise RegistryError(f"cannot {what} in {self.uri}: {first}") from None
+            raise RegistryError(f"cannot {what} in {self.shown_uri}: {first}") from None
         except (OSError, ConnectionError) as exc:
-            raise RegistryError(f"cannot {what} in {self.uri}: {type(exc).__name__}: {exc}") from None
+            raise RegistryError(f"cannot {what} in {self.shown_uri}: {type(exc).__name__}: {exc}") from None
 
     def _model_exists(self, name: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -193,8 +203,10 @@ class MlflowRegistry(ModelRegistry):
         try:
             self.client.get_registered_model(name)
             return True
-        except MlflowException:
-            return False
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            return self._call("find the model", lambda: bool(self.client.get_registered_model(name)), name)
 
     @contextmanager
     def _fluent(self) -> Iterator[Any]:
@@ -285,8 +297,11 @@ class MlflowRegistry(ModelRegistry):
         with self._fluent() as mlflow:
             nested = mlflow.active_run() is not None  # the user's own run, if any, stays theirs
 
+            started: list[str] = []
+
             def log():
                 with mlflow.start_run(experiment_id=experiment_id, tags=run_tags or {}, nested=nested) as run:
+                    started.append(run.info.run_id)
                     if params:
                         mlflow.log_params({k: _param(v) for k, v in params.items()})
                     if metrics:
@@ -307,24 +322,37 @@ class MlflowRegistry(ModelRegistry):
             try:
                 return self._call("log the model", log)
             except RegistryError:
+                self._forget(started)
                 raise
             except Exception as exc:  # noqa: BLE001 - a model MLflow cannot save is the user's to fix: one line
+                self._forget(started)
                 raise RegistryError(
                     f"MLflow cannot log the model ({type(model).__qualname__}): {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 ) from None
 
+    def _forget(self, run_ids: list[str]) -> None:
+        """Delete the tracking run of a registration that failed: nothing of it stays in the experiment."""
+        for run_id in run_ids:
+            try:
+                self.client.delete_run(run_id)
+            except Exception:  # noqa: BLE001 - the registration's own error is what the user needs to see
+                pass
+
     def _ensure_model(self, name: str) -> None:
         from mlflow.exceptions import MlflowException
 
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
+        if self._model_exists(name):
+            return
+
+        def create() -> None:
             try:
                 self.client.create_registered_model(name)
             except MlflowException as exc:  # another writer of a tracking server created it first
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
+
+        self._call("create the registered model", create, name)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """See :meth:`ModelRegistry.set_alias`."""
@@ -382,7 +410,13 @@ class MlflowRegistry(ModelRegistry):
         """See :meth:`ModelRegistry.version`."""
         check_model_name(name)
         text = str(version).strip()
-        if text.startswith("@") or not text.isdigit():
+        if re.fullmatch(r"[vV]?\d+", text):
+            text = text.lstrip("vV")
+        elif not text.startswith("@") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", text):
+            raise RegistryError(
+                f"version {version!r} of {name!r} is not a version: give a number (3, v3) or an alias (@champion)"
+            )
+        if not text.isdigit():
             alias = text.lstrip("@")
             found = self.alias_holder(name, alias)
             if found is None:
@@ -411,7 +445,13 @@ class MlflowRegistry(ModelRegistry):
 
     def _metrics_of(self, found) -> dict[str, float]:
         """A version's metrics: from its ``mlops_nb.metric.*`` tags (what mlops_nb registered), else its run's."""
-        tagged = {k[len(METRIC_TAG) :]: float(v) for k, v in (found.tags or {}).items() if k.startswith(METRIC_TAG)}
+        tagged = {}
+        for key, value in (found.tags or {}).items():
+            if key.startswith(METRIC_TAG):
+                try:
+                    tagged[key[len(METRIC_TAG) :]] = float(value)
+                except ValueError:
+                    continue  # a tag someone else wrote
         return tagged if tagged or (found.tags or {}).get("mlops_nb.model_hash") else self._metrics(found.run_id)
 
     def _metrics(self, run_id: str | None) -> dict[str, float]:
@@ -428,7 +468,7 @@ class MlflowRegistry(ModelRegistry):
                 from mlflow import sklearn as flavour
             else:
                 from mlflow import pyfunc as flavour
-            return self._call("load the model", lambda: flavour.load_model(found.uri), name, version)
+            return self._load(lambda: flavour.load_model(found.uri), found.uri)
 
     def load_pyfunc(self, uri: str) -> Any:
         """What MLflow's own client loads for a model URI (``models:/NAME@ALIAS``): ``mlflow.pyfunc.load_model``
@@ -436,7 +476,20 @@ class MlflowRegistry(ModelRegistry):
         with _quiet(), self._fluent():
             from mlflow import pyfunc
 
-            return self._call("load the model", lambda: pyfunc.load_model(uri))
+            return self._load(lambda: pyfunc.load_model(uri), uri)
+
+    def _load(self, function: Callable[[], Any], uri: str) -> Any:
+        """Load a model; what fails (a missing artifact, a module the model needs) is one line naming it."""
+        try:
+            return self._call("load the model", function)
+        except RegistryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unpickling runs the model's own code: any error, one line
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise RegistryError(
+                f"cannot load {uri} from {self.shown_uri}: {type(exc).__name__}: {text}; install what the model "
+                "needs (its requirements.txt in MLflow) or load another version"
+            ) from None
 
     def exists(self, name: str, version: int) -> bool:
         """See :meth:`ModelRegistry.exists`: a SQLite store is read with ``sqlite3`` and a server over HTTP, so a

@@ -92,7 +92,7 @@ def init(ctx: click.Context, folder: Path | None) -> None:
     project.init(registry=True)
     click.echo(f"{'Project already initialised' if existed else 'Initialised project'} at {project.home}")
     click.echo(f"  stores: {project.mlops_dir}")
-    click.echo(f"  model registry: {project.tracking_uri}")
+    click.echo(f"  model registry: {project.registry.shown_uri}")
 
 
 @cli.command()

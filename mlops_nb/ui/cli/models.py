@@ -6,6 +6,8 @@ Errors are :class:`~mlops_nb.exceptions.MlopsError`, which the main command grou
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from ..format import echo_json, table
@@ -27,16 +29,25 @@ def _echo_promotion(result, as_json: bool) -> None:
         click.echo(result.line())
 
 
+_GATE = re.compile(
+    r"^\s*(?P<metric>[^\s=<>]+)\s*(?:=\s*(?P<rule>(?:>=|<=|==|>|<).*)|(?P<bare>(?:>=|<=|==|>|<).*)|=\s*(?P<number>[^<>=].*))$"
+)
+
+
 def _gates(values: tuple[str, ...]) -> dict[str, str] | None:
-    """``--gate f1='>= champion - 0.01'`` options as a gate dict."""
+    """``--gate`` options as a gate dict: ``'f1>=0.8'``, ``'f1 >= champion - 0.01'``, ``'f1=>= 0.8'`` or
+    ``f1=0.8`` (at least 0.8)."""
     from ...exceptions import RegistryError
 
     gates = {}
     for value in values:
-        metric, sep, rule = value.partition("=")
-        if not sep or not metric.strip():
-            raise RegistryError(f"--gate {value!r} must be METRIC=RULE, such as --gate 'f1=>= champion - 0.01'")
-        gates[metric.strip()] = rule.strip()
+        match = _GATE.match(value)
+        if match is None:
+            raise RegistryError(
+                f"--gate {value!r} must be METRIC OP VALUE, such as --gate 'f1 >= 0.8' or --gate 'f1 >= champion - 0.01'"
+            )
+        rule = match["rule"] or match["bare"] or f">= {match['number']}"
+        gates[match["metric"]] = rule.strip()
     return gates or None
 
 
@@ -104,7 +115,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     "gates",
     multiple=True,
     metavar="METRIC=RULE",
-    help="A gate rule, repeatable: 'accuracy=>= 0.8' (absolute) or 'f1=>= champion - 0.01' (relative).",
+    help="A gate rule, repeatable: 'accuracy >= 0.8' (absolute) or 'f1 >= champion - 0.01' (relative).",
 )
 @click.option("--require-approval", is_flag=True, help="A passing version waits for `models approve`.")
 @click.option("--by", help="Who promotes (default: your login name).")
@@ -114,7 +125,7 @@ def promote(ctx, name: str, version: str, alias: str, gates, require_approval: b
     """Move ALIAS to VERSION of model NAME if it passes the gates (exit status 1 with the failed rule and both
     values if not).
 
-    Example: mlops-nb models promote churn 3 --gate 'roc_auc=>= champion - 0.01' --require-approval
+    Example: mlops-nb models promote churn 3 --gate 'roc_auc >= champion - 0.01' --require-approval
     """
     from ...promotion import promote as do_promote
 

@@ -11,6 +11,7 @@ included, are in the version's ``mlops_nb.inputs`` tag.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,15 @@ def requirements(
     return [f"{name}=={version}" for name, version in pinned.items()]
 
 
-def _lineage_tags(project, active, model_hash: str) -> tuple[dict, dict, dict, dict]:
-    """Version tags, run tags, run params and files that tie a version to the step run that registered it."""
+def _lineage_tags(project, active, model_hash: str) -> tuple[dict, dict, dict, dict, dict]:
+    """Version tags, run tags, run params, the pipeline run's metrics so far and files that tie a version to the
+    step run that registered it."""
     tags = {"mlops_nb.model_hash": model_hash, "mlops_nb.by": person(None)}
     run_tags: dict[str, str] = {"mlops_nb.model_hash": model_hash}
     params: dict[str, Any] = {}
     files: dict[str, str] = {}
     if active is None:
-        return tags, run_tags, params, files
+        return tags, run_tags, params, {}, files
     tags["mlops_nb.step"] = run_tags["mlops_nb.step"] = active.step
     read = {**active.read, **active.inputs}
     if read:
@@ -86,7 +88,12 @@ def _lineage_tags(project, active, model_hash: str) -> tuple[dict, dict, dict, d
             files["notebook"] = str(info["notebook"])
     if info.get("git_commit"):
         run_tags["mlflow.source.git.commit"] = str(info["git_commit"])
-    return tags, run_tags, params, files
+    metrics = {  # those MLflow can keep: a number under a name of letters, digits, '_', '-', '.', ' ', '/'
+        k: v
+        for k, v in (info.get("metrics") or {}).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and re.fullmatch(r"[\w\-. /]{1,250}", str(k))
+    }
+    return tags, run_tags, params, metrics, files
 
 
 def _run_info(project, active) -> dict:
@@ -104,6 +111,7 @@ def _run_info(project, active) -> dict:
         "notebook_hash": run.notebook_hash,
         "git_commit": run.git_commit,
         "params": run.params,
+        "metrics": run.metrics,
         "data": data,
     }
 
@@ -161,12 +169,13 @@ def register_model(
                 "unpicklable state (locks, open files, connections, generators) out of the model"
             ) from None
         bar.advance()
-        version_tags, run_tags, run_params, files = _lineage_tags(project, active, ref.hash)
+        version_tags, run_tags, run_params, run_metrics, files = _lineage_tags(project, active, ref.hash)
         version = registry.register(
             model,
             name,
             input_example=input_example,
             metrics=clean_metrics,
+            run_metrics=run_metrics,
             params={**run_params, **(params or {})},
             tags={**{str(k): str(v) for k, v in (tags or {}).items()}, **version_tags},
             run_tags=run_tags,

@@ -343,6 +343,7 @@ class GraphRun:
             "notebook_hash": run.notebook_hash,
             "git_commit": run.git_commit,
             "params": run.params,
+            "metrics": run.metrics,
             "data": self.store.upstream_data(inputs, sources),
         }
 

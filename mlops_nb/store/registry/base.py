@@ -119,13 +119,14 @@ class ModelRegistry(abc.ABC):
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         run_tags: dict[str, str] | None = None,
+        run_metrics: dict[str, float] | None = None,
         files: dict[str, str] | None = None,
         pip_requirements: list[str] | None = None,
         experiment: str = "mlops_nb",
     ) -> ModelVersion:
         """Log ``model`` (with its signature and input example) in a new tracking run that carries ``params``,
-        ``metrics``, ``run_tags`` and ``files`` (artifact path -> local file), and register it as a new version
-        of ``name`` with ``tags``."""
+        ``metrics`` (the version's, also kept as its tags) and ``run_metrics`` (its pipeline run's), ``run_tags``
+        and ``files`` (artifact path -> local file), and register it as a new version of ``name`` with ``tags``."""
 
     @abc.abstractmethod
     def models(self) -> list[dict]:

@@ -261,6 +261,7 @@ class MlflowRegistry(ModelRegistry):
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         run_tags: dict[str, str] | None = None,
+        run_metrics: dict[str, float] | None = None,
         files: dict[str, str] | None = None,
         pip_requirements: list[str] | None = None,
         experiment: str = "mlops_nb",
@@ -272,7 +273,15 @@ class MlflowRegistry(ModelRegistry):
         with _quiet(), self._lock(), self._fluent():  # MLflow resolves a logged model's URI through its fluent API
             experiment_id = self._experiment(experiment)
             run_id, model_uri, model_id = self._log(
-                model, flavor, experiment_id, input_example, metrics, params, run_tags, files, pip_requirements
+                model,
+                flavor,
+                experiment_id,
+                input_example,
+                {**(run_metrics or {}), **(metrics or {})},
+                params,
+                run_tags,
+                files,
+                pip_requirements,
             )
             self._ensure_model(name)
             version = self._call(

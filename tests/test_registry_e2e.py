@@ -254,3 +254,24 @@ def test_remote_registry_by_uri(tmp_path, mlflow_server, monkeypatch):
     ours = mlops_nb.load_model("remote", "@champion", project=project)
     assert (served.predict(X) == ours.predict(X)).all()
     assert project.registry.exists("remote", 2) and not project.registry.exists("remote", 9)
+
+
+@pytest.mark.slow
+def test_registry_notebook_by_hand_then_headless_is_all_cached(tmp_path, mlflow_template):
+    """Cell by cell in a kernel that knows its notebook (as JupyterLab tells it), then `mlops-nb run`: the
+    registrations made by hand are the cache hits of the headless run, which registers nothing new."""
+    from nbtools import run_by_hand
+
+    project, notebook = _registry_project(tmp_path / "p", mlflow_template)
+    cells = run_by_hand(notebook, {"MLOPS_NB_HOME": str(project.home)})
+    assert not [c for c in cells if c["errors"]], [c["errors"] for c in cells if c["errors"]]
+    printed = "\n".join(c["stream"] for c in cells)
+    assert "churn v2 refused for champion: roc_auc" in printed
+    report = cells[-1]
+    shown = "\n".join(report["result"])
+    assert "v3" in shown and "approved" in shown and "champion" in shown
+    assert project.registry.alias_holder("churn", "champion").version == 3
+
+    headless = mlops_nb.run(notebook, project=project, progress=False)
+    assert {s.status for s in headless.step_runs} == {"cached"}
+    assert len(project.registry.versions("churn")) == 3

@@ -187,6 +187,7 @@ class Project:
                 self.tracking_uri,
                 artifact_location=self.mlartifacts_dir if embedded else None,
                 lock_timeout=max(self.settings.lock_timeout, 60.0),
+                create_folder=embedded,
             )
         return self._registry
 

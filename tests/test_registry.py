@@ -194,7 +194,8 @@ def test_cli_models(registry_project):
     for args in (["promote", "--help"], ["approve", "--help"], ["history", "--help"]):
         assert invoke(*args).exit_code == 0
     outside = CliRunner().invoke(cli, ["--home", str(project.home), "lineage", "models:/churn@champion"], obj={})
-    assert outside.exit_code == 1 and outside.output.startswith("Error: models:/churn/1 was not registered by a step")
+    assert outside.exit_code == 1
+    assert outside.output.startswith("Error: models:/churn/1 was registered outside a pipeline step, so it has no")
     assert outside.output.count("\n") == 1
 
 
@@ -221,7 +222,7 @@ class _Unpicklable:
         (lambda p: mlops_nb.promote("churn", "@gold", project=p), "model 'churn' has no alias 'gold'"),
         (lambda p: mlops_nb.approve("churn", 1, project=p), "it is not waiting for approval"),
         (lambda p: mlops_nb.reject("churn", 1, project=p), "it is not waiting for approval"),
-        (lambda p: mlops_nb.rollback("churn", project=p), "it has no earlier holder"),
+        (lambda p: mlops_nb.rollback("churn", project=p), "no version holds that alias"),
         (
             lambda p: mlops_nb.register_model(_Unpicklable(), "churn", project=p),
             "the _Unpicklable cannot be pickled (pickle: TypeError: cannot pickle '_thread.lock'",
@@ -303,3 +304,36 @@ def test_a_stale_approval_is_refused_and_approving_the_holder_moves_nothing(regi
     assert mlops_nb.approve("churn", 1, note=None, project=project).outcome == "approved"
     back = mlops_nb.rollback("churn", project=project)
     assert (back.version, back.previous) == (3, 1)
+
+
+def test_newcomer_paths(registry_project, tmp_path, monkeypatch):
+    """What a first-time user tried: the alias a version waits for, a stale second request, MLflow's URI form,
+    a refused promotion's JSON, a mistyped tracking URI, lineage of a file a step read."""
+    project = registry_project
+    _register(project, {"f1": 0.8})
+    _register(project, {"f1": 0.9})
+    mlops_nb.promote("churn", 1, project=project)
+    assert mlops_nb.promote("churn", 2, project=project).line().endswith("— no gates checked")
+    mlops_nb.rollback("churn", project=project)
+    mlops_nb.promote("churn", 2, require_approval=True, project=project)
+    with pytest.raises(RegistryError, match="v2 already waits for approval to become champion"):
+        mlops_nb.promote("churn", 2, alias="staging", require_approval=True, project=project)
+    with pytest.raises(RegistryError, match="no version holds that alias"):
+        mlops_nb.rollback("churn", alias="staging", project=project)
+    X, _ = _data(seed=3)
+    assert (mlops_nb.load_model("models:/churn@champion", project=project).predict(X) == _model()[0].predict(X)).all()
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, ["--home", str(project.home), *args], obj={})
+
+    shown = invoke("models", "show", "churn")
+    assert "pending → champion" in shown.output
+    refused = invoke("models", "promote", "churn", "2", "--gate", "f1 >= 0.95", "--json")
+    assert refused.exit_code == 1 and '"outcome": "refused"' in refused.output
+
+    monkeypatch.setenv("MLOPS_NB_TRACKING_URI", f"sqlite:///{tmp_path / 'typo' / 'x.db'}")
+    wrong = invoke("models", "list")
+    assert wrong.exit_code == 1 and "does not exist; fix MLOPS_NB_TRACKING_URI" in wrong.output
+    assert not (tmp_path / "typo").exists()
+    monkeypatch.setenv("MLOPS_NB_TRACKING_URI", "bogus://x")
+    assert "is not one MLflow can keep a model registry in" in invoke("models", "list").output

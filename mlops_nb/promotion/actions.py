@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import hooks
-from ..exceptions import MlopsError, PromotionRefused, RegistryError
+from ..exceptions import MlopsError, ModelNotFoundError, PromotionRefused, RegistryError
 from ..store.registry import ModelVersion, check_alias, check_model_name
 from . import gates as gate_rules
 from .events import holders, new_event, person, read_history, tag_of
@@ -54,6 +54,8 @@ class Promotion:
             + (f"v{self.previous}" if self.previous is not None else "unset"),
             "rolled back": f"{self.name} {self.alias} rolled back to v{self.version}{was}",
         }[self.outcome]
+        if not gates and self.outcome in ("promoted", "pending"):
+            gates = "no gates checked"
         return text + (f" — {gates}" if gates else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +220,12 @@ def promote(
             action.done([event], "failed", message)
             raise PromotionRefused(message, detail)
         if require_approval:
+            waiting = candidate.tags.get("approval.alias")
+            if candidate.approval == "pending" and waiting and waiting != alias:
+                raise RegistryError(
+                    f"{name} v{candidate.version} already waits for approval to become {waiting}; approve or "
+                    f"reject that first (`mlops-nb models approve {name} {candidate.version}`)"
+                )
             event = action.event("pending", candidate, checks=detail, **{"from": previous}, by=by)
             action.write(
                 registry.set_tags,
@@ -343,8 +351,13 @@ def rollback(
     stack = holders(read_history(registry, name), alias)
     if current is not None and (not stack or stack[-1] != current.version):
         stack.append(current.version)  # moved outside mlops_nb
-    if current is None or len(stack) < 2:
-        holder = f"v{current.version}" if current is not None else "nobody"
+    if current is None:
+        raise RegistryError(
+            f"cannot roll back {name} {alias}: no version holds that alias; `mlops-nb models show {name}` lists "
+            "the aliases"
+        )
+    if len(stack) < 2:
+        holder = f"v{current.version}"
         raise RegistryError(
             f"cannot roll back {name} {alias}: it has no earlier holder (held by {holder}); "
             f"`mlops-nb models history {name}` shows its moves"
@@ -367,13 +380,16 @@ def history(name: str, *, project=None) -> list[dict]:
 
 
 def load_model(name: str, version: int | str = "@champion", *, project=None) -> Any:
-    """The model of a version: from the project's artifact store, after its hash check, when mlops_nb registered
-    it here; else as MLflow loads it.
+    """The model of a version (``name`` may be MLflow's ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``): from
+    the project's artifact store, after its hash check, when mlops_nb registered it here; else as MLflow loads it.
 
     Example::
 
         model = mlops_nb.load_model("churn", "@champion")
     """
+    if name.startswith("models:/"):  # MLflow's form: models:/NAME@ALIAS or models:/NAME/VERSION
+        rest = name[len("models:/") :]
+        name, version = (rest.split("@", 1)[0], "@" + rest.split("@", 1)[1]) if "@" in rest else rest.rsplit("/", 1)
     project = _project(project)
     found = project.registry.version(check_model_name(name), version)
     if found.model_hash and project.artifacts.exists(found.model_hash):
@@ -396,4 +412,9 @@ def resolve_uri(uri: str, *, project=None) -> str:
         return uri
     name, _, alias = uri[len("models:/") :].rpartition("@")
     project = _project(project)
-    return project.registry.version(check_model_name(name), "@" + alias).uri
+    number = project.registry.alias_version(check_model_name(name), alias)
+    if number is None:
+        raise ModelNotFoundError(
+            f"model {name!r} has no alias {alias!r}; `mlops-nb models show {name}` lists its aliases"
+        )
+    return f"models:/{name}/{number}"

@@ -214,11 +214,13 @@ def lineage_graph(
             if hops:
                 found.setdefault(key, sign * hops)
     graph = LineageGraph(root=f"{kind}:{ident}")
-    _fill_graph(con, graph, found, memo)
+    _fill_graph(con, graph, found, memo, producer)
     return graph
 
 
-def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int], memo: dict) -> None:
+def _fill_graph(
+    con, graph: LineageGraph, found: dict[tuple[str, str], int], memo: dict, producer: str | None = None
+) -> None:
     hashes = [i for k, i in found if k == "artifact"]
     step_ids = [i for k, i in found if k == "step_run"]
     names: dict[str, set[str]] = {}
@@ -228,7 +230,7 @@ def _fill_graph(con, graph: LineageGraph, found: dict[tuple[str, str], int], mem
             names.setdefault(digest, set()).add(name)
         if direction == "out":
             producers.setdefault(digest, set()).add(sid)
-    shown = set(step_ids)
+    shown = set(step_ids) | ({producer} if producer else set())  # the root's own producer is not "another"
     for digest, kind, size, summary in lookup(
         con, "SELECT hash, kind, size, summary FROM artifacts WHERE {match}", "hash", hashes, memo
     ):

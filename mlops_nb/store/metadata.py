@@ -1377,7 +1377,13 @@ class MetadataStore:
         if text.startswith("models:/"):
             return "artifact", *self._model_version_node(con, text)
         if "/" in text or _STEP_RUN_ID.match(text):
-            return "step_run", self._resolve_step_run(con, text), None
+            try:
+                return "step_run", self._resolve_step_run(con, text), None
+            except NotFoundError:
+                named = self._latest_output(con, text) or self._latest_read(con, text)
+                if named is None:
+                    raise
+                return "artifact", *named
         if len(text) >= 6 and all(c in "0123456789abcdef" for c in text.lower()):
             try:
                 return "artifact", self._find_artifact_hash(con, text), None
@@ -1407,6 +1413,17 @@ class MetadataStore:
                 "`mlops-nb models list` shows the versions, use models:/NAME/VERSION"
             )
         return rows[0][0], rows[0][1]
+
+    @staticmethod
+    def _latest_read(con, name: str) -> tuple[str, None] | None:
+        """The latest file a step read under ``name`` (``--reads data/raw.csv``)."""
+        rows = con.execute(
+            "SELECT e.artifact FROM events e JOIN step_runs s ON s.id = e.step_run_id JOIN artifacts a "
+            "ON a.hash = e.artifact WHERE e.name = ? AND e.direction = 'in' AND a.kind = 'external' "
+            "ORDER BY s.seq DESC LIMIT 1",
+            [name],
+        ).fetchall()
+        return (rows[0][0], None) if rows else None
 
     @staticmethod
     def _latest_output(con, name: str) -> tuple[str, str] | None:

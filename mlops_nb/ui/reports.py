@@ -83,7 +83,7 @@ def model_rows(versions: list[dict]) -> tuple[list[list], list[str]]:
         [
             f"v{v['version']}",
             ", ".join(v["aliases"]) or "",
-            v["approval"] or "",
+            _approval(v),
             *(f"{v['metrics'][n]:.4g}" if n in v["metrics"] else "" for n in names),
             (v["created"] or "")[:19].replace("T", " "),
             v["tags"].get("mlops_nb.run_id", ""),
@@ -92,6 +92,13 @@ def model_rows(versions: list[dict]) -> tuple[list[list], list[str]]:
         for v in versions
     ]
     return rows, ["VERSION", "ALIASES", "APPROVAL", *names, "CREATED", "RUN", "STEP"]
+
+
+def _approval(version: dict) -> str:
+    """``pending → champion`` for a version waiting for an alias, else its approval state."""
+    state = version["approval"] or ""
+    waiting = version["tags"].get("approval.alias")
+    return f"{state} → {waiting}" if state == "pending" and waiting else state
 
 
 def models_report(name: str | None, records: list[dict]) -> Report:

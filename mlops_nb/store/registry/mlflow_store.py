@@ -30,6 +30,8 @@ from ...exceptions import ModelNotFoundError, RegistryError
 from .base import ModelRegistry, ModelVersion, check_model_name
 
 _QUIET_LOGGERS = ("mlflow", "alembic")
+_REGISTRY_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+_REGISTRY_SCHEME_PREFIXES = ("postgresql+", "mysql+", "mssql+")
 METRIC_TAG = "mlops_nb.metric."
 """A version's metrics are also its tags (``mlops_nb.metric.f1``): a gate reads them with the version."""
 
@@ -75,8 +77,15 @@ class MlflowRegistry(ModelRegistry):
         lock_timeout: seconds to wait for another process's write to a SQLite store.
     """
 
-    def __init__(self, uri: str, artifact_location: str | Path | None = None, lock_timeout: float = 60.0):
+    def __init__(
+        self,
+        uri: str,
+        artifact_location: str | Path | None = None,
+        lock_timeout: float = 60.0,
+        create_folder: bool = True,
+    ):
         self.uri = uri
+        self.create_folder = create_folder  # the embedded store's folder; a URI the user gave must name a real one
         self.artifact_location = Path(artifact_location) if artifact_location else None
         self.lock_timeout = float(lock_timeout)
         self._client = None
@@ -131,6 +140,16 @@ class MlflowRegistry(ModelRegistry):
 
         return held()
 
+    def _check_uri(self) -> None:
+        """A URI MLflow cannot use as a registry is refused in one line, before MLflow's own long message."""
+        scheme = self.uri.partition("://")[0] if "://" in self.uri else ""
+        if scheme not in _REGISTRY_SCHEMES and not scheme.startswith(_REGISTRY_SCHEME_PREFIXES):
+            raise RegistryError(
+                f"tracking URI {self.shown_uri!r} is not one MLflow can keep a model registry in; use "
+                "sqlite:///PATH (the default is sqlite:///<home>/.mlops/mlflow.db), http(s)://HOST:PORT of an "
+                "MLflow server, or a database URI (postgresql://, mysql://)"
+            )
+
     def _probe(self) -> None:
         """A tracking server that does not answer is named in one line, instead of MLflow's minutes of retries."""
         if not self.is_http:
@@ -153,12 +172,18 @@ class MlflowRegistry(ModelRegistry):
             with _quiet():
                 from mlflow import MlflowClient
 
+                self._check_uri()
                 path = self.sqlite_path
-                if path is not None:
+                if path is not None and self.create_folder:
                     try:
                         path.parent.mkdir(parents=True, exist_ok=True)
                     except OSError as exc:
                         raise RegistryError(f"cannot create the MLflow store's folder {path.parent}: {exc}") from None
+                elif path is not None and not path.parent.is_dir():
+                    raise RegistryError(
+                        f"the folder of the MLflow store {path} does not exist; fix MLOPS_NB_TRACKING_URI / "
+                        "[tool.mlops_nb] tracking_uri, or create the folder"
+                    )
                 with self._lock():  # making the client opens the store, and a fresh one migrates: one at a time
                     try:
                         client = MlflowClient(self.uri, registry_uri=self.uri)
@@ -499,6 +524,25 @@ class MlflowRegistry(ModelRegistry):
                 f"cannot load {uri} from {self.shown_uri}: {type(exc).__name__}: {text}; install what the model "
                 "needs (its requirements.txt in MLflow) or load another version"
             ) from None
+
+    def alias_version(self, name: str, alias: str) -> int | None:
+        """The version ``alias`` points at, read without importing mlflow for a SQLite store (None: no version)."""
+        path = self.sqlite_path
+        if path is not None and path.exists():
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.lock_timeout) as con:
+                    row = con.execute(
+                        "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", [name, alias]
+                    ).fetchone()
+                    if row is not None:
+                        return int(row[0])
+                    known = con.execute("SELECT 1 FROM registered_models WHERE name = ?", [name]).fetchone()
+                if known is not None:
+                    return None
+            except sqlite3.Error:
+                pass  # another schema than the one read here: ask MLflow
+        found = self.alias_holder(name, alias)
+        return found.version if found is not None else None
 
     def exists(self, name: str, version: int) -> bool:
         """See :meth:`ModelRegistry.exists`: a SQLite store is read with ``sqlite3`` and a server over HTTP, so a

@@ -115,7 +115,8 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     "gates",
     multiple=True,
     metavar="METRIC=RULE",
-    help="A gate rule, repeatable: 'accuracy >= 0.8' (absolute) or 'f1 >= champion - 0.01' (relative).",
+    help="A gate rule, repeatable: 'accuracy >= 0.8' (absolute), 'f1 >= champion - 0.01' (relative to the alias's "
+    "holder); METRIC=NUMBER means at least NUMBER.",
 )
 @click.option("--require-approval", is_flag=True, help="A passing version waits for `models approve`.")
 @click.option("--by", help="Who promotes (default: your login name).")
@@ -127,18 +128,26 @@ def promote(ctx, name: str, version: str, alias: str, gates, require_approval: b
 
     Example: mlops-nb models promote churn 3 --gate 'roc_auc >= champion - 0.01' --require-approval
     """
+    from ...exceptions import PromotionRefused
     from ...promotion import promote as do_promote
 
-    result = do_promote(
-        name,
-        version,
-        alias,
-        _gates(gates),
-        require_approval,
-        by=by,
-        trigger="cli",
-        project=_project(ctx),
-    )
+    try:
+        result = do_promote(
+            name,
+            version,
+            alias,
+            _gates(gates),
+            require_approval,
+            by=by,
+            trigger="cli",
+            project=_project(ctx),
+        )
+    except PromotionRefused as refused:
+        if as_json:  # a script reads the checks; the line still goes to stderr and the exit status is 1
+            echo_json(
+                {"name": name, "version": version, "alias": alias, "outcome": "refused", "checks": refused.checks}
+            )
+        raise
     _echo_promotion(result, as_json)
 
 

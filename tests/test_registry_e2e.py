@@ -275,3 +275,34 @@ def test_registry_notebook_by_hand_then_headless_is_all_cached(tmp_path, mlflow_
     headless = mlops_nb.run(notebook, project=project, progress=False)
     assert {s.status for s in headless.step_runs} == {"cached"}
     assert len(project.registry.versions("churn")) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["notebook", "dag"])
+def test_a_step_that_fails_after_registering_keeps_the_version_and_its_event(tmp_path, mlflow_template, executor):
+    """Nothing lost: the version a step registered before raising is in its step run's lineage and the index."""
+    from nbtools import write_notebook
+
+    project = Project(tmp_path).init()
+    shutil.copy(mlflow_template, project.mlflow_db)
+    notebook = write_notebook(
+        tmp_path / "fails.ipynb",
+        [
+            "%load_ext mlops_nb\nimport numpy as np\nimport mlops_nb\nfrom sklearn.linear_model import LogisticRegression",
+            "%%mlops step data\nX = np.arange(40.0).reshape(20, 2)\ny = (X[:, 0] > 19).astype(int)",
+            "%%mlops step train\nmodel = LogisticRegression().fit(X, y)\n"
+            "version = mlops_nb.register_model(model, 'fails', metrics={'f1': 0.1})\n"
+            "mlops_nb.promote('fails', version.version, gates={'f1': '>= 0.5'})",
+        ],
+    )
+    with pytest.raises(mlops_nb.StepFailedError, match="fails v1 refused for champion: f1 0.1 < 0.5") as failure:
+        mlops_nb.run(notebook, project=project, executor=executor, progress=False)
+    run = project.metadata.get_run(failure.value.run_id)
+    assert run.status == "failed"
+    train = run.step("train")
+    assert train.status == "failed" and "models:/fails/1" in train.outputs
+    events = project.metadata.model_events("fails")
+    assert [e["action"] for e in events] == ["register", "refuse"]
+    assert {e["step_run_id"] for e in events} == {train.id}
+    up = project.metadata.lineage("models:/fails/1", direction="up")
+    assert any(n.kind == "step_run" and n.id == train.id for n in up.nodes.values())

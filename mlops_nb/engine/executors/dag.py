@@ -406,7 +406,15 @@ class GraphRun:
             error = f"step {step.name!r}: " + (executed.error or "the kernel died (out of memory or os._exit)")
         else:
             error = executed.error or "the step did not report a result"
-        self._ends.append(((item, executed, "failed"), {"error": error}))
+        touched = {}
+        if executed.result and executed.result.get("failed"):  # what the body did to other stores before failing
+            result = executed.result
+            touched = {
+                "outputs": {k: ArtifactRef.from_dict(v) for k, v in result["outputs"].items()},
+                "inputs": {k: ArtifactRef.from_dict(v) for k, v in result["inputs"].items()},
+                "model_events": result.get("model_events"),
+            }
+        self._ends.append(((item, executed, "failed"), {"error": error, **touched}))
         if item.attempt <= self._retries(step):
             self._say(f"  {step.name}: failed ({error}); retrying")
             self.bar.advance(-1)

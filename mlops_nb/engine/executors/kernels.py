@@ -263,6 +263,14 @@ class Lane(threading.Thread):
             except CellExecutionError as exc:
                 executed.status, executed.ename = "failed", exc.ename
                 executed.error = f"{exc.ename}: {exc.evalue}"
+                on_error = getattr(job.cells, "on_error", None)
+                if on_error:  # what the body did before failing, reported by the kernel that still holds it
+                    step_nb.cells.append(code_cell(on_error))
+                    client.allow_errors = True
+                    try:
+                        client.execute_cell(step_nb.cells[-1], len(step_nb.cells) - 1)
+                    except Exception:  # noqa: BLE001 - the step's own error is what gets reported
+                        pass
             finally:
                 client.nb, client.allow_errors, client.timeout = preamble, True, None
         executed.ended_at = utcnow()

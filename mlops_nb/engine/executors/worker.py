@@ -61,11 +61,40 @@ def finish(spec: dict[str, Any], namespace: dict) -> dict:
     return result
 
 
-def step_cells(spec: dict[str, Any], body: str) -> list[str]:
-    """The three cells that run one step in a warm kernel."""
+def salvage(spec: dict[str, Any]) -> dict:
+    """After the body failed: display what it did to other stores before failing (a registered model version, a
+    feature segment, registry events), so that the driver records it with the failed step run."""
+    from IPython.display import display
+
+    from ...core import hooks
+
+    touched = hooks.end_step() or hooks.ActiveStep(spec["step"])
+    result = {
+        "failed": True,
+        "outputs": {k: v.to_dict() for k, v in touched.outputs.items()},
+        "inputs": {k: v.to_dict() for k, v in touched.inputs.items()},
+        "model_events": touched.events,
+    }
+    display({RESULT_MIME: result, "text/plain": f"{spec['step']}: what it touched before failing"}, raw=True)
+    return result
+
+
+class StepCells(list):
+    """The cells that run one step in a warm kernel (load the inputs, the body, store the outputs), with
+    ``on_error``: the cell a kernel runs instead of the rest when the body fails (:func:`salvage`)."""
+
+    on_error: str | None = None
+
+
+def step_cells(spec: dict[str, Any], body: str) -> StepCells:
+    """The three cells that run one step in a warm kernel, and the one that runs if its body fails."""
     encoded = json.dumps(spec)
-    return [
-        f"import json as _json\nfrom {__name__} import load_inputs\nload_inputs(_json.loads({encoded!r}), globals())",
-        body,
-        f"from {__name__} import finish\nfinish(_json.loads({encoded!r}), globals());",
-    ]
+    cells = StepCells(
+        [
+            f"import json as _json\nfrom {__name__} import load_inputs\nload_inputs(_json.loads({encoded!r}), globals())",
+            body,
+            f"from {__name__} import finish\nfinish(_json.loads({encoded!r}), globals());",
+        ]
+    )
+    cells.on_error = f"from {__name__} import salvage\nsalvage(_json.loads({encoded!r}));"
+    return cells

@@ -100,24 +100,15 @@ def end_step() -> ActiveStep | None:
 
 
 class track:  # noqa: N801 - used as a context manager, like contextlib's
-    """``with track(step, run_id, read, project, namespace) as touched:`` makes ``step`` the running step while
-    the block runs (see :func:`begin_step`)."""
+    """``with track(step, ...) as touched:`` makes ``step`` the running step while the block runs; it takes what
+    :func:`begin_step` takes."""
 
-    def __init__(
-        self,
-        step: str,
-        run_id: str | None = None,
-        read: dict[str, ArtifactRef] | None = None,
-        project: Any = None,
-        namespace: dict | None = None,
-        sources: dict[str, str] | None = None,
-    ):
-        self.step, self.run_id, self.read, self.project, self.namespace = step, run_id, read, project, namespace
-        self.sources = sources
-        self.touched = ActiveStep(step, run_id)
+    def __init__(self, step: str, *args: Any, **kwargs: Any):
+        self.step, self.args, self.kwargs = step, args, kwargs
+        self.touched = ActiveStep(step)
 
     def __enter__(self) -> ActiveStep:
-        self.touched = begin_step(self.step, self.run_id, self.read, self.project, self.namespace, self.sources)
+        self.touched = begin_step(self.step, *self.args, **self.kwargs)
         return self.touched
 
     def __exit__(self, *exc: object) -> None:

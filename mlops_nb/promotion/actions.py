@@ -15,7 +15,7 @@ from ..core import hooks
 from ..exceptions import MlopsError, ModelNotFoundError, PromotionRefused, RegistryError
 from ..store.registry import ModelVersion, check_alias, check_model_name
 from . import gates as gate_rules
-from .events import holders, new_event, person, read_history, tag_of
+from .events import events_of, holders, new_event, person, read_history, tag_of
 
 
 @dataclass
@@ -255,14 +255,15 @@ def _check_caller(trigger: str, by: str | None, note: Any = "") -> str:
 
 def _pending_from(candidate: ModelVersion) -> int | None:
     """The version that held the alias when the candidate passed its gates and became pending."""
-    from .events import events_of
-
     pending = sorted((e for e in events_of(candidate) if e["action"] == "pending"), key=lambda e: e.get("at") or "")
     moved = pending[-1].get("from") if pending else None
     return int(moved) if moved is not None else None
 
 
-def _pending(registry, name: str, version, verb: str) -> ModelVersion:
+def _pending(name: str, version, verb: str, project) -> tuple[Any, ModelVersion, str, int | None]:
+    """The registry, a version waiting for approval, the alias it waits for and that alias's holder now; a
+    one-line error when the version is not pending."""
+    registry = project.registry
     candidate = registry.version(name, version)
     if candidate.approval != "pending":
         state = candidate.approval or "never asked for"
@@ -270,7 +271,9 @@ def _pending(registry, name: str, version, verb: str) -> ModelVersion:
             f"cannot {verb} {name} v{candidate.version}: it is not waiting for approval (approval: {state}); "
             f"`mlops-nb models show {name}` lists the pending versions"
         )
-    return candidate
+    alias = candidate.tags.get("approval.alias") or "champion"
+    current = registry.alias_holder(name, alias)
+    return registry, candidate, alias, current.version if current is not None else None
 
 
 def approve(
@@ -284,11 +287,7 @@ def approve(
     check_model_name(name)
     note = _check_caller(trigger, by, note)
     project = _project(project)
-    registry = project.registry
-    candidate = _pending(registry, name, version, "approve")
-    alias = candidate.tags.get("approval.alias") or "champion"
-    current = registry.alias_holder(name, alias)
-    previous = current.version if current is not None else None
+    registry, candidate, alias, previous = _pending(name, version, "approve", project)
     checked_against = _pending_from(candidate)
     if previous not in (checked_against, candidate.version):
         was = f"v{checked_against}" if checked_against is not None else "nobody"
@@ -321,11 +320,7 @@ def reject(
     check_model_name(name)
     note = _check_caller(trigger, by, note)
     project = _project(project)
-    registry = project.registry
-    candidate = _pending(registry, name, version, "reject")
-    alias = candidate.tags.get("approval.alias") or "champion"
-    current = registry.alias_holder(name, alias)
-    previous = current.version if current is not None else None
+    registry, candidate, alias, previous = _pending(name, version, "reject", project)
     with _Action(project, candidate, alias, "reject", trigger, {"note": note}) as action:
         event = action.event("reject", candidate, note=note, by=by)
         state = {"approval": "rejected", "approval.by": event["by"], "approval.note": note}

@@ -101,19 +101,9 @@ def _run_info(project, active) -> dict:
     if not active.run_id:
         return {}
     try:
-        run = project.metadata.get_run(active.run_id)
-        data = project.metadata.upstream_data(active.read, active.sources)
+        return project.metadata.step_context(active.run_id, active.read, active.sources)
     except MlopsError:  # a run this process cannot read (another store) leaves only its id
         return {}
-    return {
-        "pipeline": run.pipeline,
-        "notebook": run.notebook,
-        "notebook_hash": run.notebook_hash,
-        "git_commit": run.git_commit,
-        "params": run.params,
-        "metrics": run.metrics,
-        "data": data,
-    }
 
 
 def _json_tag(values: dict[str, str]) -> str:

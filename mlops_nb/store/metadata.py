@@ -1367,6 +1367,23 @@ class MetadataStore:
                     found.setdefault(node.label.split(" (")[0], node.id)
         return dict(sorted(found.items()))
 
+    def step_context(self, run_id: str, inputs: dict[str, ArtifactRef], sources: dict[str, str]) -> dict:
+        """What a model registered in a step of ``run_id`` is tagged with: the run's ``pipeline``, ``notebook``,
+        ``notebook_hash``, ``git_commit``, ``params``, ``metrics``, and the step's upstream ``data`` (see
+        :meth:`upstream_data`), read on one connection."""
+        with self.batch():
+            run = self.get_run(run_id)
+            data = self.upstream_data(inputs, sources)
+        return {
+            "pipeline": run.pipeline,
+            "notebook": run.notebook,
+            "notebook_hash": run.notebook_hash,
+            "git_commit": run.git_commit,
+            "params": run.params,
+            "metrics": run.metrics,
+            "data": data,
+        }
+
     def resolve_node(self, node: str) -> tuple[str, str]:
         """``("artifact", hash)`` or ``("step_run", id)`` for a lineage node as people name it: an artifact hash or
         prefix, ``RUN.N``, ``RUN/STEP`` (``latest/train``), or an output name (its latest artifact)."""

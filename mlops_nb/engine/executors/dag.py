@@ -317,7 +317,7 @@ class GraphRun:
             "sources": self._sources(step),
         }
         if "register_model" in step.source:  # what the registry tags a version with, read here: kernels read no store
-            spec["run"] = self._run_info(step, decision, spec["sources"])
+            spec["run"] = self.store.step_context(self.run_id, dict(decision.inputs), spec["sources"])
         start: Future = Future()  # the step run's id, set once its start is committed (see _commit)
         self._launches.append((_Running(step, start, attempt, decision), delay, step_cells(spec, step.source)))
 
@@ -331,21 +331,6 @@ class GraphRun:
             if producer is not None:
                 found[name] = producer
         return found
-
-    def _run_info(self, step: Step, decision: Decision, sources: dict[str, str]) -> dict:
-        """The run's fields and the step's upstream data, for a step that registers a model (see
-        :class:`~mlops_nb.core.hooks.ActiveStep`)."""
-        run = self.store.get_run(self.run_id)
-        inputs = dict(decision.inputs)  # its --reads files too
-        return {
-            "pipeline": run.pipeline,
-            "notebook": run.notebook,
-            "notebook_hash": run.notebook_hash,
-            "git_commit": run.git_commit,
-            "params": run.params,
-            "metrics": run.metrics,
-            "data": self.store.upstream_data(inputs, sources),
-        }
 
     def _retries(self, step: Step) -> int:
         return max(step.retries, self.retries)

@@ -57,7 +57,10 @@ __all__ = [
     "UnsupportedArtifactError",
     "__version__",
     "approve",
+    "build",
+    "deploy",
     "load_ipython_extension",
+    "log_labels",
     "load_model",
     "model_history",
     "promote",
@@ -65,6 +68,7 @@ __all__ = [
     "reject",
     "rollback",
     "run",
+    "score",
 ]
 
 _LAZY = {
@@ -85,6 +89,10 @@ _LAZY = {
     "rollback": "promotion",
     "load_model": "promotion",
     "model_history": "promotion",
+    "build": "serving",
+    "deploy": "serving",
+    "log_labels": "serving",
+    "score": "serving",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .project import Project
     from .promotion import approve, load_model, promote, register_model, reject, rollback
     from .promotion import history as model_history
+    from .serving import build, deploy, log_labels, score
     from .store.artifacts import ArtifactStore
     from .store.features import FeatureStore
     from .store.lineage import LineageGraph
@@ -122,7 +131,13 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mlops_nb' has no attribute {name!r}")
-    if name in ("run", "register_model"):  # API users see progress bars as the command line's do
+    if name in (
+        "run",
+        "register_model",
+        "build",
+        "deploy",
+        "score",
+    ):  # API users see progress bars as the command line's do
         from .ui.progress import install
 
         install()

@@ -119,6 +119,20 @@ class PromotionRefused(RegistryError):
         self.checks = list(checks or [])
 
 
+class ServingError(MlopsError):
+    """An app bundle, a scoring server, a deployment or the prediction log cannot do what was asked: a tampered
+    bundle, a port in use, a request that does not match the model's signature, an unknown request id."""
+
+
+class BundleError(ServingError):
+    """An app bundle is missing, incomplete or does not match its hash (changed since it was built)."""
+
+
+class DeployError(ServingError):
+    """A deployment step failed (the new version did not start, answer its health check or pass its smoke test);
+    traffic stayed with the version that served before."""
+
+
 class PipelineError(MlopsError):
     """The notebook is not a valid pipeline; ``problems`` lists every problem, one line each."""
 

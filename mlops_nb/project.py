@@ -41,6 +41,7 @@ class Project:
         self._metadata = None
         self._features = None
         self._registry = None
+        self._predictions = None
 
     def __repr__(self) -> str:
         return f"Project({str(self.home)!r})"
@@ -190,6 +191,18 @@ class Project:
                 create_folder=embedded,
             )
         return self._registry
+
+    @property
+    def predictions(self):
+        """The project's prediction log (:class:`~mlops_nb.store.predictions.PredictionLog` at
+        ``.mlops/predictions``)."""
+        if self._predictions is None:
+            from .store.predictions import PredictionLog
+
+            self._predictions = PredictionLog(
+                self.predictions_dir, self.settings.prediction_retention_days, self.settings.lock_timeout
+            )
+        return self._predictions
 
     def artifact_source(self, kind: str):
         """The store holding artifacts of ``kind`` outside the artifact store (a

@@ -119,6 +119,12 @@ SETTINGS: dict[str, Setting] = {
             "upgrade re-runs the steps; false leaves them out (for environments pinned another way)",
         ),
         Setting(
+            "prediction_retention_days",
+            _positive_float,
+            90.0,
+            "days of prediction log that `mlops-nb labels --compact` (PredictionLog.compact) keeps",
+        ),
+        Setting(
             "fork_kernels",
             _bool,
             True,

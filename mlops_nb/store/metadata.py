@@ -540,9 +540,12 @@ class MetadataStore:
         started_at: datetime | None = None,
         executor: str = "api",
         model_events: list[dict] | None = None,
+        steps: list[dict[str, Any]] | None = None,
     ) -> str:
-        """Record a run that is already over (a promotion: a few registry calls) in one transaction, with the model
-        registry events it did; return its id. Not for pipelines: those are created, then finished.
+        """Record a run that is already over (a promotion: a few registry calls; a build) in one transaction, with
+        the model registry events it did and its step runs (records as :meth:`record_steps` takes them: a build's
+        step reads a model version and outputs a bundle); return its id. Not for pipelines: those are created, then
+        finished.
 
         Its ``params`` describe it (model, version, alias, action) and are kept with the run only, not in the
         ``params`` table that ``list_runs(params=...)`` filters on: each table a write touches costs a DuckDB
@@ -552,6 +555,7 @@ class MetadataStore:
         if kind == "pipeline":
             raise StoreError("a pipeline run is created with create_run and ended with finish_run")
         run_id = run_id or new_run_id()
+        self._check_steps(steps or [])
         now = utcnow()
         with self._connect(write=True) as con:
             self._insert_run(
@@ -559,6 +563,8 @@ class MetadataStore:
                 (None, None), started_at or now, status=status, ended_at=now, error=error, params_table=False,
             )  # fmt: skip
             self._insert_model_events(con, model_events, run_id, None)
+            if steps:
+                self._insert_steps(con, run_id, steps)
         return run_id
 
     @staticmethod
@@ -850,9 +856,8 @@ class MetadataStore:
         """
         return self.record_steps(run_id, [{"step": step, "status": status, **kwargs}])[0]
 
-    def record_steps(self, run_id: str, records: list[dict[str, Any]]) -> list[str]:
-        """Record several finished step runs of one run in one transaction (see :meth:`record_step`)."""
-        allowed = {
+    _STEP_KEYS = frozenset(
+        {
             "step",
             "status",
             "why",
@@ -868,57 +873,67 @@ class MetadataStore:
             "started_at",
             "ended_at",
         }
+    )
+
+    def _check_steps(self, records: list[dict[str, Any]]) -> None:
         for record in records:
-            unknown = set(record) - allowed
+            unknown = set(record) - self._STEP_KEYS
             if unknown:
                 raise TypeError(f"record_steps() got unexpected keys {sorted(unknown)}")
             self._check_status(record["status"], STATUSES)
-        now = utcnow()
+
+    def record_steps(self, run_id: str, records: list[dict[str, Any]]) -> list[str]:
+        """Record several finished step runs of one run in one transaction (see :meth:`record_step`)."""
+        self._check_steps(records)
         with self._connect(write=True) as con:
             if not con.execute("SELECT count(*) FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]:
                 raise NotFoundError(f"run {run_id} does not exist; create it with create_run() first")
-            n = con.execute("SELECT count(*) FROM step_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
-            ids = [f"{run_id}.{n + i + 1}" for i in range(len(records))]
-            rows, refs, events = [], [], []
-            for step_run_id, r in zip(ids, records, strict=True):
-                parts = r.get("key_parts")
-                rows.append(
-                    [
-                        step_run_id,
-                        run_id,
-                        r["step"],
-                        r["status"],
-                        r.get("why"),
-                        r.get("cache_key"),
-                        r.get("cached_from"),
-                        r.get("started_at") or now,
-                        r.get("ended_at") or now,
-                        r.get("error"),
-                        r.get("cell_index"),
-                        r.get("attempt", 1),
-                        json.dumps(parts, sort_keys=True) if parts is not None else None,
-                    ]
-                )
-                out = "reuse" if r["status"] == "cached" else "out"
-                sources = r.get("sources") or {}
-                for direction, group in (("in", r.get("inputs") or {}), (out, r.get("outputs") or {})):
-                    for name, ref in group.items():
-                        refs.append(ref)
-                        source = sources.get(name) if direction == "in" else None
-                        events.append((step_run_id, ref.hash, direction, name, source))
-            # one statement, with seq numbers reserved first so that they follow the records' order
-            if rows:
-                seqs = sorted(
-                    r[0] for r in con.execute("SELECT nextval('step_run_seq') FROM range(?)", [len(rows)]).fetchall()
-                )
-                con.execute(
-                    "INSERT INTO step_runs (seq, id, run_id, step, status, why, cache_key, cached_from, started_at, "
-                    "ended_at, error, cell_index, attempt, key_parts) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
-                    [v for seq, row in zip(seqs, rows, strict=True) for v in (seq, *row)],
-                )
-            self._record_artifacts(con, refs)
-            self._insert_events(con, events)
+            return self._insert_steps(con, run_id, records)
+
+    def _insert_steps(self, con, run_id: str, records: list[dict[str, Any]]) -> list[str]:
+        now = utcnow()
+        n = con.execute("SELECT count(*) FROM step_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        ids = [f"{run_id}.{n + i + 1}" for i in range(len(records))]
+        rows, refs, events = [], [], []
+        for step_run_id, r in zip(ids, records, strict=True):
+            parts = r.get("key_parts")
+            rows.append(
+                [
+                    step_run_id,
+                    run_id,
+                    r["step"],
+                    r["status"],
+                    r.get("why"),
+                    r.get("cache_key"),
+                    r.get("cached_from"),
+                    r.get("started_at") or now,
+                    r.get("ended_at") or now,
+                    r.get("error"),
+                    r.get("cell_index"),
+                    r.get("attempt", 1),
+                    json.dumps(parts, sort_keys=True) if parts is not None else None,
+                ]
+            )
+            out = "reuse" if r["status"] == "cached" else "out"
+            sources = r.get("sources") or {}
+            for direction, group in (("in", r.get("inputs") or {}), (out, r.get("outputs") or {})):
+                for name, ref in group.items():
+                    refs.append(ref)
+                    source = sources.get(name) if direction == "in" else None
+                    events.append((step_run_id, ref.hash, direction, name, source))
+        # one statement, with seq numbers reserved first so that they follow the records' order
+        if rows:
+            seqs = sorted(
+                r[0] for r in con.execute("SELECT nextval('step_run_seq') FROM range(?)", [len(rows)]).fetchall()
+            )
+            con.execute(
+                "INSERT INTO step_runs (seq, id, run_id, step, status, why, cache_key, cached_from, started_at, "
+                "ended_at, error, cell_index, attempt, key_parts) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
+                [v for seq, row in zip(seqs, rows, strict=True) for v in (seq, *row)],
+            )
+        self._record_artifacts(con, refs)
+        self._insert_events(con, events)
         return ids
 
     def finish_run(

@@ -42,6 +42,8 @@ def _quiet() -> Iterator[None]:
     import mlflow  # noqa: F401 - importing it configures its loggers: quieten them after that
 
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a download's bar would break ours
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in _QUIET_LOGGERS:
@@ -51,6 +53,10 @@ def _quiet() -> Iterator[None]:
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+            if bar is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
 
 
 def flavor_of(model: Any) -> str:
@@ -511,6 +517,47 @@ class MlflowRegistry(ModelRegistry):
             from mlflow import pyfunc
 
             return self._load(lambda: pyfunc.load_model(uri), uri)
+
+    def describe(self, name: str, version: int) -> dict[str, Any]:
+        """What an app built from a version needs to know of it, as MLflow holds it: ``signature`` (``inputs`` and
+        ``outputs``, lists of ``{"name", "type"}``), ``input_example`` (``{"columns", "data"}``, or None),
+        ``expected`` (what ``mlflow.pyfunc`` predicts for that example: a smoke test's answer), ``model_uuid`` and
+        ``utc_time_created``."""
+        import tempfile
+
+        found = self.version(name, version)
+        uri = f"models:/{name}/{found.version}"
+        with _quiet(), self._fluent(), tempfile.TemporaryDirectory(prefix="mlops_nb-model-") as tmp:
+            from mlflow import artifacts, pyfunc
+            from mlflow.models import Model
+
+            local = self._call("download the model", lambda: artifacts.download_artifacts(uri, dst_path=tmp), name)
+            card = Model.load(local)
+            signature = card.signature.to_dict() if card.signature is not None else {}
+            example = None
+            try:
+                frame = card.load_input_example(local)
+            except Exception:  # noqa: BLE001 - an example MLflow cannot read back is treated as none
+                frame = None
+            expected = None
+            if frame is not None:
+                import pandas as pd
+
+                frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+                example = json.loads(frame.to_json(orient="split", index=False, date_format="iso"))
+                model = self._load(lambda: pyfunc.load_model(local), uri)
+                predicted = model.predict(frame)
+                expected = json.loads(
+                    pd.Series(list(getattr(predicted, "tolist", lambda: predicted)())).to_json(orient="values")
+                )
+        return {
+            "signature": {k: json.loads(v) if isinstance(v, str) else v for k, v in signature.items() if v},
+            "input_example": example,
+            "expected": expected,
+            "model_uuid": card.model_uuid,
+            "utc_time_created": card.utc_time_created,
+            "flavors": sorted(card.flavors),
+        }
 
     def _load(self, function: Callable[[], Any], uri: str) -> Any:
         """Load a model; what fails (a missing artifact, a module the model needs) is one line naming it."""

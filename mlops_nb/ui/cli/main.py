@@ -241,11 +241,15 @@ def lineage(
 
     NODE is an artifact hash (or its first 6+ characters), a step run id (RUN.N), RUN/STEP, the name of a
     step's output (its latest artifact: mlops-nb lineage model), or a registered model version
-    (models:/NAME/VERSION or models:/NAME@ALIAS).
+    (models:/NAME/VERSION or models:/NAME@ALIAS), an app bundle's hash, or a logged prediction (request:ID).
 
     Example: mlops-nb lineage latest/train --direction up
     """
-    if node.startswith("models:/"):
+    if node.startswith("request:"):
+        from ...serving.batch import request_lineage
+
+        graph = request_lineage(node[len("request:") :], direction=direction, depth=depth, project=_project(ctx))
+    elif node.startswith("models:/"):
         graph = _model_lineage(ctx, node, direction, depth)
     else:
         graph = _store(ctx).lineage(node, direction=direction, depth=depth)
@@ -468,9 +472,16 @@ def demo(ctx: click.Context, folder: Path | None) -> None:
 
 from .features import features as _features  # noqa: E402 - the groups live in modules of their own
 from .models import models as _models  # noqa: E402
+from .serving import build as _build  # noqa: E402
+from .serving import deploy as _deploy  # noqa: E402
+from .serving import labels as _labels  # noqa: E402
+from .serving import score as _score  # noqa: E402
+from .serving import serve as _serve  # noqa: E402
 
 cli.add_command(_features)
 cli.add_command(_models)
+for _command in (_build, _serve, _score, _labels, _deploy):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,604 @@
+"""The deployment supervisor: a router on the stable address, the scoring servers behind it, and their rollout.
+
+One supervisor process per deployed model (``python -m mlops_nb.serving.router``, started detached by
+:func:`mlops_nb.serving.rollout.deploy`, so it outlives the command that started it). It listens on two ports of
+127.0.0.1 (unless told another host): the *stable address* that clients call, and a *control* port for the
+``mlops-nb deploy`` commands. Its pid, ports and versions are in ``.mlops/deployments/<model>.json``.
+
+A rollout (``POST /deploy`` on the control port): start a server from the bundle on a free port; wait for its
+``/health``; smoke-test it with the bundle's input example against the predictions MLflow gave for it; switch the
+stable address to it (or, with a canary share, send that share of the traffic to it for the watch window first);
+watch its errors and latency for the window; drain the old server (its in-flight requests finish) and stop it
+with SIGTERM (its prediction log is flushed). Any failed step stops the new server and leaves traffic where it
+was, with a one-line reason. Every rollout is a recorded run of kind ``deploy``.
+
+With ``--watch ALIAS`` the supervisor follows the alias: when it moves, the new version is built (in a child
+process) and rolled out, so an approval in the registry reaches production by itself. A rollback pins the
+previous version until the alias moves again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+
+_FORWARD_REQUEST = ("content-type", "x-request-id", "accept")
+_FORWARD_RESPONSE = ("content-type", "x-request-id")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Backend:
+    """One scoring server behind the router."""
+
+    version: int
+    bundle: str
+    path: str
+    port: int
+    process: asyncio.subprocess.Process | None = None
+    log: str = ""
+    started: float = field(default_factory=time.time)
+    inflight: int = 0
+    requests: int = 0
+    errors: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=5000))
+
+    @property
+    def url(self) -> str:
+        """Where it listens."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict for the status."""
+        ordered = sorted(self.latencies)
+        p50 = ordered[len(ordered) // 2] if ordered else None
+        return {
+            "version": self.version,
+            "bundle": self.bundle,
+            "path": self.path,
+            "port": self.port,
+            "pid": self.process.pid if self.process else None,
+            "requests": self.requests,
+            "errors": self.errors,
+            "inflight": self.inflight,
+            "p50_ms": round(p50 * 1000, 3) if p50 is not None else None,
+            "log": self.log,
+        }
+
+
+class RolloutFailed(Exception):
+    """A rollout step failed; the message is the one-line reason."""
+
+
+class Supervisor:
+    """The router and the servers of one deployed model (see the module docstring)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.name: str = args.name
+        self.home = Path(args.home)
+        self.state_path = Path(args.state)
+        self.logs = self.state_path.parent / self.name
+        self.stable: Backend | None = None
+        self.canary: Backend | None = None
+        self.canary_share = 0.0
+        self.history: list[dict[str, Any]] = []  # the bundles served before, newest last (for rollback)
+        self.pinned_from: int | None = None  # the alias' version when a rollback pinned another
+        self.watch_alias: str | None = args.watch
+        self.lock = asyncio.Lock()
+        self.session: ClientSession | None = None
+        self.stopping = asyncio.Event()
+        self.control_port = 0
+        self.last: dict[str, Any] = {}
+        self._project = None
+
+    # routing ----------------------------------------------------------------------------------------------------
+    def pick(self) -> tuple[Backend | None, str]:
+        """The backend for the next request, and its variant."""
+        if self.canary is not None and random.random() < self.canary_share:
+            return self.canary, "canary"
+        return self.stable, "stable"
+
+    async def route(self, request: web.Request) -> web.StreamResponse:
+        """Forward one request to a backend and its answer back."""
+        backend, variant = self.pick()
+        if backend is None:
+            return web.json_response(
+                {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"no version of {self.name} is deployed yet"},
+                status=503,
+            )
+        body = await request.read()
+        headers = {k: v for k in _FORWARD_REQUEST if (v := request.headers.get(k)) is not None}
+        headers["x-mlops-variant"] = variant
+        start = time.perf_counter()
+        backend.inflight += 1
+        try:
+            async with self.session.request(
+                request.method, backend.url + request.rel_url.path_qs, data=body, headers=headers
+            ) as answer:
+                data = await answer.read()
+                status = answer.status
+                out = {k: v for k in _FORWARD_RESPONSE if (v := answer.headers.get(k)) is not None}
+        except (TimeoutError, ClientError, OSError) as exc:
+            backend.errors += 1
+            return web.json_response(
+                {"error_code": "BAD_GATEWAY", "message": f"version {backend.version} did not answer: {exc}"},
+                status=502,
+            )
+        finally:
+            backend.inflight -= 1
+            backend.requests += 1
+            backend.latencies.append(time.perf_counter() - start)
+        if status >= 500:
+            backend.errors += 1
+        out["x-mlops-version"] = str(backend.version)
+        return web.Response(body=data, status=status, headers=out)
+
+    # servers ----------------------------------------------------------------------------------------------------
+    async def start_server(self, spec: dict[str, Any]) -> Backend:
+        """Start a scoring server from a bundle on a free port and wait until it answers ``/health``."""
+        port = free_port()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"v{spec['version']}-{port}.log"
+        command = [
+            sys.executable,
+            str(Path(spec["path"]) / "app" / "serve.py"),
+            spec["path"],
+            "--port",
+            str(port),
+            "--predictions",
+            self.args.predictions,
+            "--alias",
+            spec.get("alias") or "",
+            "--workers",
+            str(self.args.workers),
+        ]
+        if self.args.features:
+            command += ["--features", self.args.features]
+        with open(log, "ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        backend = Backend(spec["version"], spec["bundle"], spec["path"], port, process, str(log))
+        deadline = time.monotonic() + self.args.start_timeout
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise RolloutFailed(
+                    f"version {backend.version} crashed on start (exit {process.returncode}): {_last_line(log)}"
+                )
+            try:
+                async with self.session.get(backend.url + "/health", timeout=ClientTimeout(total=2)) as answer:
+                    if answer.status == 200:
+                        health = await answer.json()
+                        if health.get("bundle") != spec["bundle"]:
+                            raise RolloutFailed(f"port {port} answers with another bundle; try again")
+                        return backend
+            except (TimeoutError, ClientError, OSError):
+                pass
+            await asyncio.sleep(0.05)
+        await self.stop_server(backend)
+        raise RolloutFailed(f"version {backend.version} did not answer /health within {self.args.start_timeout:.0f} s")
+
+    async def smoke_test(self, backend: Backend, manifest: dict[str, Any]) -> None:
+        """The bundle's input example must get the predictions MLflow gave for it."""
+        example, expected = manifest.get("input_example"), manifest.get("expected")
+        if not example or expected is None:
+            return
+        try:
+            async with self.session.post(
+                backend.url + "/invocations",
+                json={"dataframe_split": example},
+                headers={"x-mlops-variant": "smoke"},
+                timeout=ClientTimeout(total=30),
+            ) as answer:
+                data = await answer.json(content_type=None)
+        except (TimeoutError, ClientError, OSError, ValueError) as exc:
+            raise RolloutFailed(f"version {backend.version} failed its smoke test: {exc}") from None
+        got = data.get("predictions") if isinstance(data, dict) else None
+        if answer.status != 200 or not _same(got, expected):
+            detail = data.get("message") if isinstance(data, dict) and "message" in data else f"answered {got}"
+            raise RolloutFailed(
+                f"version {backend.version} failed its smoke test: {detail}, where MLflow's model gives {expected}"
+            )
+
+    async def stop_server(self, backend: Backend | None, drain: float = 30.0) -> None:
+        """Wait for a server's in-flight requests (up to ``drain`` seconds), then SIGTERM it (its log is flushed)."""
+        if backend is None or backend.process is None:
+            return
+        deadline = time.monotonic() + drain
+        while backend.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if backend.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                backend.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(backend.process.wait(), 20)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    backend.process.kill()
+                await backend.process.wait()
+
+    async def watch_window(self, backend: Backend, seconds: float, baseline: Backend | None) -> None:
+        """Fail when the new backend errs on more than 1% of its requests (and at least once), or its median
+        latency is over 3x the old one's and over 50 ms, during the window."""
+        start_requests, start_errors = backend.requests, backend.errors
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, seconds))
+            if backend.process is not None and backend.process.returncode is not None:
+                raise RolloutFailed(
+                    f"version {backend.version} exited during the watch window: {_last_line(backend.log)}"
+                )
+            requests = backend.requests - start_requests
+            errors = backend.errors - start_errors
+            if errors >= 1 and errors > 0.01 * requests:
+                raise RolloutFailed(
+                    f"version {backend.version} failed {errors} of {requests} requests in the watch window"
+                )
+        new_p50 = _median(backend.latencies)
+        old_p50 = _median(baseline.latencies) if baseline is not None else None
+        if new_p50 is not None and old_p50 is not None and new_p50 > 3 * old_p50 and new_p50 > 0.05:
+            raise RolloutFailed(
+                f"version {backend.version}'s median latency {new_p50 * 1000:.0f} ms is over 3x version "
+                f"{baseline.version}'s {old_p50 * 1000:.0f} ms"
+            )
+
+    # rollout ----------------------------------------------------------------------------------------------------
+    async def rollout(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Deploy one bundle (see the module docstring); the result says what happened."""
+        async with self.lock:
+            started = time.time()
+            timings: dict[str, float] = {}
+            previous = self.stable
+            canary = float(spec.get("canary") or 0.0)
+            window = float(spec.get("window") if spec.get("window") is not None else self.args.window)
+            manifest = json.loads((Path(spec["path"]) / "manifest.json").read_text(encoding="utf-8"))
+            if previous is not None and previous.bundle == spec["bundle"] and not spec.get("force"):
+                result = self._result(spec, "unchanged", started, timings, previous, None)
+                return result
+            new = None
+            try:
+                mark = time.perf_counter()
+                new = await self.start_server(spec)
+                timings["start"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                await self.smoke_test(new, manifest)
+                timings["smoke"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                if canary > 0 and previous is not None:
+                    self.canary, self.canary_share = new, canary / 100.0
+                    await self.watch_window(new, window, previous)
+                    self.stable, self.canary, self.canary_share = new, None, 0.0
+                else:
+                    self.stable = new
+                    await self.watch_window(new, window, previous)
+                timings["watch"] = time.perf_counter() - mark
+            except RolloutFailed as failed:
+                if self.canary is new:
+                    self.canary, self.canary_share = None, 0.0
+                if self.stable is new:
+                    self.stable = previous
+                if new is not None:
+                    await self.stop_server(new)
+                result = self._result(spec, "rolled_back", started, timings, previous, str(failed))
+                await self._record(spec, result)
+                return result
+            mark = time.perf_counter()
+            if previous is not None:
+                self.history.append(
+                    {
+                        "version": previous.version,
+                        "bundle": previous.bundle,
+                        "path": previous.path,
+                        "alias": spec.get("alias"),
+                    }  # fmt: skip
+                )
+                await self.stop_server(previous)
+            timings["drain"] = time.perf_counter() - mark
+            self.pinned_from = spec.get("pinned_from") if spec.get("pin") else None
+            result = self._result(spec, "deployed", started, timings, previous, None)
+            self.write_state()
+            await self._record(spec, result)
+            return result
+
+    def _result(self, spec, outcome, started, timings, previous, reason) -> dict[str, Any]:
+        result = {
+            "name": self.name,
+            "outcome": outcome,
+            "version": spec["version"],
+            "bundle": spec["bundle"],
+            "previous": previous.version if previous is not None else None,
+            "serving": self.stable.version if self.stable is not None else None,
+            "url": f"http://{self.args.host}:{self.args.port}",
+            "reason": reason,
+            "canary": spec.get("canary"),
+            "trigger": spec.get("trigger", "api"),
+            "started": started,
+            "seconds": round(time.time() - started, 3),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        self.last = result
+        return result
+
+    async def _record(self, spec: dict[str, Any], result: dict[str, Any]) -> None:
+        """The rollout as a run of kind ``deploy`` (its step reads the bundle)."""
+
+        def record() -> str:
+            from ..core.records import ArtifactRef
+            from ..project import Project
+
+            if self._project is None:
+                self._project = Project(self.home)
+            ref = ArtifactRef(spec["bundle"], "bundle", name=f"bundle {self.name} v{spec['version']}",
+                              summary=f"app bundle {self.name} v{spec['version']}", uri=Path(spec["path"]).as_uri())  # fmt: skip
+            from datetime import UTC, datetime
+
+            status = "succeeded" if result["outcome"] in ("deployed", "unchanged") else "failed"
+            began = datetime.fromtimestamp(result["started"], UTC).replace(tzinfo=None)
+            params = {k: result[k] for k in ("name", "version", "bundle", "previous", "outcome", "url", "canary")}
+            params["timings"] = result["timings"]
+            return self._project.metadata.record_run(
+                kind="deploy",
+                status=status,
+                trigger=spec.get("trigger", "api"),
+                fired_by=spec.get("fired_by"),
+                params=params,
+                error=result["reason"],
+                started_at=began,
+                steps=[
+                    {
+                        "step": "deploy",
+                        "status": status,
+                        "inputs": {"bundle": ref},
+                        "error": result["reason"],
+                        "started_at": began,
+                    }
+                ],  # fmt: skip
+            )
+
+        try:
+            result["run_id"] = await asyncio.to_thread(record)
+        except Exception as exc:  # noqa: BLE001 - a busy store must not undo a rollout; the reason is kept
+            result["run_id"] = None
+            result["record_error"] = str(exc)
+
+    async def rollback(self) -> dict[str, Any]:
+        """Deploy the version served before the current one, pinned until the alias moves again."""
+        if not self.history:
+            return {
+                "name": self.name,
+                "outcome": "refused",
+                "reason": f"{self.name} has no earlier version to roll back to",
+            }
+        spec = dict(self.history[-1])
+        alias_version = await asyncio.to_thread(self._alias_version)
+        spec.update(trigger="cli", pin=True, pinned_from=alias_version, fired_by="rollback", window=0)
+        result = await self.rollout(spec)
+        if result["outcome"] == "deployed":
+            self.history = self.history[:-2] if len(self.history) >= 2 else []
+            self.write_state()
+        return result
+
+    # watching the alias ------------------------------------------------------------------------------------------
+    def _alias_version(self) -> int | None:
+        if not self.watch_alias:
+            return None
+        from ..project import Project
+
+        if self._project is None:
+            self._project = Project(self.home)
+        return self._project.registry.alias_version(self.name, self.watch_alias)
+
+    async def watch(self) -> None:
+        """Roll out the alias' version whenever it moves (unless a rollback pinned the current one)."""
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.args.poll)
+                return
+            except TimeoutError:
+                pass
+            try:
+                version = await asyncio.to_thread(self._alias_version)
+            except Exception:  # noqa: BLE001 - a busy or unreachable registry: ask again next time
+                continue
+            serving = self.stable.version if self.stable is not None else None
+            if version is None or version == serving or version == self.pinned_from:
+                continue
+            spec = await asyncio.to_thread(self._build, version)
+            if spec is None:
+                continue
+            spec.update(
+                trigger="watch", fired_by=f"{self.name}@{self.watch_alias} -> v{version}", alias=self.watch_alias
+            )
+            await self.rollout(spec)
+
+    def _build(self, version: int) -> dict[str, Any] | None:
+        """Build (or reuse) the bundle of a version in a child process (the registry imports MLflow)."""
+        command = [sys.executable, "-m", "mlops_nb.ui.cli", "--home", str(self.home), "build", f"{self.name}/{version}",
+                   "--json", "--trigger", "watch"]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            self.last = {"name": self.name, "outcome": "build_failed", "version": version,
+                         "reason": (done.stderr.strip().splitlines() or ["?"])[-1]}  # fmt: skip
+            return None
+        built = json.loads(done.stdout)
+        return {"version": built["version"], "bundle": built["bundle"], "path": built["path"]}
+
+    # state ------------------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What the supervisor serves now."""
+        return {
+            "name": self.name,
+            "pid": os.getpid(),
+            "host": self.args.host,
+            "port": self.args.port,
+            "url": f"http://{self.args.host}:{self.args.port}",
+            "control_port": self.control_port,
+            "watch": self.watch_alias,
+            "pinned": self.pinned_from is not None,
+            "stable": self.stable.to_dict() if self.stable else None,
+            "canary": {**self.canary.to_dict(), "share": self.canary_share} if self.canary else None,
+            "history": list(self.history),
+            "last": self.last,
+            "started": self.args.started,
+        }
+
+    def write_state(self) -> None:
+        """Write the status to the state file atomically (``--status`` from any shell reads it)."""
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.status(), indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    async def shutdown(self) -> None:
+        """Stop every server (draining them) and end."""
+        async with self.lock:
+            await self.stop_server(self.canary)
+            await self.stop_server(self.stable)
+            self.stable = self.canary = None
+        self.stopping.set()
+
+
+def _same(got: Any, expected: Any) -> bool:
+    if not isinstance(got, list) or not isinstance(expected, list) or len(got) != len(expected):
+        return False
+    for a, b in zip(got, expected, strict=True):
+        if isinstance(a, float) or isinstance(b, float):
+            try:
+                if abs(float(a) - float(b)) > 1e-6 * max(1.0, abs(float(b))):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def _median(values) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+def _last_line(path: str | Path) -> str:
+    try:
+        lines = [line for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1][:300] if lines else "no output"
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    supervisor = Supervisor(args)
+    supervisor.session = ClientSession(
+        connector=TCPConnector(limit=0, ttl_dns_cache=None), timeout=ClientTimeout(total=60)
+    )
+
+    router = web.Server(supervisor.route)
+    runner = web.ServerRunner(router, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.port, reuse_address=True).start()
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another --port", flush=True
+        )
+        await supervisor.session.close()
+        return 2
+
+    control = web.Application()
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(supervisor.status())
+
+    async def deploy(request: web.Request) -> web.Response:
+        spec = await request.json()
+        return web.json_response(await supervisor.rollout(spec))
+
+    async def rollback(request: web.Request) -> web.Response:
+        return web.json_response(await supervisor.rollback())
+
+    async def stop(request: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(supervisor.shutdown()))
+        return web.json_response({"name": supervisor.name, "outcome": "stopping"})
+
+    control.add_routes(
+        [
+            web.get("/status", status),
+            web.post("/deploy", deploy),
+            web.post("/rollback", rollback),
+            web.post("/stop", stop),
+        ]
+    )
+    control_runner = web.AppRunner(control, handle_signals=False, access_log=None)
+    await control_runner.setup()
+    control_site = web.TCPSite(control_runner, "127.0.0.1", 0)
+    await control_site.start()
+    supervisor.control_port = control_site._server.sockets[0].getsockname()[1]
+    supervisor.write_state()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))
+    watcher = asyncio.ensure_future(supervisor.watch()) if args.watch else None
+    print(
+        f"router for {args.name} on http://{args.host}:{args.port} (control port {supervisor.control_port})", flush=True
+    )
+    await supervisor.stopping.wait()
+    if watcher is not None:
+        watcher.cancel()
+    await runner.cleanup()
+    await control_runner.cleanup()
+    await supervisor.session.close()
+    with contextlib.suppress(FileNotFoundError):
+        supervisor.state_path.unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a deployment supervisor (started by ``mlops-nb deploy``; not meant to be run by hand)."""
+    parser = argparse.ArgumentParser(prog="python -m mlops_nb.serving.router", description=main.__doc__)
+    parser.add_argument("--name", required=True, help="the model deployed")
+    parser.add_argument("--home", required=True, help="the project home")
+    parser.add_argument("--state", required=True, help="the state file")
+    parser.add_argument("--host", default="127.0.0.1", help="the stable address' host")
+    parser.add_argument("--port", type=int, required=True, help="the stable address' port")
+    parser.add_argument("--predictions", required=True, help="the prediction log folder")
+    parser.add_argument("--features", default=None, help="the feature store folder")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds to watch a new version")
+    parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to start")
+    parser.add_argument("--watch", default=None, help="an alias to follow")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the alias")
+    args = parser.parse_args(argv)
+    args.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    return asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     del scorer
     uvicorn.run(
-        "mlops_nb.serving.app:create_app",
+        f"{__name__}:create_app",  # this module, as uvicorn imports it in each worker
         factory=True,
         host=args.host,
         port=args.port,

@@ -240,11 +240,10 @@ def build(
     project = project_of(project)
     name, spec = parse_model_spec(model) if version is None else (check_model_name(model), str(version))
     started = utcnow()
-    bar = progress_bars.start(4, f"build {name}", "stage", enabled=progress)
+    found = project.registry.version(name, spec)  # an unknown model is one line, before any progress bar
+    bar = progress_bars.start(3, f"build {name} v{found.version}", "stage", enabled=progress)
     try:
-        found = project.registry.version(name, spec)
         model_bytes, model_hash = _model_bytes(project, found)
-        _advance(bar)
         app_files, app_modules = app_closure()
         import pickle
 
@@ -256,7 +255,7 @@ def build(
         final = project.builds_dir / digest
         if final.is_dir():
             existing = open_bundle(final)
-            _advance(bar, 3)
+            _advance(bar, 3)  # the bundle of the same model, code and requirements
             return Build(digest, final, existing, None, reused=True)
         described = project.registry.describe(name, found.version)
         _advance(bar)

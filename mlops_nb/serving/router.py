@@ -104,7 +104,8 @@ class Supervisor:
         self.canary: Backend | None = None
         self.canary_share = 0.0
         self.history: list[dict[str, Any]] = []  # the bundles served before, newest last (for rollback)
-        self.pinned_from: int | None = None  # the alias' version when a rollback pinned another
+        self.pinned = False  # a rollback pinned the version served
+        self.pinned_from: int | None = None  # the alias' version then: the pin holds until the alias moves
         self.watch_alias: str | None = args.watch
         self.lock = asyncio.Lock()
         self.session: ClientSession | None = None
@@ -316,7 +317,8 @@ class Supervisor:
                 )
                 await self.stop_server(previous)
             timings["drain"] = time.perf_counter() - mark
-            self.pinned_from = spec.get("pinned_from") if spec.get("pin") else None
+            self.pinned = bool(spec.get("pin"))
+            self.pinned_from = spec.get("pinned_from") if self.pinned else None
             result = self._result(spec, "deployed", started, timings, previous, None)
             self.write_state()
             await self._record(spec, result)
@@ -423,7 +425,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - a busy or unreachable registry: ask again next time
                 continue
             serving = self.stable.version if self.stable is not None else None
-            if version is None or version == serving or version == self.pinned_from:
+            if version is None or version == serving or (self.pinned and version == self.pinned_from):
                 continue
             spec = await asyncio.to_thread(self._build, version)
             if spec is None:
@@ -456,7 +458,7 @@ class Supervisor:
             "url": f"http://{self.args.host}:{self.args.port}",
             "control_port": self.control_port,
             "watch": self.watch_alias,
-            "pinned": self.pinned_from is not None,
+            "pinned": self.pinned,
             "stable": self.stable.to_dict() if self.stable else None,
             "canary": {**self.canary.to_dict(), "share": self.canary_share} if self.canary else None,
             "history": list(self.history),

@@ -1,0 +1,368 @@
+"""App bundles, the scoring server and the prediction log, on real processes and real HTTP on 127.0.0.1.
+
+One project per module: two versions of an iris model registered in a real MLflow SQLite store, their bundles
+built once (a build downloads the model from MLflow and checks it, seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from mlops_nb.exceptions import BundleError, NotFoundError, ServingError
+from mlops_nb.project import Project
+from mlops_nb.serving import build, parse_model_spec
+from mlops_nb.serving.manifest import open_bundle
+from mlops_nb.serving.router import free_port
+from mlops_nb.store.predictions import LogWriter, PredictionLog
+
+CLI = [sys.executable, "-m", "mlops_nb.ui.cli"]
+COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def iris():
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    x.columns = COLUMNS
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, mlflow_template):
+    """A project with iris v1 (logistic regression, champion) and v2 (a tree), and the bundle of v1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    import mlops_nb
+
+    home = tmp_path_factory.mktemp("served")
+    project = Project(home).init()
+    shutil.copy(mlflow_template, project.mlflow_db)
+    x, y = iris()
+    v1 = mlops_nb.register_model(LogisticRegression(max_iter=500).fit(x, y), "iris", input_example=x.head(3),
+                                 metrics={"accuracy": 0.97}, project=project)  # fmt: skip
+    mlops_nb.promote("iris", v1.version, "champion", project=project)
+    v2 = mlops_nb.register_model(DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y), "iris",
+                                 input_example=x.head(3), metrics={"accuracy": 0.95}, project=project)  # fmt: skip
+    bundle = build("iris@champion", project=project, progress=False)
+    return {"project": project, "home": home, "bundle": bundle, "v1": v1, "v2": v2, "x": x}
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "MLOPS_NB_HOME": str(home)}
+
+
+class Server:
+    """``mlops-nb serve`` in a child process on a free port."""
+
+    def __init__(self, home: Path, model: str, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [*CLI, "serve", model, "--port", str(self.port), *extra],
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stdout.read()
+            try:
+                if requests.get(self.url + "/ping", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("the server did not start")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    s = Server(served["home"], served["bundle"].short)
+    yield s
+    s.stop()
+
+
+# bundles ----------------------------------------------------------------------------------------------------------
+def test_bundle_holds_the_model_app_requirements_and_dockerfile(served):
+    b = served["bundle"]
+    assert (b.model, b.version) == ("iris", 1)
+    for rel in ("manifest.json", "model/model.pkl", "app/serve.py", "app/mlops_nb/serving/app.py", "requirements.txt"):
+        assert (b.path / rel).is_file(), rel
+    manifest = json.loads((b.path / "manifest.json").read_text())
+    assert manifest["model"]["uri"] == "models:/iris/1"
+    assert manifest["model"]["hash"] == served["v1"].model_hash
+    assert [c["name"] for c in manifest["signature"]["inputs"]] == COLUMNS
+    assert manifest["input_example"]["columns"] == COLUMNS and len(manifest["expected"]) == 3
+    assert manifest["build_id"] == b.run_id and manifest["model"]["model_uuid"]
+    pins = (b.path / "requirements.txt").read_text().split()
+    names = {p.split("==")[0].lower() for p in pins}
+    assert {"scikit-learn", "starlette", "uvicorn", "pandas", "numpy", "pyarrow", "cloudpickle"} <= names
+    assert all("==" in p for p in pins)
+    assert "mlflow" not in names  # the app serves the model without MLflow
+    docker = (b.path / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir -r /bundle/requirements.txt" in docker and "app/serve.py" in docker
+
+
+def test_same_model_code_and_requirements_give_the_same_bundle(served):
+    project, first = served["project"], served["bundle"]
+    again = build("iris/1", project=project, progress=False)
+    assert again.reused and again.bundle == first.bundle and again.build_id == first.build_id
+    other = build("iris/2", project=project, progress=False)
+    assert not other.reused and other.bundle != first.bundle and other.version == 2
+
+
+def test_a_tampered_bundle_is_refused(served, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(served["bundle"].path, copy)
+    open_bundle(copy)
+    with open(copy / "model" / "model.pkl", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(BundleError, match="changed since it was built: model/model.pkl"):
+        open_bundle(copy)
+    shutil.copy(served["bundle"].path / "model" / "model.pkl", copy / "model" / "model.pkl")
+    (copy / "requirements.txt").write_text("numpy\n")
+    with pytest.raises(BundleError, match="requirements.txt is altered"):
+        open_bundle(copy)
+
+
+def test_build_run_links_the_bundle_and_the_model_version_in_lineage(served):
+    project, b = served["project"], served["bundle"]
+    up = project.metadata.lineage(b.bundle, direction="up")
+    assert any(
+        n.attrs.get("artifact_kind") == "model_version" and n.label.startswith("models:/iris/1") for n in up.upstream()
+    )
+    run = project.metadata.get_run(b.run_id)
+    assert run.kind == "build" and run.status == "succeeded"
+    down = subprocess.run([*CLI, "lineage", "models:/iris/1", "--direction", "down", "--json"], env=_env(served["home"]),
+                          capture_output=True, text=True)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert b.bundle in {n["id"] for n in json.loads(down.stdout)["nodes"]}
+
+
+def test_model_specs_and_unknown_models():
+    assert parse_model_spec("churn@champion") == ("churn", "@champion")
+    assert parse_model_spec("models:/churn/3") == ("churn", "3")
+    assert parse_model_spec("churn:v2") == ("churn", "2")
+    assert parse_model_spec("churn") == ("churn", "@champion")
+
+
+def test_build_cli_errors_are_one_line(served):
+    done = subprocess.run([*CLI, "build", "nosuch@champion"], env=_env(served["home"]), capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "nosuch" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    done = subprocess.run([*CLI, "serve", "abcdef123456"], env=_env(served["home"]), capture_output=True, text=True)
+    assert done.returncode == 1 and "no app bundle is named 'abcdef123456'" in done.stderr
+
+
+# the scoring protocol -----------------------------------------------------------------------------------------------
+def test_every_payload_shape_gives_what_mlflow_pyfunc_gives(served, server):
+    rows = served["x"].sample(20, random_state=1)
+    expected = served["project"].registry.load_pyfunc("models:/iris@champion").predict(rows).tolist()
+    records = rows.to_dict(orient="records")
+    split = json.loads(rows.to_json(orient="split", index=False))
+    payloads = [
+        {"json": {"dataframe_split": split}},
+        {"json": {"dataframe_records": records}},
+        {"json": {"instances": records}},
+        {"json": {"inputs": {c: rows[c].tolist() for c in COLUMNS}}},
+        {"json": {"inputs": rows[COLUMNS].values.tolist(), "params": {}}},
+        {"data": rows.to_csv(index=False), "headers": {"content-type": "text/csv"}},
+    ]
+    for payload in payloads:
+        answer = requests.post(server.url + "/invocations", timeout=10, **payload)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": expected}
+        assert len(answer.headers["x-request-id"]) == 32
+
+
+def test_health_version_and_metrics(served, server):
+    health = requests.get(server.url + "/health", timeout=5).json()
+    assert health["status"] == "ok" and health["model"] == "iris" and health["version"] == 1
+    version = requests.get(server.url + "/version", timeout=5).json()
+    assert version["bundle"] == served["bundle"].bundle and version["build_id"] == served["bundle"].build_id
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    assert 'mlops_model_info{model="iris",version="1"' in text
+    assert "# TYPE mlops_request_seconds histogram" in text and 'mlops_requests_total{status="200"}' in text
+
+
+def test_bad_requests_get_a_clear_4xx_are_logged_and_the_server_keeps_serving(served, server):
+    post = server.url + "/invocations"
+    good = {"dataframe_records": [dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))]}
+    cases = [
+        ({"json": {"dataframe_records": [{"sepal_length": 5.1}]}}, 400, "missing column 'sepal_width'"),
+        (
+            {"json": {"dataframe_records": [{**good["dataframe_records"][0], "petal_width": "wide"}]}},
+            400,
+            "column 'petal_width' expects double values, got 'wide'",
+        ),  # fmt: skip
+        ({"data": "{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ({"json": {"records": []}}, 400, "exactly one of dataframe_split"),
+        ({"data": "x", "headers": {"content-type": "text/plain"}}, 415, "not 'text/plain'"),
+        ({"data": b"0" * (10 * 1024 * 1024 + 1), "headers": {"content-type": "application/json"}}, 413, "limit"),
+    ]
+    ids = []
+    for payload, status, message in cases:
+        answer = requests.post(post, timeout=30, **payload)
+        assert answer.status_code == status, answer.text
+        body = answer.json()
+        assert message in body["message"] and body["error_code"] and "\n" not in body["message"]
+        ids.append(answer.headers["x-request-id"])
+    unknown = requests.get(server.url + "/predict", timeout=5)
+    assert unknown.status_code == 404 and unknown.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    ids.append(unknown.headers["x-request-id"])
+    assert requests.post(post, json=good, timeout=5).status_code == 200  # still serving
+    log = served["project"].predictions
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and log.count(request_ids=ids) < len(ids):
+        time.sleep(0.2)
+    rows = log.read(request_ids=ids)
+    assert len(rows) == len(ids)
+    assert sorted(rows["status"].tolist()) == sorted([400, 400, 400, 400, 415, 413, 404])
+    assert rows["error"].notna().all() and rows["prediction"].isna().all()
+
+
+def test_graceful_stop_loses_no_log_rows(served):
+    s = Server(served["home"], served["bundle"].short)
+    session = requests.Session()
+    ids = []
+    for i in range(150):
+        row = dict(zip(COLUMNS, [5.0 + i / 100, 3.4, 1.5, 0.2], strict=True))
+        ids.append(
+            session.post(s.url + "/invocations", json={"dataframe_records": [row]}, timeout=5).headers["x-request-id"]
+        )
+    s.stop()  # SIGTERM right after the last answer: the rows still wait in memory
+    assert s.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful stop
+    rows = served["project"].predictions.read(request_ids=ids)
+    assert len(rows) == 150 and set(rows["version"]) == {1} and rows["in_sepal_length"].notna().all()
+    assert rows["probability"].between(0, 1).all()
+
+
+def test_labels_attach_to_logged_predictions_and_request_lineage(served, server, tmp_path):
+    post = server.url + "/invocations"
+    rows = served["x"].head(4).to_dict(orient="records")
+    ids = [requests.post(post, json={"dataframe_records": [r]}, timeout=5).headers["x-request-id"] for r in rows]
+    log = served["project"].predictions
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and log.count(request_ids=ids) < 4:
+        time.sleep(0.2)
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"request_id": ids, "label": [0, 0, 1, 0]}).to_csv(truth, index=False)
+    done = subprocess.run([*CLI, "labels", str(truth)], env=_env(served["home"]), capture_output=True, text=True)
+    assert done.returncode == 0 and "attached 4 labels" in done.stdout, done.stderr
+    import mlops_nb
+
+    assert mlops_nb.log_labels([ids[2]], [0], project=served["project"]) == 1  # a later label wins
+    got = log.read(request_ids=ids).set_index("request_id")["label"]
+    assert [int(got[i]) for i in ids] == [0, 0, 0, 0]
+    with pytest.raises(NotFoundError, match="no logged prediction for request id nosuch"):
+        mlops_nb.log_labels(["nosuch"], [1], project=served["project"])
+    with pytest.raises(ServingError, match="2 request ids, 1 labels"):
+        mlops_nb.log_labels(ids[:2], [1], project=served["project"])
+    lineage = subprocess.run([*CLI, "lineage", f"request:{ids[0]}", "--json"], env=_env(served["home"]),
+                             capture_output=True, text=True)  # fmt: skip
+    assert lineage.returncode == 0, lineage.stderr
+    graph = json.loads(lineage.stdout)
+    kinds = {n.get("artifact_kind") for n in graph["nodes"]}
+    assert graph["root"] == f"prediction:request:{ids[0]}" and {"bundle", "model_version"} <= kinds
+
+
+def test_batch_scoring_writes_predictions_and_records_a_run(served, tmp_path):
+    source = tmp_path / "customers.csv"
+    served["x"].head(50).to_csv(source, index=False)
+    out = tmp_path / "scored.parquet"
+    done = subprocess.run([*CLI, "score", "iris@champion", str(source), "-o", str(out), "--json"],
+                          env=_env(served["home"]), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    scored = pd.read_parquet(out)
+    expected = served["project"].registry.load_pyfunc("models:/iris/1").predict(served["x"].head(50)).tolist()
+    assert result["rows"] == 50 and scored["prediction"].tolist() == expected
+    run = served["project"].metadata.get_run(result["run_id"])
+    assert run.kind == "deploy" and run.step_runs[0].step == "score"
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"sepal_length": [1.0]}).to_csv(bad, index=False)
+    done = subprocess.run([*CLI, "score", "iris@champion", str(bad), "-o", str(tmp_path / "o.csv")],
+                          env=_env(served["home"]), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and "rows 0-0: missing column 'sepal_width'" in done.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+# the prediction log as a store -------------------------------------------------------------------------------------
+def _row(i: int, ts: datetime, **extra) -> dict:
+    return {"request_id": f"r{i}", "row": 0, "ts": ts, "model": "m", "version": 1, "alias": "", "bundle": "b",
+            "variant": "direct", "status": 200, "error": None, "latency_ms": 1.0, "prediction": i % 2,
+            "probability": 0.5, "in_x": float(i), **extra}  # fmt: skip
+
+
+def test_log_writer_flushes_by_time_and_size_and_on_close(tmp_path):
+    log = PredictionLog(tmp_path / "predictions")
+    writer = LogWriter(log.root, flush_seconds=0.2, flush_rows=50)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    writer.append([_row(i, now) for i in range(60)])  # over flush_rows: written at once
+    deadline = time.monotonic() + 5
+    while writer.written < 60 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.written == 60
+    writer.append([_row(100, now)])
+    time.sleep(0.6)  # by time
+    assert writer.written == 61
+    writer.append([_row(101, now)])
+    writer.close()  # on close
+    assert log.count() == 62 and log.count(version=1, status=200) == 62
+    assert not list(log.root.rglob("*.tmp"))
+    assert log.count(since=now + timedelta(seconds=1)) == 0
+
+
+def test_compaction_merges_days_and_drops_those_past_retention(tmp_path):
+    log = PredictionLog(tmp_path / "predictions", retention_days=30)
+    old = datetime(2026, 1, 1)
+    recent = datetime.now(UTC).replace(tzinfo=None)
+    for ts in (old, recent, recent, recent):
+        writer = LogWriter(log.root, flush_seconds=10)
+        writer.append([_row(int(ts.timestamp() * 1e6) % 10_000 + len(log.segments()), ts)])
+        writer.close()
+    assert len(log.segments()) == 4
+    result = log.compact()
+    assert result == {"merged": 3, "removed": 1, "rows": 3}
+    assert len(log.segments()) == 1 and log.count() == 3
+
+
+def test_mixed_types_in_a_column_still_write_a_segment(tmp_path):
+    writer = LogWriter(tmp_path, flush_seconds=10)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    writer.append([_row(1, now, in_x="a"), _row(2, now, in_x=2.5)])
+    writer.close()
+    frame = PredictionLog(tmp_path).read(labels=False)
+    assert sorted(frame["in_x"].tolist()) == ["2.5", "a"]
+
+
+def test_the_scorer_checks_types_by_signature(served):
+    from mlops_nb.serving.app import BadRequest, Scorer
+
+    scorer = Scorer(served["bundle"].path)
+    assert scorer.array_ok  # a scikit-learn model answers the same for a plain array: the fast path
+    columns, n = scorer.prepare({c: [1.0, None] for c in COLUMNS})
+    assert n == 2 and np.isnan(columns["sepal_length"][1])
+    with pytest.raises(BadRequest, match="expects double values, got True"):
+        scorer.prepare({**{c: [1.0] for c in COLUMNS}, "sepal_length": [True]})
+    with pytest.raises(BadRequest, match="the request has no rows"):
+        scorer.prepare({c: [] for c in COLUMNS})

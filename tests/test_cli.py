@@ -118,8 +118,9 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
     folder = tmp_path / "demo-project"
     assert "quickstart (quickstart.ipynb): 6 steps" in out
     runs = Project(folder).metadata.list_runs(kind="pipeline")
-    assert [r.status for r in runs] == ["succeeded"] * 5
+    assert [r.status for r in runs] == ["succeeded"] * 6
     assert [r.step_counts for r in runs] == [
+        {},  # serving.ipynb: no steps
         {"succeeded": 6},
         {"succeeded": 7},
         {"cached": 4, "succeeded": 2},
@@ -144,15 +145,35 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
     promotions = Project(folder).metadata.list_runs(kind="promotion")
     assert [(r.params["action"], r.trigger) for r in promotions] == [("promote", "cli"), ("rollback", "cli")]
 
-    closing = out.splitlines()[-10:]
+    # the serving stage: two bundles, v1 deployed, the champion rolled out over it as a canary under traffic, rolled
+    # back; every request logged, labelled, and its lineage reaches the model version
+    assert "9. App build and deployment" in out and "a notebook without steps, executed as papermill would" in out
+    project = Project(folder)
+    deploys = project.metadata.list_runs(kind="deploy")
+    assert [(r.params["version"], r.params["outcome"]) for r in reversed(deploys)] == [
+        (1, "deployed"), (3, "deployed"), (1, "deployed")]  # fmt: skip
+    assert len(project.metadata.list_runs(kind="build")) == 2
+    log = project.predictions.read(model="churn")
+    served = log[log["variant"].isin(["stable", "canary"])]
+    assert set(served["version"]) == {1, 3} and {"stable", "canary"} <= set(served["variant"])
+    assert set(served[served["variant"] == "canary"]["version"]) == {3}
+    assert served[served["status"] == 200]["label"].notna().all()
+    assert "predictions have labels; accuracy of what was served: 0." in out
+    assert "mlops-nb lineage request:" in out and "models:/churn/1 (model_version)" in out
+    from mlops_nb.serving import status
+
+    assert status(project=project) == []  # nothing left running
+
+    closing = out.splitlines()[-12:]
     assert closing[0].startswith("Explore (mlops-nb is not on your PATH: it is ") and "source " in closing[0]
     assert closing[1] == "  cd demo-project"
-    commands = [line.strip() for line in closing[2:8]]
+    commands = [line.strip() for line in closing[2:10]]
     assert commands[0].endswith("mlops-nb runs") and commands[1].endswith("mlops-nb show latest")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
     listed = subprocess.run(commands[0], shell=True, cwd=folder, capture_output=True, text=True, env=env)
     assert listed.returncode == 0, closing
-    assert len(listed.stdout.splitlines()) == 8 and listed.stdout.startswith("RUN ")  # the header and 7 runs
+    every = len(project.metadata.list_runs(100))
+    assert len(listed.stdout.splitlines()) == 1 + min(every, 20) and listed.stdout.startswith("RUN ")
     shown = subprocess.run(commands[4], shell=True, cwd=folder, capture_output=True, text=True, env=env)
     assert shown.returncode == 0 and "champion" in shown.stdout and "approved" in shown.stdout, closing
     again = CliRunner().invoke(cli, ["demo", "--dir", "demo-project"], obj={})  # an explicit --dir is never moved

@@ -25,6 +25,7 @@ _LAZY = {
     "labels_from_file": "batch",
     "log_labels": "batch",
     "score": "batch",
+    "request_lineage": "batch",
 }
 __all__ = sorted(_LAZY)
 

@@ -347,7 +347,7 @@ def _check_features(project, refs: list[str]) -> None:
     from ..store.features.records import parse_feature_refs
 
     views = {view for view, _ in parse_feature_refs(refs)}
-    known = {v.name for v in project.features.list_views()}
+    known = set(project.features.list_views()["view"])
     missing = sorted(views - known)
     if missing:
         raise BundleError(

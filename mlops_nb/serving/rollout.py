@@ -204,10 +204,10 @@ def _require(project, name: str) -> dict[str, Any]:
     return state
 
 
-def rollback(name: str, *, project=None) -> dict[str, Any]:
+def rollback(name: str, *, project=None, trigger: str = "api") -> dict[str, Any]:
     """Serve the version served before the current one again, pinned until the alias moves again."""
     project = project_of(project)
-    result = _call(_require(project, name), "POST", "/rollback")
+    result = _call(_require(project, name), "POST", "/rollback", {"trigger": trigger})
     if result.get("outcome") == "refused":
         raise DeployError(result["reason"])
     return result

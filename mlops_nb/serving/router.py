@@ -385,7 +385,7 @@ class Supervisor:
             result["run_id"] = None
             result["record_error"] = str(exc)
 
-    async def rollback(self) -> dict[str, Any]:
+    async def rollback(self, trigger: str = "cli") -> dict[str, Any]:
         """Deploy the version served before the current one, pinned until the alias moves again."""
         if not self.history:
             return {
@@ -395,7 +395,7 @@ class Supervisor:
             }
         spec = dict(self.history[-1])
         alias_version = await asyncio.to_thread(self._alias_version)
-        spec.update(trigger="cli", pin=True, pinned_from=alias_version, fired_by="rollback", window=0)
+        spec.update(trigger=trigger, pin=True, pinned_from=alias_version, fired_by="rollback", window=0)
         result = await self.rollout(spec)
         if result["outcome"] == "deployed":
             self.history = self.history[:-2] if len(self.history) >= 2 else []
@@ -537,7 +537,9 @@ async def _serve(args: argparse.Namespace) -> int:
         return web.json_response(await supervisor.rollout(spec))
 
     async def rollback(request: web.Request) -> web.Response:
-        return web.json_response(await supervisor.rollback())
+        body = await request.json() if request.can_read_body else {}
+        trigger = body.get("trigger") if body.get("trigger") in ("api", "cli", "rest", "watch") else "cli"
+        return web.json_response(await supervisor.rollback(trigger))
 
     async def stop(request: web.Request) -> web.Response:
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(supervisor.shutdown()))

@@ -305,7 +305,10 @@ class PredictionLog:
         ]
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise NotFoundError(f"no logged prediction for request id {shown}; nothing was attached")
+            raise NotFoundError(
+                f"no logged prediction for request id {shown}; nothing was attached (a server writes its log every "
+                "second: attach labels once the predictions are logged)"
+            )
         now = datetime.now(UTC).replace(tzinfo=None)
         try:
             table = pa.table({"request_id": ids, "row": positions, "label": values, "ts": [now] * len(ids)})

@@ -16,7 +16,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-QUICKSTART_FILES = ("quickstart.ipynb", "features.ipynb", "registry.ipynb", "helpers.py", "data/raw.csv")
+QUICKSTART_FILES = (
+    "quickstart.ipynb",
+    "features.ipynb",
+    "registry.ipynb",
+    "serving.ipynb",
+    "helpers.py",
+    "data/raw.csv",
+)
 
 
 def notebooks_folder() -> Path:
@@ -84,6 +91,8 @@ def _what_ran(record) -> str:
     """One true line about a run: which steps a kernel ran, or that every step was a cache hit."""
     ran = [s.step for s in record.step_runs if s.status != "cached"]
     head = f"   run {record.id} {record.status} in {record.duration:.2f}s: "
+    if not record.step_runs:
+        return head + "a notebook without steps, executed as papermill would and recorded with its output"
     if not ran:
         return head + "every step was a cache hit, so no kernel started"
     if len(ran) == len(record.step_runs):
@@ -115,6 +124,8 @@ def explore_commands(folder: Path, here: Path | None = None) -> list[str]:
         "run quickstart.ipynb -p C 0.5",
         "models show churn",
         "models history churn",
+        "runs --kind deploy",
+        "deploy churn@champion --port 8080   # then: deploy --status, deploy churn --stop",
     ):
         lines.append(f"  {command} {what}")
     lines.append(f"  {lab} lab quickstart.ipynb   # run it cell by cell: the steps load from the same cache")
@@ -149,6 +160,41 @@ def _registry(project, folder: Path, echo: Callable[[str], None]) -> None:
     echo(f"   mlops-nb models rollback churn  →  {back.line()}")
     again = promote("churn", back.previous, trigger="cli", project=project)
     echo(f"   mlops-nb models promote churn {back.previous}  →  {again.line()}")
+
+
+def _serving(project, folder: Path, echo: Callable[[str], None]) -> None:
+    """Stage 9: the serving notebook (build, deploy v1, the champion rolled out over it as a canary under traffic,
+    labels, a prediction's lineage, rollback, stop), then what the stores hold of it."""
+    from ..engine.driver import run
+    from ..serving import request_lineage, status, stop
+    from ..serving.router import free_port
+    from .format import indented, table
+
+    echo("\n9. App build and deployment: the bundle, a canary rollout under traffic, the prediction log, rollback")
+    port = free_port()
+    echo(f"   mlops-nb run serving.ipynb -p port {port}")
+    try:
+        record = run(folder / "serving.ipynb", {"port": port}, project=project, trigger="cli", progress=False)
+    finally:
+        for deployment in status(project=project):  # a notebook that failed half-way leaves no server behind
+            stop(deployment["name"], project=project)
+    echo(_what_ran(record))
+    runs = project.metadata.list_runs(20, kind="build") + project.metadata.list_runs(20, kind="deploy")
+    rows = [[r.kind, r.params.get("version"), r.params.get("outcome", r.status), r.trigger, r.id] for r in runs]
+    echo(indented(table(sorted(rows, key=lambda r: r[-1]), ["KIND", "VERSION", "OUTCOME", "TRIGGER", "RUN"])))
+    log = project.predictions.read(model="churn")
+    served = log[log["variant"].isin(["stable", "canary"])]
+    by = served.groupby(["version", "variant", "status"]).size().reset_index(name="rows")
+    echo("   prediction log (.mlops/predictions/):")
+    echo(indented(table(by.values.tolist(), ["VERSION", "VARIANT", "STATUS", "ROWS"])))
+    labelled = served[served["label"].notna()]
+    if len(labelled):
+        accuracy = float((labelled["prediction"] == labelled["label"]).mean())
+        echo(f"   {len(labelled)} predictions have labels; accuracy of what was served: {accuracy:.3f}")
+        request = str(labelled["request_id"].iloc[0])
+        graph = request_lineage(request, project=project)
+        path = [n.label for n in sorted(graph.nodes.values(), key=lambda n: -n.depth) if n.kind != "step_run"]
+        echo(f"   mlops-nb lineage request:{request[:12]}...  →  " + "  ←  ".join(path[:5]))
 
 
 def _nearby(path: Path, start: Path) -> Path:
@@ -239,6 +285,7 @@ def run_demo(folder: str | os.PathLike | None = None, echo: Callable[[str], None
     timeline(record).savefig(png, dpi=110, bbox_inches="tight")
     echo(f"   timeline of the run: {png}")
     _registry(project, folder, echo)
+    _serving(project, folder, echo)
     echo("")
     for line in explore_commands(folder):
         echo(line)

@@ -280,7 +280,7 @@ class MlopsMagics(Magics, Configurable):
 
     def _cmd_lineage(self, words: list[str]):
         """``%mlops lineage NAME``: a picture of the lineage of a variable a step produced (or of an artifact
-        hash, ``RUN.N``, ``RUN/STEP`` or an output name)."""
+        hash, ``RUN.N``, ``RUN/STEP``, an output name or a logged prediction ``request:ID``)."""
         from .plots import Picture, lineage_diagram
 
         if not words:
@@ -288,6 +288,11 @@ class MlopsMagics(Magics, Configurable):
                 "usage: %mlops lineage NAME (a variable made by a step, an artifact hash or RUN/STEP)"
             )
         target = words[0]
+        if target.startswith("request:"):  # a logged prediction: request -> bundle -> model version -> data
+            from ..serving import request_lineage
+
+            graph = request_lineage(target[len("request:") :], project=self._project())
+            return Picture(lineage_diagram(graph), f"lineage of {graph.nodes[graph.root].label}")
         ctx = self.context()
         known = ctx.produced(target)
         node = known.hash if known else target

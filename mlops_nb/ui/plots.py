@@ -268,6 +268,9 @@ def lineage_diagram(graph):
     for key, node in graph.nodes.items():
         if node.kind == "artifact":
             boxes.append(_Box(key, f"{node.label}\n{node.id[:10]}", rounded=True, bold=key == graph.root))
+        elif node.kind == "prediction":  # a logged request: what it was answered with, and when
+            label = f"{node.label}\n{node.attrs.get('summary', '')} · {str(node.attrs.get('ts', ''))[:19]}"
+            boxes.append(_Box(key, label, rounded=True, bold=key == graph.root))
         else:
             fill = STATUS_COLOURS.get(node.attrs.get("status"), ("", "white"))[1]
             label = f"{node.attrs.get('step')} · {node.attrs.get('status')}\n{node.id}"

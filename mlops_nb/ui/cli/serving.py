@@ -199,7 +199,7 @@ def deploy(ctx: click.Context, model: str | None, port: int | None, host: str, c
     if do_stop:
         result = stop(name, project=project)
     elif do_rollback:
-        result = rollback(name, project=project)
+        result = rollback(name, project=project, trigger="cli")
     else:
         result = deploy_model(model, port=port, host=host, canary=canary, window=window, watch=watch,
                               workers=workers, project=project, trigger="cli", progress=not as_json)  # fmt: skip

@@ -116,7 +116,8 @@ def test_rollout_under_load_loses_no_request_and_logs_each_once(lifecycle):
     first = deploy("iris/1", port=port, window=0.5, project=project, progress=False)
     assert first["outcome"] == "deployed" and first["version"] == 1 and first["url"] == f"http://127.0.0.1:{port}"
     load = Load(first["url"], 2000).start()
-    while load.done < 300:
+    deadline = time.monotonic() + 60
+    while load.done < 300 and time.monotonic() < deadline:
         time.sleep(0.01)
     second = deploy("iris/2", window=0.5, project=project, progress=False)  # the same supervisor, its port
     assert second["outcome"] == "deployed", second
@@ -161,6 +162,9 @@ def test_a_version_that_crashes_on_start_or_fails_its_smoke_test_never_takes_tra
     result = _call(state, "POST", "/deploy", {"version": 1, "bundle": bundles[1].bundle, "path": str(wrong)})
     assert result["outcome"] == "rolled_back" and "failed its smoke test" in result["reason"], result
     assert "[9, 9, 9]" in result["reason"] and result["serving"] == serving
+    refused = requests.post(f"http://127.0.0.1:{state['control_port']}/stop", json={}, timeout=5)
+    assert refused.status_code == 403  # the control port answers only with the token of the 0600 state file
+    assert oct(os.stat(project.mlops_dir / "deployments" / "iris.json").st_mode)[-3:] == "600"
     failed = project.metadata.get_run(result["run_id"])
     assert failed.kind == "deploy" and failed.status == "failed" and "smoke test" in failed.error
     assert status("iris", project=project)[0]["stable"]["version"] == serving
@@ -244,3 +248,28 @@ def test_deploy_errors_are_one_line(lifecycle):
     assert done.returncode == 1 and "between 0 and 100" in done.stderr
     done = subprocess.run([*CLI, "deploy", "nosuch@champion"], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "nosuch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_killed_supervisor_takes_its_servers_with_it_and_their_log_is_kept(lifecycle):
+    import signal
+
+    project = lifecycle["project"]
+    if _read_state(project, "iris") is not None:
+        stop("iris", project=project)
+    port = free_port()
+    result = deploy("iris/1", port=port, window=0.2, project=project, progress=False)
+    session = requests.Session()
+    ids = [session.post(result["url"] + "/invocations", json={"dataframe_records": [ROW]}, timeout=5)
+           .headers["x-request-id"] for _ in range(20)]  # fmt: skip
+    state = _read_state(project, "iris")
+    server = state["stable"]["pid"]
+    os.kill(state["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server), "the server outlived its supervisor"
+    assert len(_wait_logged(project, ids)) == 20  # it stopped gracefully: its log was flushed
+    assert status(project=project) == []  # the stale state file is gone
+    again = deploy("iris/1", port=port, window=0.2, project=project, progress=False)
+    assert again["outcome"] == "deployed" and again["url"] == result["url"]
+    stop("iris", project=project)

@@ -140,7 +140,7 @@ def test_a_tampered_bundle_is_refused(served, tmp_path):
         open_bundle(copy)
     shutil.copy(served["bundle"].path / "model" / "model.pkl", copy / "model" / "model.pkl")
     (copy / "requirements.txt").write_text("numpy\n")
-    with pytest.raises(BundleError, match="requirements.txt is altered"):
+    with pytest.raises(BundleError, match="requirements.txt or the feature refs are altered"):
         open_bundle(copy)
 
 
@@ -170,7 +170,7 @@ def test_build_cli_errors_are_one_line(served):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "nosuch" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     done = subprocess.run([*CLI, "serve", "abcdef123456"], env=_env(served["home"]), capture_output=True, text=True)
-    assert done.returncode == 1 and "no app bundle is named 'abcdef123456'" in done.stderr
+    assert done.returncode == 1 and "'abcdef123456'" in done.stderr and "Traceback" not in done.stderr
 
 
 # the scoring protocol -----------------------------------------------------------------------------------------------
@@ -334,8 +334,8 @@ def test_log_writer_flushes_by_time_and_size_and_on_close(tmp_path):
 
 def test_compaction_merges_days_and_drops_those_past_retention(tmp_path):
     log = PredictionLog(tmp_path / "predictions", retention_days=30)
-    old = datetime(2026, 1, 1)
     recent = datetime.now(UTC).replace(tzinfo=None)
+    old = recent - timedelta(days=60)
     for ts in (old, recent, recent, recent):
         writer = LogWriter(log.root, flush_seconds=10)
         writer.append([_row(int(ts.timestamp() * 1e6) % 10_000 + len(log.segments()), ts)])
@@ -344,6 +344,34 @@ def test_compaction_merges_days_and_drops_those_past_retention(tmp_path):
     result = log.compact()
     assert result == {"merged": 3, "removed": 1, "rows": 3}
     assert len(log.segments()) == 1 and log.count() == 3
+
+
+def test_a_failed_write_keeps_the_rows_for_the_next_attempt(tmp_path):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    day = tmp_path / now.strftime("%Y-%m-%d")
+    day.write_text("a file where the day's folder goes: every write fails")
+    writer = LogWriter(tmp_path, flush_seconds=0.05)
+    writer.append([_row(i, now) for i in range(5)])
+    deadline = time.monotonic() + 5
+    while writer.errors < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.errors >= 2 and writer.written == 0 and writer.pending == 5 and writer.last_error
+    day.unlink()  # the disk is back
+    deadline = time.monotonic() + 10
+    while writer.written < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.close()
+    assert writer.written == 5 and writer.last_error is None and PredictionLog(tmp_path).count() == 5
+
+
+def test_a_changed_bundle_is_set_aside_and_built_again(served):
+    project = served["project"]
+    first = build("iris/2", project=project, progress=False)
+    (first.path / "requirements.txt").write_text("numpy\n")
+    again = build("iris/2", project=project, progress=False)
+    assert again.bundle == first.bundle and not again.reused and again.run_id != first.run_id
+    open_bundle(again.path)
+    assert list(project.builds_dir.glob(f".tampered-{first.short}-*"))
 
 
 def test_mixed_types_in_a_column_still_write_a_segment(tmp_path):
@@ -366,3 +394,52 @@ def test_the_scorer_checks_types_by_signature(served):
         scorer.prepare({**{c: [1.0] for c in COLUMNS}, "sepal_length": [True]})
     with pytest.raises(BadRequest, match="the request has no rows"):
         scorer.prepare({c: [] for c in COLUMNS})
+
+
+def test_a_request_may_carry_only_entity_keys_for_online_features(served, tmp_path):
+    """A bundle built with online feature refs joins the latest online values of the keys a request carries."""
+    from sklearn.linear_model import LogisticRegression
+
+    import mlops_nb
+    from mlops_nb.serving.app import BadRequest, Scorer
+
+    project = served["project"]
+    fs = project.features
+    fs.register_entity("flower", {"flower_id": "int64"})
+    fs.register_view("petals", "flower", {"flower_id": "int64", "petal_length": "float64", "petal_width": "float64"})
+    x, y = iris()
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    table = pd.DataFrame({"flower_id": range(len(x)), "petal_length": x.petal_length, "petal_width": x.petal_width,
+                          "event_ts": now - pd.Timedelta(hours=1)})  # fmt: skip
+    fs.ingest("petals", table)
+    fs.materialize("petals")
+    features = x[["petal_length", "petal_width"]]
+    version = mlops_nb.register_model(LogisticRegression(max_iter=500).fit(features, y), "petals",
+                                      input_example=features.head(2), project=project)  # fmt: skip
+    done = subprocess.run([*CLI, "build", f"petals/{version.version}", "--feature", "petals:*", "--json"],
+                          env=_env(served["home"]), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    bundle = json.loads(done.stdout)
+    assert bundle["manifest"]["features"] == ["petals:*"]
+    scorer = Scorer(bundle["path"], project.mlops_dir / "features")
+    columns, n = scorer.prepare({"flower_id": [0, 100, 149]})
+    assert n == 3 and columns["petal_length"].tolist() == x.petal_length.iloc[[0, 100, 149]].tolist()
+    predicted, _ = scorer.predict(columns)
+    assert predicted == version_predictions(project, version.version, features.iloc[[0, 100, 149]])
+    with pytest.raises(BadRequest, match=r'no online features in view \'petals\' for \{"flower_id": 999\}'):
+        scorer.prepare({"flower_id": [0, 999]})
+    s = Server(served["home"], bundle["bundle"][:12], "--workers", "2")  # two worker processes, one port
+    try:
+        answer = requests.post(s.url + "/invocations", json={"dataframe_records": [{"flower_id": 100}]}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["predictions"] == predicted[1:2]
+        pids = {requests.get(s.url + "/health", timeout=5).json()["pid"] for _ in range(20)}
+        assert pids and s.process.pid not in pids  # the workers answer, not the parent
+    finally:
+        s.stop()
+    with pytest.raises(BundleError, match="feature view 'nosuch' is not in the feature store"):
+        build(f"petals/{version.version}", features=["nosuch:*"], project=project, progress=False)
+
+
+def version_predictions(project, version: int, frame) -> list:
+    """What MLflow's pyfunc predicts for ``frame`` with version ``version`` of ``petals``."""
+    return project.registry.load_pyfunc(f"models:/petals/{version}").predict(frame).tolist()

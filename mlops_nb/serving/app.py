@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import re
+import signal
 import sys
 import threading
 import time
@@ -45,7 +46,7 @@ from starlette.routing import Route
 from ..exceptions import MlopsError
 from ..store.features.online import online_refs, read_online
 from ..store.predictions import FEATURE_PREFIX, LogWriter, now_utc
-from .manifest import model_bytes, open_bundle
+from .manifest import PARENT_ENV, model_bytes, open_bundle
 
 CONFIG_ENV = "MLOPS_NB_SERVE_CONFIG"
 PREDICTIONS_ENV = "MLOPS_NB_PREDICTIONS"
@@ -58,11 +59,12 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class BadRequest(Exception):
-    """A request the server refuses: its HTTP status, MLflow's error code and a one-line message."""
+    """A request the server refuses: its HTTP status, MLflow's error code and a one-line message; ``model`` when
+    the model itself failed on the input (a router counts that against the version)."""
 
-    def __init__(self, message: str, status: int = 400, code: str = "BAD_REQUEST"):
+    def __init__(self, message: str, status: int = 400, code: str = "BAD_REQUEST", model: bool = False):
         super().__init__(message)
-        self.message, self.status, self.code = message, status, code
+        self.message, self.status, self.code, self.model = message, status, code, model
 
 
 class Scorer:
@@ -111,6 +113,8 @@ class Scorer:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {_first_line(exc)}") from None
+        except RecursionError:
+            raise BadRequest("the JSON body is nested too deeply") from None
         formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
         if not isinstance(data, dict):
             raise BadRequest(f"the JSON body must be an object with one of {', '.join(formats)}")
@@ -208,10 +212,13 @@ class Scorer:
 
     def predict(self, columns: dict[str, np.ndarray]) -> tuple[list, list | None]:
         """Predictions and probabilities (of the positive class for two classes, else of the predicted one)."""
-        if self.array_ok:
-            x = np.column_stack([columns[n].astype(np.float64, copy=False) for n, _ in self.inputs])
-        else:
-            x = pd.DataFrame(columns)
+        try:
+            if self.array_ok:
+                x = np.column_stack([columns[n].astype(np.float64, copy=False) for n, _ in self.inputs])
+            else:
+                x = pd.DataFrame(columns)
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(f"the columns do not make a table ({_first_line(exc)}); send one value per row") from None
         try:
             predicted = self.model.predict(x)
             proba = None
@@ -220,7 +227,8 @@ class Scorer:
                 proba = (p[:, 1] if p.ndim == 2 and p.shape[1] == 2 else p.max(axis=1)).tolist()
         except Exception as exc:  # noqa: BLE001 - the model's own error, as MLflow reports it
             raise BadRequest(
-                f"the model failed on this input ({type(exc).__name__}: {_first_line(exc)}); check the values"
+                f"the model failed on this input ({type(exc).__name__}: {_first_line(exc)}); check the values",
+                model=True,
             ) from None
         out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
         return out, proba
@@ -251,6 +259,11 @@ def _typed(name: str, kind: str | None, values: list) -> np.ndarray:
             if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
                 bad = array[~(np.isfinite(array) & (array == np.round(array)))][0]
                 raise BadRequest(f"column {name!r} expects {kind} values, got {float(bad)!r}")
+        if dtype in (np.int64, np.int32):
+            info = np.iinfo(dtype)
+            if array.size and (array.min() < info.min or array.max() > info.max):
+                bad = array.max() if array.max() > info.max else array.min()
+                raise BadRequest(f"column {name!r} expects {kind} values, got {bad!r}, out of its range")
         return array.astype(dtype, copy=False)
     if kind == "string":
         bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
@@ -328,6 +341,9 @@ class Metrics:
                 "# HELP mlops_prediction_log_pending Prediction log rows waiting for the next segment.",
                 "# TYPE mlops_prediction_log_pending gauge",
                 f"mlops_prediction_log_pending {log.pending}",
+                "# HELP mlops_prediction_log_errors_total Failed prediction log writes (the rows are retried).",
+                "# TYPE mlops_prediction_log_errors_total counter",
+                f"mlops_prediction_log_errors_total {log.errors}",
             ]
         return "\n".join(lines) + "\n"
 
@@ -381,11 +397,11 @@ def create_app(config: dict[str, Any] | None = None) -> Starlette:
         latency = time.perf_counter() - start
         metrics.observe(error.status, latency)
         log_rows(request_id, variant, error.status, latency * 1000.0, error=error.message)
-        return JSONResponse(
-            {"error_code": error.code, "message": error.message},
-            status_code=error.status,
-            headers={"x-request-id": request_id},
-        )
+        headers = {"x-request-id": request_id}
+        if error.model:
+            headers["x-mlops-error"] = "model"
+        return JSONResponse({"error_code": error.code, "message": error.message}, status_code=error.status,
+                            headers=headers)  # fmt: skip
 
     async def invocations(request: Request) -> Response:
         start = time.perf_counter()
@@ -406,6 +422,9 @@ def create_app(config: dict[str, Any] | None = None) -> Starlette:
             predictions, proba = scorer.predict(columns)
         except BadRequest as error:
             return refuse(request_id, variant, start, error)
+        except Exception as exc:  # noqa: BLE001 - whatever else fails is answered, logged, and the server goes on
+            error = BadRequest(f"internal error: {type(exc).__name__}: {_first_line(exc)}", 500, "INTERNAL_ERROR")
+            return refuse(request_id, variant, start, error)
         body = json.dumps({"predictions": predictions}, allow_nan=True).encode()
         latency = time.perf_counter() - start
         metrics.observe(200, latency)
@@ -416,7 +435,9 @@ def create_app(config: dict[str, Any] | None = None) -> Starlette:
         return PlainTextResponse("\n")
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", **base, "pid": os.getpid()})
+        log = state["log"]
+        problem = log.last_error if log is not None else None
+        return JSONResponse({"status": "ok", **base, "pid": os.getpid(), "prediction_log": problem or "ok"})
 
     async def version(request: Request) -> Response:
         return JSONResponse(
@@ -489,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         "flush_seconds": args.flush_seconds,
     }
     os.environ[CONFIG_ENV] = json.dumps(config)
+    _follow_parent()
     try:
         scorer = Scorer(config["bundle"], config["features"])  # fail here, in one line, before uvicorn starts
     except MlopsError as exc:
@@ -513,6 +535,23 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _follow_parent() -> None:
+    """Under a deployment's supervisor (``$MLOPS_NB_PARENT_PID``): get SIGTERM, a graceful stop with the log
+    flushed, when the supervisor dies, even by ``kill -9`` (Linux' PR_SET_PDEATHSIG; elsewhere a server outlives a
+    killed supervisor)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if str(os.getppid()) != parent:  # the supervisor died before prctl took hold
+        sys.exit("error: the deployment's supervisor is gone")
 
 
 def _best(module: str, fallback: str) -> str:

@@ -251,12 +251,21 @@ def build(
         requirements_text = "\n".join(pins) + "\n"
         app_hashes = {rel: sha256_file(Path(src)) for rel, src in app_files.items()}
         app_hashes[ENTRYPOINT] = hashlib.sha256(_SERVE_PY.encode()).hexdigest()
-        digest = bundle_hash(model_hash, app_hashes, requirements_text)
+        refs = sorted(set(features or []))
+        _check_features(project, refs)
+        digest = bundle_hash(model_hash, app_hashes, requirements_text, refs, found.uri)
         final = project.builds_dir / digest
         if final.is_dir():
-            existing = open_bundle(final)
-            _advance(bar, 3)  # the bundle of the same model, code and requirements
-            return Build(digest, final, existing, None, reused=True)
+            try:
+                existing = open_bundle(final)
+            except BundleError:  # changed since it was built: set aside (kept for a look), built again below
+                final.rename(final.with_name(f".tampered-{digest[:12]}-{uuid.uuid4().hex[:8]}"))
+            else:
+                _advance(bar, 3)  # the bundle of the same version, code and requirements
+                reused = Build(digest, final, existing, None, reused=True)
+                if not _recorded(project, reused.build_id):  # its build run was lost (a crash after the rename)
+                    reused.run_id = _record_build(project, reused, found, reused.build_id, started, trigger, fired_by)
+                return reused
         described = project.registry.describe(name, found.version)
         _advance(bar)
         run_id = new_run_id()
@@ -277,7 +286,7 @@ def build(
             "signature": described["signature"],
             "input_example": described["input_example"],
             "expected": described["expected"],
-            "features": sorted(set(features or [])),
+            "features": refs,
             "requirements": pins,
             "app": {"entrypoint": ENTRYPOINT, "files": app_hashes},
             "build_id": run_id,
@@ -285,32 +294,40 @@ def build(
             "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "mlops_nb": _own_version(),
         }
-        _check_features(project, manifest["features"])
         path = _write_bundle(project.builds_dir, digest, manifest, model_bytes, app_files, requirements_text)
         _advance(bar)
         result = Build(digest, path, open_bundle(path), run_id)
-        project.metadata.record_run(
-            kind="build",
-            status="succeeded",
-            trigger=trigger,
-            fired_by=fired_by,
-            run_id=run_id,
-            started_at=started,
-            params={"model": name, "version": found.version, "bundle": digest},
-            steps=[
-                {
-                    "step": "build",
-                    "status": "succeeded",
-                    "inputs": {found.uri: found.node()},
-                    "outputs": {"bundle": result.node()},
-                    "started_at": started,
-                }
-            ],
-        )
+        _record_build(project, result, found, run_id, started, trigger, fired_by)
         _advance(bar)
         return result
     finally:
         bar.close()
+
+
+def _recorded(project, run_id: str) -> bool:
+    return bool(project.metadata.sql("SELECT count(*) AS n FROM runs WHERE id = ?", [run_id])["n"].iloc[0])
+
+
+def _record_build(project, built: Build, found: ModelVersion, run_id: str, started, trigger: str, fired_by) -> str:
+    """The build as a run of kind ``build`` whose step reads the model version and outputs the bundle."""
+    return project.metadata.record_run(
+        kind="build",
+        status="succeeded",
+        trigger=trigger,
+        fired_by=fired_by,
+        run_id=run_id,
+        started_at=started,
+        params={"model": found.name, "version": found.version, "bundle": built.bundle},
+        steps=[
+            {
+                "step": "build",
+                "status": "succeeded",
+                "inputs": {found.uri: found.node()},
+                "outputs": {"bundle": built.node()},
+                "started_at": started,
+            }
+        ],
+    )
 
 
 def _own_version() -> str:
@@ -416,18 +433,32 @@ def find_bundle(ref: str | os.PathLike, project=None) -> Path:
     )
 
 
+def looks_like_bundle(spec: str, project=None) -> bool:
+    """Whether ``spec`` names an existing bundle (its folder, or its hash or a 6+ character prefix of it)."""
+    from .resolve import project_of
+
+    text = str(spec).strip()
+    if Path(text).is_dir():
+        return True
+    if not re.fullmatch(r"[0-9a-fA-F]{6,64}", text):
+        return False
+    builds = project_of(project).builds_dir
+    return builds.is_dir() and any(p.is_dir() for p in builds.glob(f"{text.lower()}*"))
+
+
 def bundle_for(spec: str, project=None, trigger: str = "api", progress: bool = True) -> Build:
-    """A bundle named by its folder or hash, else the bundle of a model spec (``NAME@ALIAS``, ``NAME/VERSION``),
-    built or reused."""
+    """A bundle named by its folder or hash, else the bundle of a model spec (``NAME@ALIAS``, ``NAME/VERSION``, a
+    bare name: ``@champion``), built or reused. A model whose name is all hex digits is a model unless a bundle
+    has that prefix."""
     from .resolve import project_of
 
     project = project_of(project)
     text = str(spec).strip()
-    if Path(text).is_dir() or re.fullmatch(r"[0-9a-fA-F]{6,64}", text):
+    if looks_like_bundle(text, project):
         path = find_bundle(text, project)
         manifest = open_bundle(path)
         return Build(manifest["bundle"], path, manifest, None, reused=True)
     return build(text, project=project, trigger=trigger, progress=progress)
 
 
-__all__ = ["Build", "bundle_for", "build", "find_bundle", "open_bundle", "parse_model_spec"]
+__all__ = ["Build", "build", "bundle_for", "find_bundle", "looks_like_bundle", "open_bundle", "parse_model_spec"]

@@ -14,6 +14,8 @@ from typing import Any
 from ..exceptions import BundleError
 
 ENTRYPOINT = "app/serve.py"
+TOKEN_HEADER = "x-mlops-token"  # a deployment's control port answers only requests with its token
+PARENT_ENV = "MLOPS_NB_PARENT_PID"  # set by a deployment's supervisor: its servers stop when it dies
 MODEL_FILE = "model/model.pkl"
 
 
@@ -26,10 +28,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def bundle_hash(model_hash: str, app_files: dict[str, str], requirements: str) -> str:
-    """The identity of a bundle: sha256 over its model's hash, its app files' hashes and its requirements."""
-    body = json.dumps({"model": model_hash, "app": dict(sorted(app_files.items())), "requirements": requirements})
-    return hashlib.sha256(body.encode()).hexdigest()
+def bundle_hash(
+    model_hash: str,
+    app_files: dict[str, str],
+    requirements: str,
+    features: list[str] | None = None,
+    model_uri: str | None = None,
+) -> str:
+    """The identity of a bundle: sha256 over its model (the version's URI and the hash of its bytes: two versions
+    of equal bytes are two apps, each answering with its own version), its app files' hashes and its requirements,
+    and the online feature refs it looks up, part of the app's wiring, when it has any."""
+    parts: dict[str, Any] = {"model": model_hash, "app": dict(sorted(app_files.items())), "requirements": requirements}
+    if model_uri:
+        parts["uri"] = model_uri
+    if features:
+        parts["features"] = sorted(set(features))
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def open_bundle(path: str | os.PathLike) -> dict[str, Any]:
@@ -68,8 +82,8 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
             problems.append(f"{rel} is missing or altered")
     requirements = folder / "requirements.txt"
     text = requirements.read_text(encoding="utf-8") if requirements.is_file() else ""
-    if bundle_hash(model_hash, files, text) != digest:
-        problems.append("requirements.txt is altered" if text else "requirements.txt is missing")
+    if bundle_hash(model_hash, files, text, manifest.get("features"), manifest["model"].get("uri")) != digest:
+        problems.append("requirements.txt or the feature refs are altered" if text else "requirements.txt is missing")
     return problems
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from ..exceptions import DeployError
 from ..store.registry import check_model_name
-from .bundle import bundle_for, parse_model_spec
+from .bundle import bundle_for, looks_like_bundle, parse_model_spec
+from .manifest import TOKEN_HEADER
 from .resolve import project_of
 
 DEFAULT_PORT = 8080
@@ -63,11 +64,18 @@ def _read_state(project, name: str) -> dict[str, Any] | None:
 
 def _call(state: dict[str, Any], method: str, route: str, body: dict | None = None, timeout: float = 600) -> dict:
     url = f"http://127.0.0.1:{state['control_port']}{route}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    data = json.dumps(body if body is not None else {}).encode() if method == "POST" else None
+    headers = {"content-type": "application/json", TOKEN_HEADER: str(state.get("token", ""))}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.load(answer)
+    except urllib.error.HTTPError as exc:  # the supervisor refused or failed: its reason, in one line
+        try:
+            reason = json.load(exc).get("reason") or exc.reason
+        except ValueError:
+            reason = exc.reason
+        raise DeployError(f"the supervisor of {state['name']} could not do {route.strip('/')}: {reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise DeployError(
             f"the supervisor of {state['name']} (pid {state.get('pid')}) does not answer on its control port: {exc}"
@@ -148,10 +156,11 @@ def deploy(
         requests.post(result["url"] + "/invocations", json={"dataframe_records": rows})
     """
     project = project_of(project)
-    name, spec = parse_model_spec(model)
     if canary is not None and not 0 < float(canary) < 100:
         raise DeployError(f"--canary {canary} must be a percentage between 0 and 100 (exclusive)")
     built = bundle_for(model, project=project, trigger=trigger, progress=progress)
+    name = built.model  # a bundle named by its hash deploys under its model's name
+    spec = "" if looks_like_bundle(str(model), project) else parse_model_spec(model)[1]
     state = _read_state(project, name)
     if state is not None and port is not None and int(port) != int(state["port"]):
         raise DeployError(

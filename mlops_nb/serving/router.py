@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,7 +38,10 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
+from .manifest import PARENT_ENV, TOKEN_HEADER
+
 _FORWARD_REQUEST = ("content-type", "x-request-id", "accept")
+ROUTER_MAX_BODY = 64 * 1024 * 1024  # the servers apply their own, smaller limit (and log what they refuse)
 _FORWARD_RESPONSE = ("content-type", "x-request-id")
 
 
@@ -113,6 +117,7 @@ class Supervisor:
         self.control_port = 0
         self.last: dict[str, Any] = {}
         self._project = None
+        self.token = secrets.token_hex(16)
 
     # routing ----------------------------------------------------------------------------------------------------
     def pick(self) -> tuple[Backend | None, str]:
@@ -122,39 +127,55 @@ class Supervisor:
         return self.stable, "stable"
 
     async def route(self, request: web.Request) -> web.StreamResponse:
-        """Forward one request to a backend and its answer back."""
-        backend, variant = self.pick()
-        if backend is None:
-            return web.json_response(
-                {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"no version of {self.name} is deployed yet"},
-                status=503,
-            )
-        body = await request.read()
+        """Forward one request to a backend and its answer back. The body is read first, then the backend is
+        picked and counted in flight with no wait in between, so a drain never stops a server a request chose."""
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > ROUTER_MAX_BODY:
+                return web.json_response(
+                    {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": f"the body is over {ROUTER_MAX_BODY} bytes"},
+                    status=413,
+                )
+            chunks.append(chunk)
+        body = b"".join(chunks)
         headers = {k: v for k in _FORWARD_REQUEST if (v := request.headers.get(k)) is not None}
-        headers["x-mlops-variant"] = variant
-        start = time.perf_counter()
-        backend.inflight += 1
-        try:
-            async with self.session.request(
-                request.method, backend.url + request.rel_url.path_qs, data=body, headers=headers
-            ) as answer:
-                data = await answer.read()
-                status = answer.status
-                out = {k: v for k in _FORWARD_RESPONSE if (v := answer.headers.get(k)) is not None}
-        except (TimeoutError, ClientError, OSError) as exc:
-            backend.errors += 1
-            return web.json_response(
-                {"error_code": "BAD_GATEWAY", "message": f"version {backend.version} did not answer: {exc}"},
-                status=502,
-            )
-        finally:
-            backend.inflight -= 1
-            backend.requests += 1
-            backend.latencies.append(time.perf_counter() - start)
-        if status >= 500:
-            backend.errors += 1
-        out["x-mlops-version"] = str(backend.version)
-        return web.Response(body=data, status=status, headers=out)
+        for attempt in (1, 2):
+            backend, variant = self.pick()
+            if backend is None:
+                what = "is stopping" if self.stopping.is_set() else "has no version deployed yet"
+                return web.json_response(
+                    {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"the deployment of {self.name} {what}"},
+                    status=503,
+                )
+            headers["x-mlops-variant"] = variant
+            start = time.perf_counter()
+            backend.inflight += 1
+            try:
+                async with self.session.request(
+                    request.method, backend.url + request.rel_url.path_qs, data=body, headers=headers
+                ) as answer:
+                    data = await answer.read()
+                    status = answer.status
+                    out = {k: v for k in _FORWARD_RESPONSE if (v := answer.headers.get(k)) is not None}
+                    model_failed = answer.headers.get("x-mlops-error") == "model"
+            except (TimeoutError, ClientError, OSError) as exc:
+                backend.errors += 1
+                if attempt == 1 and self.pick()[0] is not backend:  # it was switched away meanwhile: try the new one
+                    continue
+                return web.json_response(
+                    {"error_code": "BAD_GATEWAY", "message": f"version {backend.version} did not answer: {exc}"},
+                    status=502,
+                )
+            finally:
+                backend.inflight -= 1
+                backend.requests += 1
+                backend.latencies.append(time.perf_counter() - start)
+            if status >= 500 or model_failed:  # a model that fails on its input counts against it
+                backend.errors += 1
+            out["x-mlops-version"] = str(backend.version)
+            return web.Response(body=data, status=status, headers=out)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # servers ----------------------------------------------------------------------------------------------------
     async def start_server(self, spec: dict[str, Any]) -> Backend:
@@ -179,8 +200,9 @@ class Supervisor:
             command += ["--features", self.args.features]
         with open(log, "ab") as out:
             process = await asyncio.create_subprocess_exec(
-                *command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+                *command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, PARENT_ENV: str(os.getpid())},
+            )  # fmt: skip
         backend = Backend(spec["version"], spec["bundle"], spec["path"], port, process, str(log))
         deadline = time.monotonic() + self.args.start_timeout
         while time.monotonic() < deadline:
@@ -193,6 +215,7 @@ class Supervisor:
                     if answer.status == 200:
                         health = await answer.json()
                         if health.get("bundle") != spec["bundle"]:
+                            await self.stop_server(backend, drain=0)
                             raise RolloutFailed(f"port {port} answers with another bundle; try again")
                         return backend
             except (TimeoutError, ClientError, OSError):
@@ -269,60 +292,70 @@ class Supervisor:
     async def rollout(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Deploy one bundle (see the module docstring); the result says what happened."""
         async with self.lock:
-            started = time.time()
-            timings: dict[str, float] = {}
-            previous = self.stable
-            canary = float(spec.get("canary") or 0.0)
-            window = float(spec.get("window") if spec.get("window") is not None else self.args.window)
-            manifest = json.loads((Path(spec["path"]) / "manifest.json").read_text(encoding="utf-8"))
-            if previous is not None and previous.bundle == spec["bundle"] and not spec.get("force"):
-                result = self._result(spec, "unchanged", started, timings, previous, None)
-                return result
-            new = None
-            try:
-                mark = time.perf_counter()
-                new = await self.start_server(spec)
-                timings["start"] = time.perf_counter() - mark
-                mark = time.perf_counter()
-                await self.smoke_test(new, manifest)
-                timings["smoke"] = time.perf_counter() - mark
-                mark = time.perf_counter()
-                if canary > 0 and previous is not None:
-                    self.canary, self.canary_share = new, canary / 100.0
-                    await self.watch_window(new, window, previous)
-                    self.stable, self.canary, self.canary_share = new, None, 0.0
-                else:
-                    self.stable = new
-                    await self.watch_window(new, window, previous)
-                timings["watch"] = time.perf_counter() - mark
-            except RolloutFailed as failed:
-                if self.canary is new:
-                    self.canary, self.canary_share = None, 0.0
-                if self.stable is new:
-                    self.stable = previous
-                if new is not None:
-                    await self.stop_server(new)
-                result = self._result(spec, "rolled_back", started, timings, previous, str(failed))
-                await self._record(spec, result)
-                return result
+            return await self._rollout(spec)
+
+    async def _rollout(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`rollout`, with the lock held."""
+        started = time.time()
+        timings: dict[str, float] = {}
+        previous = self.stable
+        canary = float(spec.get("canary") or 0.0)
+        window = float(spec.get("window") if spec.get("window") is not None else self.args.window)
+        if self.stopping.is_set():
+            return {"name": self.name, "outcome": "refused", "reason": f"the deployment of {self.name} is stopping"}
+        manifest = json.loads((Path(spec["path"]) / "manifest.json").read_text(encoding="utf-8"))
+        if previous is not None and previous.bundle == spec["bundle"] and not spec.get("force"):
+            result = self._result(spec, "unchanged", started, timings, previous, None)
+            return result
+        new = None
+        try:
             mark = time.perf_counter()
-            if previous is not None:
-                self.history.append(
-                    {
-                        "version": previous.version,
-                        "bundle": previous.bundle,
-                        "path": previous.path,
-                        "alias": spec.get("alias"),
-                    }  # fmt: skip
+            new = await self.start_server(spec)
+            timings["start"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            await self.smoke_test(new, manifest)
+            timings["smoke"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            if canary > 0 and previous is not None:
+                self.canary, self.canary_share = new, canary / 100.0
+                await self.watch_window(new, window, previous)
+                self.stable, self.canary, self.canary_share = new, None, 0.0
+            else:
+                self.stable = new
+                await self.watch_window(new, window, previous)
+            timings["watch"] = time.perf_counter() - mark
+        except Exception as failed:  # noqa: BLE001 - any failed step: the new server goes, traffic stays
+            if not isinstance(failed, RolloutFailed):
+                failed = RolloutFailed(
+                    f"version {spec['version']} could not be rolled out: {type(failed).__name__}: {failed}"
                 )
-                await self.stop_server(previous)
-            timings["drain"] = time.perf_counter() - mark
-            self.pinned = bool(spec.get("pin"))
-            self.pinned_from = spec.get("pinned_from") if self.pinned else None
-            result = self._result(spec, "deployed", started, timings, previous, None)
-            self.write_state()
+            if self.canary is new:
+                self.canary, self.canary_share = None, 0.0
+            if self.stable is new:
+                self.stable = previous
+            if new is not None:
+                await self.stop_server(new)
+            result = self._result(spec, "rolled_back", started, timings, previous, str(failed))
             await self._record(spec, result)
             return result
+        mark = time.perf_counter()
+        if previous is not None:
+            self.history.append(
+                {
+                    "version": previous.version,
+                    "bundle": previous.bundle,
+                    "path": previous.path,
+                    "alias": spec.get("alias"),
+                }  # fmt: skip
+            )
+            await self.stop_server(previous)
+        timings["drain"] = time.perf_counter() - mark
+        self.pinned = bool(spec.get("pin"))
+        self.pinned_from = spec.get("pinned_from") if self.pinned else None
+        result = self._result(spec, "deployed", started, timings, previous, None)
+        self.write_state()
+        await self._record(spec, result)
+        return result
 
     def _result(self, spec, outcome, started, timings, previous, reason) -> dict[str, Any]:
         result = {
@@ -391,16 +424,19 @@ class Supervisor:
             return {
                 "name": self.name,
                 "outcome": "refused",
-                "reason": f"{self.name} has no earlier version to roll back to",
+                "reason": f"{self.name} has no earlier version to roll back to",  # nothing was deployed before
             }
-        spec = dict(self.history[-1])
-        alias_version = await asyncio.to_thread(self._alias_version)
-        spec.update(trigger=trigger, pin=True, pinned_from=alias_version, fired_by="rollback", window=0)
-        result = await self.rollout(spec)
-        if result["outcome"] == "deployed":
-            self.history = self.history[:-2] if len(self.history) >= 2 else []
-            self.write_state()
-        return result
+        async with self.lock:  # the history read, the rollout and the history written as one
+            if not self.history:
+                return {"name": self.name, "outcome": "refused", "reason": f"{self.name} has no earlier version"}
+            spec = dict(self.history[-1])
+            alias_version = await asyncio.to_thread(self._alias_version)
+            spec.update(trigger=trigger, pin=True, pinned_from=alias_version, fired_by="rollback", window=0)
+            result = await self._rollout(spec)
+            if result["outcome"] == "deployed":
+                self.history = self.history[:-2]  # the version now served, and the one it replaced
+                self.write_state()
+            return result
 
     # watching the alias ------------------------------------------------------------------------------------------
     def _alias_version(self) -> int | None:
@@ -413,7 +449,10 @@ class Supervisor:
         return self._project.registry.alias_version(self.name, self.watch_alias)
 
     async def watch(self) -> None:
-        """Roll out the alias' version whenever it moves (unless a rollback pinned the current one)."""
+        """Roll out the alias' version whenever it moves (unless a rollback pinned the current one). A version
+        whose build or rollout failed is not tried again until the alias moves to another; whatever fails is kept
+        in the status' ``last``, and the watch goes on."""
+        failed: int | None = None
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.args.poll)
@@ -422,23 +461,27 @@ class Supervisor:
                 pass
             try:
                 version = await asyncio.to_thread(self._alias_version)
-            except Exception:  # noqa: BLE001 - a busy or unreachable registry: ask again next time
-                continue
-            serving = self.stable.version if self.stable is not None else None
-            if version is None or version == serving or (self.pinned and version == self.pinned_from):
-                continue
-            spec = await asyncio.to_thread(self._build, version)
-            if spec is None:
-                continue
-            spec.update(
-                trigger="watch", fired_by=f"{self.name}@{self.watch_alias} -> v{version}", alias=self.watch_alias
-            )
-            await self.rollout(spec)
+                serving = self.stable.version if self.stable is not None else None
+                if version is None or version in (serving, failed) or (self.pinned and version == self.pinned_from):
+                    continue
+                spec = await asyncio.to_thread(self._build, version)
+                if spec is None:
+                    failed = version
+                    continue
+                spec.update(
+                    trigger="watch", fired_by=f"{self.name}@{self.watch_alias} -> v{version}", alias=self.watch_alias
+                )
+                result = await self.rollout(spec)
+                failed = version if result["outcome"] == "rolled_back" else None
+            except Exception as exc:  # noqa: BLE001 - a busy registry, a bad build answer: next time, and say so
+                self.last = {"name": self.name, "outcome": "watch_error", "reason": f"{type(exc).__name__}: {exc}"}
 
     def _build(self, version: int) -> dict[str, Any] | None:
         """Build (or reuse) the bundle of a version in a child process (the registry imports MLflow)."""
         command = [sys.executable, "-m", "mlops_nb.ui.cli", "--home", str(self.home), "build", f"{self.name}/{version}",
                    "--json", "--trigger", "watch"]  # fmt: skip
+        for ref in self._features():  # the online features the deployment looks up stay looked up
+            command += ["--feature", ref]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             self.last = {"name": self.name, "outcome": "build_failed", "version": version,
@@ -446,6 +489,15 @@ class Supervisor:
             return None
         built = json.loads(done.stdout)
         return {"version": built["version"], "bundle": built["bundle"], "path": built["path"]}
+
+    def _features(self) -> list[str]:
+        if self.stable is None:
+            return []
+        try:
+            manifest = json.loads((Path(self.stable.path) / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return list(manifest.get("features") or [])
 
     # state ------------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -466,19 +518,25 @@ class Supervisor:
             "started": self.args.started,
         }
 
+    def _state(self) -> dict[str, Any]:
+        return {**self.status(), "token": self.token}
+
     def write_state(self) -> None:
         """Write the status to the state file atomically (``--status`` from any shell reads it)."""
         tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2, default=str), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the control token
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self._state(), handle, indent=2, default=str)
         os.replace(tmp, self.state_path)
 
     async def shutdown(self) -> None:
         """Stop every server (draining them) and end."""
         async with self.lock:
-            await self.stop_server(self.canary)
-            await self.stop_server(self.stable)
-            self.stable = self.canary = None
-        self.stopping.set()
+            self.stopping.set()
+            serving, canary = self.stable, self.canary
+            self.stable = self.canary = None  # new requests get 503 "stopping"; in-flight ones finish
+            await self.stop_server(canary)
+            await self.stop_server(serving)
 
 
 def _same(got: Any, expected: Any) -> bool:
@@ -527,7 +585,23 @@ async def _serve(args: argparse.Namespace) -> int:
         await supervisor.session.close()
         return 2
 
-    control = web.Application()
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        # the control port is for the deploy commands only: they read the token from the 0600 state file, and a
+        # browser page cannot send the header (nor JSON) cross-site without a preflight this port never answers
+        if request.headers.get(TOKEN_HEADER) != supervisor.token:
+            return web.json_response({"outcome": "refused", "reason": "missing or wrong control token"}, status=403)
+        if request.method == "POST" and request.content_type != "application/json":
+            return web.json_response({"outcome": "refused", "reason": "send application/json"}, status=415)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the command gets the reason, the supervisor goes on
+            reason = f"{type(exc).__name__}: {exc}"
+            return web.json_response({"name": supervisor.name, "outcome": "error", "reason": reason}, status=500)
+
+    control = web.Application(middlewares=[guard])
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response(supervisor.status())

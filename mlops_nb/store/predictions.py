@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -88,6 +89,7 @@ class LogWriter:
         self.written = 0
         self.segments = 0
         self.errors = 0
+        self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="mlops-prediction-log", daemon=True)
         self._thread.start()
 
@@ -105,43 +107,59 @@ class LogWriter:
         return len(self._rows)
 
     def _loop(self) -> None:
+        delay = self.flush_seconds
         while not self._closed:
-            self._wake.wait(self.flush_seconds)
+            self._wake.wait(delay)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+                delay = self.flush_seconds
+            except Exception as exc:  # noqa: BLE001 - a full or read-only disk: keep the rows, retry, say so
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(delay * 2, 30.0)
 
     def flush(self) -> int:
-        """Write the waiting rows as one segment now; return how many were written."""
+        """Write the waiting rows as one segment now; return how many were written. When the write fails the
+        rows stay queued for the next attempt and the error is raised (and kept in ``last_error``)."""
         with self._lock:
             rows, self._rows = self._rows, []
         if not rows:
             return 0
-        import pyarrow as pa
-
-        columns = list(dict.fromkeys(k for r in rows for k in r))
         try:
-            table = pa.table({c: [r.get(c) for r in rows] for c in columns})
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in a column (a bad request's raw values)
-            table = pa.table(
-                {c: [r.get(c) if c in _TYPED else _text(r.get(c)) for r in rows] for c in columns},
-            )
-        try:
+            table = _table(rows)
             _write_segment(self.folder / rows[0]["ts"].strftime("%Y-%m-%d"), table)
-        except OSError:
+        except Exception as exc:
             self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
             with self._lock:  # kept for the next attempt
                 self._rows[:0] = rows
             raise
         self.written += len(rows)
         self.segments += 1
+        self.last_error = None
         return len(rows)
 
     def close(self) -> None:
-        """Stop the background thread and write what waits."""
+        """Stop the background thread and write what waits; rows that cannot be written are reported on stderr
+        (with the reason), not raised: a server stopping must stop."""
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - the last chance: say what is lost and why
+            print(f"error: {self.pending} prediction log rows not written to {self.folder}: {exc}", file=sys.stderr)
+
+
+def _table(rows: list[dict[str, Any]]):
+    """The rows as an Arrow table; a column of mixed types (a bad request's raw values) becomes text."""
+    import pyarrow as pa
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    try:
+        return pa.table({c: [r.get(c) for r in rows] for c in columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.table({c: [r.get(c) if c in _TYPED else _text(r.get(c)) for r in rows] for c in columns})
 
 
 _TYPED = {"row", "ts", "version", "status", "latency_ms", "probability"}

@@ -546,7 +546,13 @@ class MlflowRegistry(ModelRegistry):
                 frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
                 example = json.loads(frame.to_json(orient="split", index=False, date_format="iso"))
                 model = self._load(lambda: pyfunc.load_model(local), uri)
-                predicted = model.predict(frame)
+                try:
+                    predicted = model.predict(frame)
+                except Exception as exc:  # noqa: BLE001 - the model's own code: one line
+                    raise RegistryError(
+                        f"{uri} fails on its own input example ({type(exc).__name__}: {str(exc)[:200]}); register "
+                        "it with an example it can predict"
+                    ) from None
                 expected = json.loads(
                     pd.Series(list(getattr(predicted, "tolist", lambda: predicted)())).to_json(orient="values")
                 )

@@ -131,10 +131,16 @@ def test_rollout_under_load_loses_no_request_and_logs_each_once(lifecycle):
     assert len(frame) == 2000 and frame["request_id"].is_unique
     assert dict(zip(frame["request_id"], frame["version"].astype(int), strict=True)) == answered
     assert set(frame["variant"]) == {"stable"}
+    smoke = project.predictions.read(labels=False, status=200)
+    assert (smoke["variant"] == "smoke").sum() == 2 * 3  # each rollout's smoke test: the 3-row input example
     runs = project.metadata.list_runs(kind="deploy")
     assert {r.id for r in runs} >= {first["run_id"], second["run_id"]}
     run = project.metadata.get_run(second["run_id"])
     assert run.status == "succeeded" and run.params["previous"] == 1
+    assert run.params["build_id"] == lifecycle["bundles"][2].build_id and set(run.params["timings"]) >= {
+        "start",
+        "smoke",
+    }
     up = project.metadata.lineage(second["run_id"] + ".1", direction="up")
     assert any(n.attrs.get("artifact_kind") == "model_version" for n in up.upstream())  # deploy -> bundle -> version
 
@@ -194,7 +200,8 @@ def test_canary_rollback_status_and_stop_from_the_command_line(lifecycle):
     shown = subprocess.run([*CLI, "deploy", "--status"], env=env, capture_output=True, text=True)
     assert shown.returncode == 0 and "iris" in shown.stdout and "v1" in shown.stdout
     back = subprocess.run([*CLI, "deploy", "iris", "--rollback"], env=env, capture_output=True, text=True, timeout=120)
-    assert back.returncode == 0 and "deployed iris v2 (was v1)" in back.stdout, back.stderr + back.stdout
+    assert back.returncode == 0, back.stderr + back.stdout
+    assert "rolled back iris to v2 (was v1)" in back.stdout and "pinned until the alias moves" in back.stdout
     assert status("iris", project=project)[0]["pinned"] is True
     pid = _read_state(project, "iris")["pid"]
     ended = subprocess.run([*CLI, "deploy", "iris", "--stop"], env=env, capture_output=True, text=True, timeout=120)
@@ -212,11 +219,14 @@ def test_watch_follows_the_alias_so_an_approval_reaches_production(lifecycle):
     if _read_state(project, "iris") is not None:
         stop("iris", project=project)
     mlops_nb.promote("iris", 1, "champion", project=project)
-    result = deploy("iris@champion", port=free_port(), window=0.2, watch=True, poll=0.3, project=project,
-                    progress=False)  # fmt: skip
+    result = deploy("iris@champion", port=free_port(), window=0.2, poll=0.3, project=project, progress=False)
     assert result["outcome"] == "deployed" and result["version"] == 1
     with pytest.raises(DeployError, match="no earlier version"):
         rollback("iris", project=project)
+    with pytest.raises(DeployError, match="--watch follows an alias"):
+        deploy("iris/1", watch=True, project=project, progress=False)
+    told = deploy("iris@champion", watch=True, project=project, progress=False)  # follow it from now on
+    assert told["outcome"] == "unchanged" and status("iris", project=project)[0]["watch"] == "champion"
     mlops_nb.promote("iris", 2, "champion", project=project)
     deadline = time.monotonic() + 90
     found = None

@@ -240,6 +240,19 @@ def test_bad_requests_get_a_clear_4xx_are_logged_and_the_server_keeps_serving(se
     assert rows["error"].notna().all() and rows["prediction"].isna().all()
 
 
+def test_serve_on_a_busy_port_is_one_line(served):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([*CLI, "serve", served["bundle"].short, "--port", str(port)], env=_env(served["home"]),
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and f"Error: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "serving " not in done.stdout and "Traceback" not in done.stderr
+
+
 def test_graceful_stop_loses_no_log_rows(served):
     s = Server(served["home"], served["bundle"].short)
     session = requests.Session()
@@ -277,7 +290,7 @@ def test_labels_attach_to_logged_predictions_and_request_lineage(served, server,
         mlops_nb.log_labels(["nosuch"], [1], project=served["project"])
     with pytest.raises(ServingError, match="2 request ids, 1 labels"):
         mlops_nb.log_labels(ids[:2], [1], project=served["project"])
-    lineage = subprocess.run([*CLI, "lineage", f"request:{ids[0]}", "--json"], env=_env(served["home"]),
+    lineage = subprocess.run([*CLI, "lineage", f"request:{ids[0][:12]}", "--json"], env=_env(served["home"]),
                              capture_output=True, text=True)  # fmt: skip
     assert lineage.returncode == 0, lineage.stderr
     graph = json.loads(lineage.stdout)

@@ -53,7 +53,7 @@ PREDICTIONS_ENV = "MLOPS_NB_PREDICTIONS"
 MAX_BODY = 10 * 1024 * 1024
 CONTENT_TYPES = ("application/json", "text/csv")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_VARIANTS = ("stable", "canary")
+_VARIANTS = ("stable", "canary", "smoke")
 _NUMERIC = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -170,7 +170,9 @@ class Scorer:
             missing = [name for name, _ in self.inputs if name not in columns]
         if missing:
             expected = ", ".join(name for name, _ in self.inputs)
-            raise BadRequest(f"missing column {missing[0]!r}: the model takes {expected}")
+            unknown = [c for c in columns if c not in {n for n, _ in self.inputs}]
+            sent = f" (the request has {', '.join(repr(c) for c in unknown[:3])}, which it does not)" if unknown else ""
+            raise BadRequest(f"missing column {missing[0]!r}{sent}: the model takes {expected}")
         return {name: _typed(name, kind, columns[name]) for name, kind in self.inputs}, n
 
     def _lookup(self, columns: dict[str, list], missing: list[str], n: int) -> dict[str, np.ndarray]:
@@ -226,9 +228,10 @@ class Scorer:
                 p = np.asarray(self.model.predict_proba(x))
                 proba = (p[:, 1] if p.ndim == 2 and p.shape[1] == 2 else p.max(axis=1)).tolist()
         except Exception as exc:  # noqa: BLE001 - the model's own error, as MLflow reports it
+            gaps = [n for n, v in columns.items() if v.dtype.kind == "f" and np.isnan(v).any()]
+            hint = f"; column {gaps[0]!r} has missing values" if gaps else "; check the values"
             raise BadRequest(
-                f"the model failed on this input ({type(exc).__name__}: {_first_line(exc)}); check the values",
-                model=True,
+                f"the model failed on this input ({type(exc).__name__}: {_first_line(exc)}){hint}", model=True
             ) from None
         out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
         return out, proba
@@ -514,8 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scorer = Scorer(config["bundle"], config["features"])  # fail here, in one line, before uvicorn starts
     except MlopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    busy = _port_in_use(args.host, args.port)
+    if busy:
+        print(f"Error: cannot listen on {args.host}:{args.port} ({busy}); choose another --port", file=sys.stderr)
+        return 1
     print(
         f"serving {scorer.name} v{scorer.version} (bundle {scorer.bundle[:12]}) on http://{args.host}:{args.port} "
         f"with {args.workers} worker(s); log: {args.predictions or 'off'}",
@@ -535,6 +542,19 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, no such address), or None."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _follow_parent() -> None:

@@ -154,6 +154,7 @@ def request_lineage(request_id: str, *, direction: str = "up", depth: int | None
 
     project = project_of(project)
     row = project.predictions.find(request_id)
+    request_id = row["request_id"]  # the whole id, when a prefix named it
     key = f"prediction:request:{request_id}"
     shown = "" if row.get("prediction") is None else f" -> {row['prediction']}"
     root = LineageNode(

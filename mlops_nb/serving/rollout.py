@@ -158,9 +158,12 @@ def deploy(
     project = project_of(project)
     if canary is not None and not 0 < float(canary) < 100:
         raise DeployError(f"--canary {canary} must be a percentage between 0 and 100 (exclusive)")
+    spec = "" if looks_like_bundle(str(model), project) else parse_model_spec(model)[1]
+    alias = spec.lstrip("@") if spec.startswith("@") else ""
+    if watch and not alias:
+        raise DeployError(f"--watch follows an alias: deploy {model} as NAME@ALIAS (such as churn@champion)")
     built = bundle_for(model, project=project, trigger=trigger, progress=progress)
     name = built.model  # a bundle named by its hash deploys under its model's name
-    spec = "" if looks_like_bundle(str(model), project) else parse_model_spec(model)[1]
     state = _read_state(project, name)
     if state is not None and port is not None and int(port) != int(state["port"]):
         raise DeployError(
@@ -168,13 +171,14 @@ def deploy(
         )
     if state is None:
         state = _start_supervisor(
-            project, name, port=int(port or DEFAULT_PORT), host=host, watch=spec.lstrip("@") if watch and
-            spec.startswith("@") else None, workers=workers, window=2.0 if window is None else float(window), poll=poll,
+            project, name, port=int(port or DEFAULT_PORT), host=host, watch=alias if watch else None,
+            workers=workers, window=2.0 if window is None else float(window), poll=poll,
         )  # fmt: skip
-    alias = spec.lstrip("@") if spec.startswith("@") else ""
     body = {
+        "watch": alias if watch else None,
         "version": built.version,
         "bundle": built.bundle,
+        "build_id": built.build_id,
         "path": str(built.path),
         "alias": alias,
         "canary": canary,

@@ -67,6 +67,8 @@ class Backend:
     requests: int = 0
     errors: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=5000))
+    build_id: str | None = None
+    alias: str = ""
 
     @property
     def url(self) -> str:
@@ -110,7 +112,8 @@ class Supervisor:
         self.history: list[dict[str, Any]] = []  # the bundles served before, newest last (for rollback)
         self.pinned = False  # a rollback pinned the version served
         self.pinned_from: int | None = None  # the alias' version then: the pin holds until the alias moves
-        self.watch_alias: str | None = args.watch
+        self.watch_alias: str | None = None
+        self.watcher: asyncio.Task | None = None
         self.lock = asyncio.Lock()
         self.session: ClientSession | None = None
         self.stopping = asyncio.Event()
@@ -203,7 +206,8 @@ class Supervisor:
                 *command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, PARENT_ENV: str(os.getpid())},
             )  # fmt: skip
-        backend = Backend(spec["version"], spec["bundle"], spec["path"], port, process, str(log))
+        backend = Backend(spec["version"], spec["bundle"], spec["path"], port, process, str(log),
+                          build_id=spec.get("build_id"), alias=spec.get("alias") or "")  # fmt: skip
         deadline = time.monotonic() + self.args.start_timeout
         while time.monotonic() < deadline:
             if process.returncode is not None:
@@ -345,7 +349,8 @@ class Supervisor:
                     "version": previous.version,
                     "bundle": previous.bundle,
                     "path": previous.path,
-                    "alias": spec.get("alias"),
+                    "alias": previous.alias,
+                    "build_id": previous.build_id,
                 }  # fmt: skip
             )
             await self.stop_server(previous)
@@ -369,6 +374,7 @@ class Supervisor:
             "reason": reason,
             "canary": spec.get("canary"),
             "trigger": spec.get("trigger", "api"),
+            "watch": self.watch_alias,
             "started": started,
             "seconds": round(time.time() - started, 3),
             "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -393,6 +399,7 @@ class Supervisor:
             began = datetime.fromtimestamp(result["started"], UTC).replace(tzinfo=None)
             params = {k: result[k] for k in ("name", "version", "bundle", "previous", "outcome", "url", "canary")}
             params["timings"] = result["timings"]
+            params["build_id"] = spec.get("build_id")
             return self._project.metadata.record_run(
                 kind="deploy",
                 status=status,
@@ -476,6 +483,12 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - a busy registry, a bad build answer: next time, and say so
                 self.last = {"name": self.name, "outcome": "watch_error", "reason": f"{type(exc).__name__}: {exc}"}
 
+    def follow(self, alias: str) -> None:
+        """Follow ``alias`` from now on (a deployment started without ``--watch`` can be told later)."""
+        self.watch_alias = alias
+        if self.watcher is None or self.watcher.done():
+            self.watcher = asyncio.ensure_future(self.watch())
+
     def _build(self, version: int) -> dict[str, Any] | None:
         """Build (or reuse) the bundle of a version in a child process (the registry imports MLflow)."""
         command = [sys.executable, "-m", "mlops_nb.ui.cli", "--home", str(self.home), "build", f"{self.name}/{version}",
@@ -488,7 +501,12 @@ class Supervisor:
                          "reason": (done.stderr.strip().splitlines() or ["?"])[-1]}  # fmt: skip
             return None
         built = json.loads(done.stdout)
-        return {"version": built["version"], "bundle": built["bundle"], "path": built["path"]}
+        return {
+            "version": built["version"],
+            "bundle": built["bundle"],
+            "path": built["path"],
+            "build_id": built["build_id"],
+        }
 
     def _features(self) -> list[str]:
         if self.stable is None:
@@ -608,6 +626,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     async def deploy(request: web.Request) -> web.Response:
         spec = await request.json()
+        if spec.get("watch"):
+            supervisor.follow(spec["watch"])
         return web.json_response(await supervisor.rollout(spec))
 
     async def rollback(request: web.Request) -> web.Response:
@@ -637,13 +657,14 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))
-    watcher = asyncio.ensure_future(supervisor.watch()) if args.watch else None
+    if args.watch:
+        supervisor.follow(args.watch)
     print(
         f"router for {args.name} on http://{args.host}:{args.port} (control port {supervisor.control_port})", flush=True
     )
     await supervisor.stopping.wait()
-    if watcher is not None:
-        watcher.cancel()
+    if supervisor.watcher is not None:
+        supervisor.watcher.cancel()
     await runner.cleanup()
     await control_runner.cleanup()
     await supervisor.session.close()

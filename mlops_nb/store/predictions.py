@@ -221,6 +221,7 @@ class PredictionLog:
         status: int | None = None,
         request_ids: Iterable[str] | None = None,
         labels: bool = True,
+        request_prefix: str | None = None,
     ):
         """Logged predictions as a pandas DataFrame, oldest first, with a ``label`` column (the latest label
         attached to each, else null) unless ``labels`` is false.
@@ -230,6 +231,7 @@ class PredictionLog:
             since, until: only those logged in ``[since, until)`` (UTC).
             status: only those answered with this HTTP status (200: the successful ones).
             request_ids: only these requests.
+            request_prefix: only requests whose id starts with this.
         """
         import pandas as pd
 
@@ -259,6 +261,9 @@ class PredictionLog:
                 if ids is not None:
                     con.register("wanted", pd.DataFrame({"request_id": ids}))
                     where.append("p.request_id IN (SELECT request_id FROM wanted)")
+                if request_prefix is not None:
+                    where.append("starts_with(p.request_id, ?)")
+                    args.append(request_prefix)
                 if label_files:
                     labels_sql = "[" + ", ".join(_literal(str(f)) for f in label_files) + "]"
                     query = (
@@ -282,8 +287,14 @@ class PredictionLog:
         return len(self.read(labels=False, **filters))
 
     def find(self, request_id: str) -> dict:
-        """The first logged row of one request (its model, version, bundle, inputs and prediction)."""
+        """The first logged row of one request (its model, version, bundle, inputs and prediction), named by its
+        id or a unique prefix of 8+ characters."""
+        request_id = str(request_id).strip().removesuffix("...")
         frame = self.read(request_ids=[request_id])
+        if frame.empty and len(request_id) >= 8:
+            frame = self.read(request_prefix=request_id)
+            if frame["request_id"].nunique() > 1:
+                raise NotFoundError(f"request id prefix {request_id!r} is ambiguous; give more characters")
         if frame.empty:
             raise NotFoundError(
                 f"no logged prediction has request id {request_id!r}; the `x-request-id` header of a response "

@@ -194,7 +194,8 @@ def _serving(project, folder: Path, echo: Callable[[str], None]) -> None:
         request = str(labelled["request_id"].iloc[0])
         graph = request_lineage(request, project=project)
         path = [n.label for n in sorted(graph.nodes.values(), key=lambda n: -n.depth) if n.kind != "step_run"]
-        echo(f"   mlops-nb lineage request:{request[:12]}...  →  " + "  ←  ".join(path[:5]))
+        echo(f"   mlops-nb lineage request:{request}")
+        echo("     " + "  ←  ".join(path[:5]))
 
 
 def _nearby(path: Path, start: Path) -> Path:

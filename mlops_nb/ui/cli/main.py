@@ -120,7 +120,10 @@ def runs(
         echo_json([r.to_dict() for r in records])
         return
     if not records:
-        click.echo("No runs yet. Start one with `mlops-nb run NOTEBOOK` or `mlops-nb demo`.")
+        if status or pipeline or kind or trigger:
+            click.echo("No runs match; `mlops-nb runs` lists them all.")
+        else:
+            click.echo("No runs yet. Start one with `mlops-nb run NOTEBOOK` or `mlops-nb demo`.")
         return
     rows = [
         [

@@ -200,9 +200,14 @@ def deploy(ctx: click.Context, model: str | None, port: int | None, host: str, c
         result = stop(name, project=project)
     elif do_rollback:
         result = rollback(name, project=project, trigger="cli")
+        result["rollback"] = True
     else:
+        import time
+
+        began = time.monotonic()
         result = deploy_model(model, port=port, host=host, canary=canary, window=window, watch=watch,
                               workers=workers, project=project, trigger="cli", progress=not as_json)  # fmt: skip
+        result["total_seconds"] = round(time.monotonic() - began, 3)
     if as_json:
         echo_json(result)
         return
@@ -216,12 +221,20 @@ def _line(result: dict) -> str:
     name = result.get("name")
     if outcome == "stopped":
         return f"stopped {name} (port {result['port']})"
+    following = f"; following @{result['watch']}" if result.get("watch") else ""
+    if outcome == "deployed" and result.get("rollback"):
+        return (f"rolled back {name} to v{result['version']} (was v{result['previous']}) at {result['url']}, pinned "
+                f"until the alias moves; run {result.get('run_id')}")  # fmt: skip
     if outcome == "deployed":
         was = f" (was v{result['previous']})" if result.get("previous") else ""
         took = f" in {result['seconds']:.1f} s" if result.get("seconds") is not None else ""
-        return f"deployed {name} v{result['version']}{was} at {result['url']}{took}; run {result.get('run_id')}"
+        if result.get("total_seconds"):
+            took += f" ({result['total_seconds']:.1f} s with the build)"
+        return (
+            f"deployed {name} v{result['version']}{was} at {result['url']}{took}; run {result.get('run_id')}{following}"
+        )
     if outcome == "unchanged":
-        return f"{name} v{result['version']} is already deployed at {result['url']}"
+        return f"{name} v{result['version']} is already deployed at {result['url']}{following}"
     if outcome == "rolled_back":
         serving = f"v{result['serving']}" if result.get("serving") else "nothing"
         return f"rolled back {name} v{result['version']}: {result['reason']}; still serving {serving}"

@@ -51,7 +51,7 @@ def _wait(url: str, process: subprocess.Popen | None, timeout: float = 120) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise SystemExit(f"server for {url} exited: {process.stdout.read() if process.stdout else ''}")
+            raise SystemExit(f"the server for {url} exited (its log is next to the project)")
         try:
             with urllib.request.urlopen(url + "/ping", timeout=1) as answer:
                 if answer.status == 200:
@@ -151,11 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         ports = {"mlflow": free_port(), "ours": free_port(), "deploy": free_port()}
         mlflow_cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", "models:/iris@champion", "--env-manager",
                       "local", "-h", "127.0.0.1", "-p", str(ports["mlflow"]), "-w", str(args.workers)]  # fmt: skip
-        servers.append(subprocess.Popen(mlflow_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, start_new_session=True))  # fmt: skip
+        # each server's output goes to a file: MLflow's uvicorn writes an access-log line per request, and a pipe
+        # nobody reads fills up and stops it
+        logs = {name: open(home / f"{name}.log", "w") for name in ("mlflow", "ours")}  # noqa: SIM115
+        servers.append(subprocess.Popen(mlflow_cmd, env=env, stdout=logs["mlflow"], stderr=subprocess.STDOUT,
+                                        start_new_session=True))  # fmt: skip
         ours_cmd = [sys.executable, "-m", "mlops_nb.ui.cli", "serve", bundle.short, "--port", str(ports["ours"]),
                     "--workers", str(args.workers)]  # fmt: skip
-        servers.append(subprocess.Popen(ours_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        servers.append(subprocess.Popen(ours_cmd, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT))
         deployed = deploy("iris@champion", port=ports["deploy"], workers=args.workers, window=0.2, project=project,
                           progress=False)  # fmt: skip
         assert deployed["outcome"] == "deployed", deployed

@@ -317,6 +317,11 @@ def test_batch_scoring_writes_predictions_and_records_a_run(served, tmp_path):
                           env=_env(served["home"]), capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1 and "rows 0-0: missing column 'sepal_width'" in done.stderr
     assert not (tmp_path / "o.csv").exists()
+    other = tmp_path / "data.json"
+    other.write_text("{}")
+    done = subprocess.run([*CLI, "score", "iris@champion", str(other), "-o", str(tmp_path / "o.csv")],
+                          env=_env(served["home"]), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and "is neither .parquet nor .csv" in done.stderr and "build iris" not in done.stderr
 
 
 # the prediction log as a store -------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ def score(
         raise ServingError(f"input file {source} does not exist")
     if target.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ServingError(f"output {target} must end in .parquet or .csv")
+    if source.suffix.lower() not in (".parquet", ".pq", ".csv", ".txt"):  # before the build: seconds saved
+        raise ServingError(f"{source} is neither .parquet nor .csv; give the input as one of them")
     built = bundle_for(str(model), project=project, trigger=trigger, progress=progress)
     started = utcnow()
     frame = _read_table(source)

@@ -222,6 +222,19 @@ class Project:
         return self.features
 
 
+def current_project(project: Project | None = None) -> Project:
+    """``project`` if given, else the project of the pipeline step running now, else ``Project()`` (the current
+    folder's): how the lifecycle functions (``register_model``, ``promote``, ``build``, ``deploy`` ...) find theirs."""
+    if project is not None:
+        return project
+    from .core import hooks
+
+    active = hooks.active_step()
+    if active is not None and active.project is not None:
+        return active.project
+    return Project()
+
+
 class _Gone:
     """The artifact source of a store that does not exist: everything it would hold is gone."""
 

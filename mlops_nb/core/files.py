@@ -20,6 +20,16 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def last_line(path: str | Path, limit: int = 300) -> str:
+    """The last non-blank line of a text file (a child process's log: why it stopped), or ``no output``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no output"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else "no output"
+
+
 def fsync_rename(tmp: str | Path, final: str | Path) -> None:
     """Flush ``tmp`` to disk and rename it to ``final`` (atomic on one filesystem), then flush the folder."""
     with open(tmp, "rb") as handle:

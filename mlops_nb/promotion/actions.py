@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core import hooks
 from ..exceptions import MlopsError, ModelNotFoundError, PromotionRefused, RegistryError
+from ..project import current_project
 from ..store.registry import ModelVersion, check_alias, check_model_name
 from . import gates as gate_rules
 from .events import events_of, holders, new_event, person, read_history, tag_of
@@ -69,17 +70,6 @@ class Promotion:
             "checks": list(self.checks),
             "run_id": self.run_id,
         }
-
-
-def _project(project):
-    if project is not None:
-        return project
-    active = hooks.active_step()
-    if active is not None and active.project is not None:
-        return active.project
-    from ..project import Project
-
-    return Project()
 
 
 class _Action:
@@ -201,7 +191,7 @@ def promote(
     check_alias(alias)
     _check_caller(trigger, by)
     rules = gate_rules.parse(gates)
-    project = _project(project)
+    project = current_project(project)
     registry = project.registry
     candidate = registry.version(name, version, metrics=bool(rules))
     current, compare = _holders_for(registry, name, rules, alias)
@@ -286,7 +276,7 @@ def approve(
     """
     check_model_name(name)
     note = _check_caller(trigger, by, note)
-    project = _project(project)
+    project = current_project(project)
     registry, candidate, alias, previous = _pending(name, version, "approve", project)
     checked_against = _pending_from(candidate)
     if previous not in (checked_against, candidate.version):
@@ -319,7 +309,7 @@ def reject(
     """
     check_model_name(name)
     note = _check_caller(trigger, by, note)
-    project = _project(project)
+    project = current_project(project)
     registry, candidate, alias, previous = _pending(name, version, "reject", project)
     with _Action(project, candidate, alias, "reject", trigger, {"note": note}) as action:
         event = action.event("reject", candidate, note=note, by=by)
@@ -340,7 +330,7 @@ def rollback(
     check_model_name(name)
     check_alias(alias)
     note = _check_caller(trigger, by, note)
-    project = _project(project)
+    project = current_project(project)
     registry = project.registry
     current = registry.alias_holder(name, alias)
     stack = holders(read_history(registry, name), alias)
@@ -370,7 +360,7 @@ def history(name: str, *, project=None) -> list[dict]:
     """Every event of model ``name``, oldest first, read from MLflow: who registered, promoted, refused,
     approved, rejected or rolled back which version, when, why (``action``, ``version``, ``alias``, ``from``,
     ``by``, ``trigger``, ``at``, ``checks``, ``note``, ``run_id``)."""
-    project = _project(project)
+    project = current_project(project)
     return read_history(project.registry, check_model_name(name))
 
 
@@ -385,7 +375,7 @@ def load_model(name: str, version: int | str = "@champion", *, project=None) -> 
     if name.startswith("models:/"):  # MLflow's form: models:/NAME@ALIAS or models:/NAME/VERSION
         rest = name[len("models:/") :]
         name, version = (rest.split("@", 1)[0], "@" + rest.split("@", 1)[1]) if "@" in rest else rest.rsplit("/", 1)
-    project = _project(project)
+    project = current_project(project)
     found = project.registry.version(check_model_name(name), version)
     if found.model_hash and project.artifacts.exists(found.model_hash):
         return project.artifacts.get(found.model_hash)
@@ -395,7 +385,7 @@ def load_model(name: str, version: int | str = "@champion", *, project=None) -> 
 def models(name: str | None = None, *, project=None) -> list[dict]:
     """The registered models (``name``, ``aliases``, ``latest``), or with ``name`` that model's versions as dicts
     (``version``, ``aliases``, ``approval``, ``metrics``, ``created``, ``tags``), newest first."""
-    project = _project(project)
+    project = current_project(project)
     if name is None:
         return project.registry.models()
     return [v.to_dict() for v in project.registry.versions(check_model_name(name), metrics=True)]
@@ -406,7 +396,7 @@ def resolve_uri(uri: str, *, project=None) -> str:
     if not uri.startswith("models:/") or "@" not in uri:
         return uri
     name, _, alias = uri[len("models:/") :].rpartition("@")
-    project = _project(project)
+    project = current_project(project)
     number = project.registry.alias_version(check_model_name(name), alias)
     if number is None:
         raise ModelNotFoundError(

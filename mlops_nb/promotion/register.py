@@ -141,12 +141,12 @@ def register_model(
         version = mlops_nb.register_model(model, "churn", input_example=X_test[:5], metrics={"f1": f1})
         mlops_nb.promote("churn", version.version, gates={"f1": ">= champion - 0.01"})
     """
-    from ..project import Project
+    from ..project import current_project
 
     check_model_name(name)
     flavor_of(model)  # a model MLflow cannot serve is refused before anything is stored
     active = hooks.active_step()
-    project = project or (active.project if active is not None and active.project is not None else Project())
+    project = current_project(project)
     registry = project.registry
     clean_metrics = _metrics(metrics, name)
     with progress_bars.start(3, f"register {name}", unit="stage") as bar:

@@ -249,11 +249,9 @@ def _typed(name: str, kind: str | None, values: list) -> np.ndarray:
     dtype = _NUMERIC.get(kind or "")
     if dtype is not None:
         if array.dtype.kind == "O":  # None for missing values
-            if any(v is not None and not isinstance(v, int | float) or isinstance(v, bool) for v in values):
-                bad = next(
-                    v for v in values if v is not None and (not isinstance(v, int | float) or isinstance(v, bool))
-                )
-                raise BadRequest(f"column {name!r} expects {kind} values, got {bad!r}")
+            bad = [v for v in values if v is not None and (not isinstance(v, int | float) or isinstance(v, bool))]
+            if bad:
+                raise BadRequest(f"column {name!r} expects {kind} values, got {bad[0]!r}")
             array = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
         if array.dtype.kind not in "fiu":
             bad = values[0] if len(values) else None

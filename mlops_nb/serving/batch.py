@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import ServingError
-from .resolve import project_of
+from ..project import current_project
 
 
 def _read_table(path: Path):
@@ -55,7 +55,7 @@ def score(
     from .app import BadRequest, Scorer
     from .bundle import bundle_for
 
-    project = project_of(project)
+    project = current_project(project)
     source, target = Path(data), Path(output)
     if not source.is_file():
         raise ServingError(f"input file {source} does not exist")
@@ -96,8 +96,7 @@ def score(
     else:
         result.to_parquet(tmp, index=False)
     os.replace(tmp, target)
-    bundle_ref = ArtifactRef(built.bundle, "bundle", name=f"bundle {built.model} v{built.version}",
-                             summary=f"app bundle {built.model} v{built.version}", uri=built.path.as_uri())  # fmt: skip
+    bundle_ref = built.node()
     run_id = project.metadata.record_run(
         kind="deploy",
         status="succeeded",
@@ -133,7 +132,7 @@ def log_labels(request_ids, labels, *, rows=None, project=None) -> int:
 
         mlops_nb.log_labels(["a1b2...", "c3d4..."], [1, 0])
     """
-    return project_of(project).predictions.log_labels(request_ids, labels, rows)
+    return current_project(project).predictions.log_labels(request_ids, labels, rows)
 
 
 def labels_from_file(path: str | os.PathLike, *, project=None) -> int:
@@ -154,7 +153,7 @@ def request_lineage(request_id: str, *, direction: str = "up", depth: int | None
     from ..exceptions import NotFoundError
     from ..store.lineage import LineageGraph, LineageNode
 
-    project = project_of(project)
+    project = current_project(project)
     row = project.predictions.find(request_id)
     request_id = row["request_id"]  # the whole id, when a prefix named it
     key = f"prediction:request:{request_id}"

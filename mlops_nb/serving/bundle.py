@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.records import ArtifactRef
-from ..exceptions import BundleError, RegistryError
+from ..exceptions import BundleError
+from ..project import current_project
 from ..store.registry import ModelVersion, check_model_name
-from .manifest import ENTRYPOINT, MODEL_FILE, bundle_hash, dumps, open_bundle, sha256_file
+from .manifest import ENTRYPOINT, MODEL_FILE, bundle_hash, bundle_node, dumps, open_bundle, sha256_file
 
 FORMAT = 1
 APP_MODULE = "mlops_nb.serving.app"
@@ -106,14 +107,7 @@ class Build:
 
     def node(self) -> ArtifactRef:
         """The bundle as a lineage node."""
-        return ArtifactRef(
-            self.bundle,
-            "bundle",
-            size=_folder_size(self.path),
-            name=f"bundle {self.model} v{self.version}",
-            summary=f"app bundle {self.model} v{self.version}",
-            uri=self.path.as_uri(),
-        )
+        return bundle_node(self.bundle, self.model, self.version, self.path, _folder_size(self.path))
 
     def line(self) -> str:
         """One line for people."""
@@ -235,9 +229,8 @@ def build(
     from ..core import progress as progress_bars
     from ..core.clock import utcnow
     from ..store.metadata import new_run_id
-    from .resolve import project_of
 
-    project = project_of(project)
+    project = current_project(project)
     name, spec = parse_model_spec(model) if version is None else (check_model_name(model), str(version))
     started = utcnow()
     found = project.registry.version(name, spec)  # an unknown model is one line, before any progress bar
@@ -349,10 +342,7 @@ def _model_bytes(project, found: ModelVersion) -> tuple[bytes, str]:
     if found.model_hash and project.artifacts.exists(found.model_hash):
         data = project.artifacts.read_bytes(found.model_hash)
         return data, found.model_hash
-    try:
-        loaded = project.registry.load(found.name, found.version)
-    except RegistryError:
-        raise
+    loaded = project.registry.load(found.name, found.version)
     ref = project.artifacts.put(loaded, name=f"{found.name}-v{found.version}")
     return project.artifacts.read_bytes(ref.hash), ref.hash
 
@@ -414,14 +404,12 @@ def _write_bundle(
 # open ----------------------------------------------------------------------------------------------------------
 def find_bundle(ref: str | os.PathLike, project=None) -> Path:
     """The folder of a bundle named by its path, its hash or a prefix of 6+ characters."""
-    from .resolve import project_of
-
     path = Path(ref)
     if (path / "manifest.json").is_file():
         return path.resolve()
     text = str(ref).strip().lower()
     if re.fullmatch(r"[0-9a-f]{6,64}", text):
-        builds = project_of(project).builds_dir
+        builds = current_project(project).builds_dir
         found = sorted(p for p in builds.glob(f"{text}*") if p.is_dir()) if builds.is_dir() else []
         if len(found) == 1:
             return found[0]
@@ -435,14 +423,12 @@ def find_bundle(ref: str | os.PathLike, project=None) -> Path:
 
 def looks_like_bundle(spec: str, project=None) -> bool:
     """Whether ``spec`` names an existing bundle (its folder, or its hash or a 6+ character prefix of it)."""
-    from .resolve import project_of
-
     text = str(spec).strip()
     if Path(text).is_dir():
         return True
     if not re.fullmatch(r"[0-9a-fA-F]{6,64}", text):
         return False
-    builds = project_of(project).builds_dir
+    builds = current_project(project).builds_dir
     return builds.is_dir() and any(p.is_dir() for p in builds.glob(f"{text.lower()}*"))
 
 
@@ -450,9 +436,7 @@ def bundle_for(spec: str, project=None, trigger: str = "api", progress: bool = T
     """A bundle named by its folder or hash, else the bundle of a model spec (``NAME@ALIAS``, ``NAME/VERSION``, a
     bare name: ``@champion``), built or reused. A model whose name is all hex digits is a model unless a bundle
     has that prefix."""
-    from .resolve import project_of
-
-    project = project_of(project)
+    project = current_project(project)
     text = str(spec).strip()
     if looks_like_bundle(text, project):
         path = find_bundle(text, project)

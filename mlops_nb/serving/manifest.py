@@ -1,6 +1,6 @@
 """An app bundle's identity and its check: what the scoring app verifies before it unpickles a model.
 
-Standard library only: the scoring app imports this inside the bundle.
+The standard library and mlops_nb's core only: the scoring app imports this inside the bundle.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.records import ArtifactRef
 from ..exceptions import BundleError
 
 ENTRYPOINT = "app/serve.py"
@@ -85,6 +86,12 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
     if bundle_hash(model_hash, files, text, manifest.get("features"), manifest["model"].get("uri")) != digest:
         problems.append("requirements.txt or the feature refs are altered" if text else "requirements.txt is missing")
     return problems
+
+
+def bundle_node(digest: str, model: str, version: int, path: Path, size: int = 0) -> ArtifactRef:
+    """A bundle as a lineage node (what a build outputs and a rollout or a batch score reads)."""
+    return ArtifactRef(digest, "bundle", size=size, name=f"bundle {model} v{version}",
+                       summary=f"app bundle {model} v{version}", uri=Path(path).as_uri())  # fmt: skip
 
 
 def model_bytes(folder: str | os.PathLike, manifest: dict[str, Any]) -> bytes:

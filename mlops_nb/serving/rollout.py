@@ -18,11 +18,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..core.files import last_line
 from ..exceptions import DeployError
+from ..project import current_project
 from ..store.registry import check_model_name
 from .bundle import bundle_for, looks_like_bundle, parse_model_spec
 from .manifest import TOKEN_HEADER
-from .resolve import project_of
 
 DEFAULT_PORT = 8080
 
@@ -105,21 +106,13 @@ def _start_supervisor(project, name: str, *, port: int, host: str, watch: str | 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DeployError(f"the router of {name} did not start: {_last_line(log)}")
+            raise DeployError(f"the router of {name} did not start: {last_line(log).removeprefix('error: ')}")
         state = _read_state(project, name)
         if state is not None and state.get("pid") == process.pid:
             return state
         time.sleep(0.05)
     process.terminate()
     raise DeployError(f"the router of {name} did not start within 60 s; see {log}")
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1].removeprefix("error: ")[:300] if lines else "no output"
 
 
 def deploy(
@@ -155,7 +148,7 @@ def deploy(
         result = mlops_nb.deploy("churn@champion", port=8080)
         requests.post(result["url"] + "/invocations", json={"dataframe_records": rows})
     """
-    project = project_of(project)
+    project = current_project(project)
     if canary is not None and not 0 < float(canary) < 100:
         raise DeployError(f"--canary {canary} must be a percentage between 0 and 100 (exclusive)")
     spec = "" if looks_like_bundle(str(model), project) else parse_model_spec(model)[1]
@@ -193,7 +186,7 @@ def deploy(
 
 def status(name: str | None = None, *, project=None) -> list[dict[str, Any]]:
     """The live deployments (of one model, or all): their address, the versions served, requests and errors."""
-    project = project_of(project)
+    project = current_project(project)
     folder = deployments_dir(project)
     names = (
         [check_model_name(name)] if name else sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
@@ -219,7 +212,7 @@ def _require(project, name: str) -> dict[str, Any]:
 
 def rollback(name: str, *, project=None, trigger: str = "api") -> dict[str, Any]:
     """Serve the version served before the current one again, pinned until the alias moves again."""
-    project = project_of(project)
+    project = current_project(project)
     result = _call(_require(project, name), "POST", "/rollback", {"trigger": trigger})
     if result.get("outcome") == "refused":
         raise DeployError(result["reason"])
@@ -228,7 +221,7 @@ def rollback(name: str, *, project=None, trigger: str = "api") -> dict[str, Any]
 
 def stop(name: str, *, project=None, timeout: float = 60) -> dict[str, Any]:
     """Drain and stop a deployment's servers and its router."""
-    project = project_of(project)
+    project = current_project(project)
     state = _require(project, name)
     _call(state, "POST", "/stop", timeout=30)
     deadline = time.monotonic() + timeout

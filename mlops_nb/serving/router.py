@@ -38,7 +38,8 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
-from .manifest import PARENT_ENV, TOKEN_HEADER
+from ..core.files import last_line
+from .manifest import PARENT_ENV, TOKEN_HEADER, bundle_node
 
 _FORWARD_REQUEST = ("content-type", "x-request-id", "accept")
 ROUTER_MAX_BODY = 64 * 1024 * 1024  # the servers apply their own, smaller limit (and log what they refuse)
@@ -121,6 +122,15 @@ class Supervisor:
         self.last: dict[str, Any] = {}
         self._project = None
         self.token = secrets.token_hex(16)
+
+    @property
+    def project(self):
+        """The project the deployment belongs to (opened on first use: the stores load lazily)."""
+        if self._project is None:
+            from ..project import Project
+
+            self._project = Project(self.home)
+        return self._project
 
     # routing ----------------------------------------------------------------------------------------------------
     def pick(self) -> tuple[Backend | None, str]:
@@ -212,7 +222,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if process.returncode is not None:
                 raise RolloutFailed(
-                    f"version {backend.version} crashed on start (exit {process.returncode}): {_last_line(log)}"
+                    f"version {backend.version} crashed on start (exit {process.returncode}): {last_line(log)}"
                 )
             try:
                 async with self.session.get(backend.url + "/health", timeout=ClientTimeout(total=2)) as answer:
@@ -276,7 +286,7 @@ class Supervisor:
             await asyncio.sleep(min(0.1, seconds))
             if backend.process is not None and backend.process.returncode is not None:
                 raise RolloutFailed(
-                    f"version {backend.version} exited during the watch window: {_last_line(backend.log)}"
+                    f"version {backend.version} exited during the watch window: {last_line(backend.log)}"
                 )
             requests = backend.requests - start_requests
             errors = backend.errors - start_errors
@@ -386,21 +396,16 @@ class Supervisor:
         """The rollout as a run of kind ``deploy`` (its step reads the bundle)."""
 
         def record() -> str:
-            from ..core.records import ArtifactRef
-            from ..project import Project
-
-            if self._project is None:
-                self._project = Project(self.home)
-            ref = ArtifactRef(spec["bundle"], "bundle", name=f"bundle {self.name} v{spec['version']}",
-                              summary=f"app bundle {self.name} v{spec['version']}", uri=Path(spec["path"]).as_uri())  # fmt: skip
             from datetime import UTC, datetime
+
+            ref = bundle_node(spec["bundle"], self.name, spec["version"], Path(spec["path"]))
 
             status = "succeeded" if result["outcome"] in ("deployed", "unchanged") else "failed"
             began = datetime.fromtimestamp(result["started"], UTC).replace(tzinfo=None)
             params = {k: result[k] for k in ("name", "version", "bundle", "previous", "outcome", "url", "canary")}
             params["timings"] = result["timings"]
             params["build_id"] = spec.get("build_id")
-            return self._project.metadata.record_run(
+            return self.project.metadata.record_run(
                 kind="deploy",
                 status=status,
                 trigger=spec.get("trigger", "api"),
@@ -427,15 +432,10 @@ class Supervisor:
 
     async def rollback(self, trigger: str = "cli") -> dict[str, Any]:
         """Deploy the version served before the current one, pinned until the alias moves again."""
-        if not self.history:
-            return {
-                "name": self.name,
-                "outcome": "refused",
-                "reason": f"{self.name} has no earlier version to roll back to",  # nothing was deployed before
-            }
         async with self.lock:  # the history read, the rollout and the history written as one
             if not self.history:
-                return {"name": self.name, "outcome": "refused", "reason": f"{self.name} has no earlier version"}
+                reason = f"{self.name} has no earlier version to roll back to"
+                return {"name": self.name, "outcome": "refused", "reason": reason}
             spec = dict(self.history[-1])
             alias_version = await asyncio.to_thread(self._alias_version)
             spec.update(trigger=trigger, pin=True, pinned_from=alias_version, fired_by="rollback", window=0)
@@ -449,11 +449,7 @@ class Supervisor:
     def _alias_version(self) -> int | None:
         if not self.watch_alias:
             return None
-        from ..project import Project
-
-        if self._project is None:
-            self._project = Project(self.home)
-        return self._project.registry.alias_version(self.name, self.watch_alias)
+        return self.project.registry.alias_version(self.name, self.watch_alias)
 
     async def watch(self) -> None:
         """Roll out the alias' version whenever it moves (unless a rollback pinned the current one). A version
@@ -575,14 +571,6 @@ def _same(got: Any, expected: Any) -> bool:
 def _median(values) -> float | None:
     ordered = sorted(values)
     return ordered[len(ordered) // 2] if ordered else None
-
-
-def _last_line(path: str | Path) -> str:
-    try:
-        lines = [line for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1][:300] if lines else "no output"
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -170,6 +170,12 @@ def test_a_version_that_crashes_on_start_or_fails_its_smoke_test_never_takes_tra
     assert "[9, 9, 9]" in result["reason"] and result["serving"] == serving
     refused = requests.post(f"http://127.0.0.1:{state['control_port']}/stop", json={}, timeout=5)
     assert refused.status_code == 403  # the control port answers only with the token of the 0600 state file
+    plain = requests.post(f"http://127.0.0.1:{state['control_port']}/stop", data="{}", timeout=5,
+                          headers={"x-mlops-token": state["token"], "content-type": "text/plain"})  # fmt: skip
+    assert plain.status_code == 415 and plain.json()["reason"] == "send application/json"
+    huge = requests.post(url, data=b"0" * (64 * 1024 * 1024 + 1), headers={"content-type": "application/json"},
+                         timeout=60)  # fmt: skip
+    assert huge.status_code == 413 and huge.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
     assert oct(os.stat(project.mlops_dir / "deployments" / "iris.json").st_mode)[-3:] == "600"
     failed = project.metadata.get_run(result["run_id"])
     assert failed.kind == "deploy" and failed.status == "failed" and "smoke test" in failed.error

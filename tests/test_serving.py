@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -461,3 +462,65 @@ def test_a_request_may_carry_only_entity_keys_for_online_features(served, tmp_pa
 def version_predictions(project, version: int, frame) -> list:
     """What MLflow's pyfunc predicts for ``frame`` with version ``version`` of ``petals``."""
     return project.registry.load_pyfunc(f"models:/petals/{version}").predict(frame).tolist()
+
+
+def test_malformed_payloads_are_one_line_each(served):
+    from mlops_nb.serving.app import BadRequest, Scorer
+
+    scorer = Scorer(served["bundle"].path)
+    row = [5.1, 3.5, 1.4, 0.2]
+    cases = [
+        (b"[" * 100_000 + b"]" * 100_000, "the JSON body is nested too deeply"),
+        (
+            json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [row[:3]]}}).encode(),
+            "each row of dataframe_split.data must have 4 values",
+        ),  # fmt: skip
+        (json.dumps({"dataframe_split": [row]}).encode(), 'dataframe_split must be {"columns"'),
+        (json.dumps({"inputs": []}).encode(), "inputs must be a non-empty list of rows"),
+        (
+            json.dumps({"inputs": {"sepal_length": [1.0, 2.0], "sepal_width": [1.0]}}).encode(),
+            "the columns of inputs must have the same number of values",
+        ),  # fmt: skip
+        (json.dumps({"dataframe_records": [row], "params": 3}).encode(), "params must be an object"),
+        (json.dumps([row]).encode(), "the JSON body must be an object"),
+    ]
+    for body, message in cases:
+        with pytest.raises(BadRequest, match=re.escape(message)) as caught:
+            scorer.prepare(scorer.parse(body, "application/json"))
+        assert "\n" not in caught.value.message and caught.value.status == 400
+    with pytest.raises(BadRequest, match="the request has no columns"):
+        scorer.prepare({})
+    with pytest.raises(BadRequest, match=r"the CSV body cannot be read"):
+        scorer.parse(b'a,b\n"1,2\n', "text/csv")
+
+
+def test_integer_columns_refuse_fractions_and_values_out_of_range():
+    from mlops_nb.serving.app import BadRequest, _typed
+
+    assert _typed("n", "long", [1, 2.0]).tolist() == [1, 2]
+    with pytest.raises(BadRequest, match=r"column 'n' expects long values, got 1\.5"):
+        _typed("n", "long", [1, 1.5])
+    with pytest.raises(BadRequest, match=r"column 'n' expects integer values, got 3000000000, out of its range"):
+        _typed("n", "integer", [3_000_000_000])
+    with pytest.raises(BadRequest, match="column 's' expects string values, got 3"):
+        _typed("s", "string", ["a", 3])
+    with pytest.raises(BadRequest, match="column 'b' expects boolean values, got 'yes'"):
+        _typed("b", "boolean", ["yes"])
+
+
+def test_label_and_command_line_errors_are_one_line(served, tmp_path):
+    log = served["project"].predictions
+    with pytest.raises(ServingError, match=r"a label is missing \(None or NaN\)"):
+        log.log_labels(["a"], [float("nan")])
+    wrong = tmp_path / "truth.csv"
+    pd.DataFrame({"id": ["a"], "label": [1]}).to_csv(wrong, index=False)
+    env = _env(served["home"])
+    for args, message in [
+        (["labels", str(wrong)], "has no column 'request_id'; give request_id and label (and row) columns"),
+        (["labels"], "give a FILE of request_id,label rows, or --compact"),
+        (["deploy"], "give the MODEL to deploy (NAME@ALIAS or NAME/VERSION), or --status"),
+        (["score", "iris@champion", str(wrong), "-o", str(tmp_path / "out.txt")], "must end in .parquet or .csv"),
+    ]:
+        done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
+        assert done.stderr.strip().startswith("Error:") and len(done.stderr.strip().splitlines()) == 1

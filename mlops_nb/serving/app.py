@@ -264,7 +264,7 @@ def _typed(name: str, kind: str | None, values: list) -> np.ndarray:
             info = np.iinfo(dtype)
             if array.size and (array.min() < info.min or array.max() > info.max):
                 bad = array.max() if array.max() > info.max else array.min()
-                raise BadRequest(f"column {name!r} expects {kind} values, got {bad!r}, out of its range")
+                raise BadRequest(f"column {name!r} expects {kind} values, got {bad.item()!r}, out of its range")
         return array.astype(dtype, copy=False)
     if kind == "string":
         bad = next((v for v in values if v is not None and not isinstance(v, str)), None)

@@ -19,10 +19,12 @@ from .exceptions import (
     ConfigError,
     MlopsError,
     ModelNotFoundError,
+    MonitoringError,
     NotFoundError,
     PipelineError,
     PromotionRefused,
     RegistryError,
+    ScheduleError,
     StepFailedError,
     StoreBusyError,
     StoreError,
@@ -43,6 +45,7 @@ __all__ = [
     "MetadataStore",
     "MlopsError",
     "ModelNotFoundError",
+    "MonitoringError",
     "NotFoundError",
     "Pipeline",
     "PipelineError",
@@ -50,6 +53,7 @@ __all__ = [
     "PromotionRefused",
     "RegistryError",
     "Run",
+    "ScheduleError",
     "StepFailedError",
     "StepRun",
     "StoreBusyError",
@@ -63,6 +67,7 @@ __all__ = [
     "log_labels",
     "load_model",
     "model_history",
+    "monitor",
     "promote",
     "register_model",
     "reject",
@@ -93,11 +98,13 @@ _LAZY = {
     "deploy": "serving",
     "log_labels": "serving",
     "score": "serving",
+    "monitor": "monitoring",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core.records import ArtifactRef
     from .engine.driver import run
+    from .monitoring import monitor
     from .pipeline import Pipeline
     from .project import Project
     from .promotion import approve, load_model, promote, register_model, reject, rollback
@@ -137,6 +144,7 @@ def __getattr__(name: str):
         "build",
         "deploy",
         "score",
+        "monitor",
     ):  # API users see progress bars as the command line's do
         from .ui.progress import install
 

@@ -133,6 +133,15 @@ class DeployError(ServingError):
     traffic stayed with the version that served before."""
 
 
+class MonitoringError(MlopsError):
+    """Monitoring cannot do what was asked: no prediction log or reference, a window with no rows, an unknown
+    column, test or override, a malformed alert rule."""
+
+
+class ScheduleError(MlopsError):
+    """A schedule or trigger is invalid (a malformed cron expression, an unknown schedule, a missing target)."""
+
+
 class PipelineError(MlopsError):
     """The notebook is not a valid pipeline; ``problems`` lists every problem, one line each."""
 

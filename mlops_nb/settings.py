@@ -84,6 +84,19 @@ def _name(value: Any) -> str:
     return value.strip()
 
 
+def _table(value: Any) -> dict:
+    if isinstance(value, str):  # from the environment: JSON
+        import json
+
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected a JSON object ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a table")
+    return value
+
+
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
@@ -123,6 +136,14 @@ SETTINGS: dict[str, Setting] = {
             _positive_float,
             90.0,
             "days of prediction log that `mlops-nb labels --compact` (PredictionLog.compact) keeps",
+        ),
+        Setting(
+            "monitoring",
+            _table,
+            {},
+            "[tool.mlops_nb.monitoring]: window, test, drift_share, columns (per-column test/threshold/type), and "
+            'alerts: a list of {rule = "drift_share > 0.3", action = "log" | "run NB -p NAME VALUE" | '
+            '"command CMD", model = NAME}',
         ),
         Setting(
             "fork_kernels",

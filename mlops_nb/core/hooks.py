@@ -153,6 +153,9 @@ class Hooks:
         ``post_step(*, run_id, step, step_run_id, status, why, outputs, error, **future_kwargs)``: a step run of a
         pipeline run ended (succeeded, failed, cached or skipped) and is recorded.
         ``post_run(*, run_id, kind, pipeline, status, trigger, error, **future_kwargs)``: a run ended and is recorded.
+        ``alert(*, alert, project, **future_kwargs)``: monitoring raised an alert (a dict: ``id``, ``rule``,
+        ``metric``, ``value``, ``action``, ``model``, ``version``, ``monitor_run``) and recorded it; the action it
+        names (monitoring's own subscriber) and any other listener run here.
 
     Example::
 
@@ -165,7 +168,7 @@ class Hooks:
         unsubscribe = hooks.subscribe("post_run", alert)
     """
 
-    EVENTS = ("post_step", "post_run")
+    EVENTS = ("post_step", "post_run", "alert")
 
     def __init__(self) -> None:
         self._subscribers: dict[str, list[Callable[..., Any]]] = {name: [] for name in self.EVENTS}

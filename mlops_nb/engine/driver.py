@@ -35,6 +35,7 @@ def run(
     no_cache: bool = False,
     project=None,
     trigger: str = "api",
+    fired_by: str | None = None,
     progress: bool = True,
     kernel_name: str | None = None,
     step_timeout: float | None = None,
@@ -57,6 +58,7 @@ def run(
         no_cache: run every step.
         project: the project (default: the one the notebook's folder belongs to).
         trigger: what started the run (``api``, ``cli``, ``manual``, ``schedule`` ...).
+        fired_by: what fired it, when a trigger did (a schedule's name, a changed file, an alert).
         progress: show a progress bar with one line per step.
         kernel_name: the Jupyter kernel (default: the one the notebook's kernelspec names; a notebook with none
             needs it).
@@ -77,6 +79,7 @@ def run(
         executor=executor,
         no_cache=no_cache,
         trigger=trigger,
+        fired_by=fired_by,
         progress=progress,
         kernel_name=kernel_name,
         step_timeout=step_timeout,
@@ -122,7 +125,9 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
             return _record_fully_cached(project, pipeline, planned, values, name, options, begun, git.result())
     options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name))  # a kernel will start
     store = project.metadata
-    run_id = open_run(project, pipeline, values, name, options.trigger, started_at=begun, git=git.result())
+    run_id = open_run(
+        project, pipeline, values, name, options.trigger, started_at=begun, git=git.result(), fired_by=options.fired_by
+    )
     given = {k: values[k] for k in (params or {})}
     job = Job(project, pipeline, values, given, run_id, options, prepared, planned)
     outcome = Outcome("failed")
@@ -227,7 +232,10 @@ def _record_fully_cached(
     store = project.metadata
     run_id = new_run_id()
     with store.batch(write=True):
-        open_run(project, pipeline, values, executor, options.trigger, run_id=run_id, git=git, started_at=begun)
+        open_run(
+            project, pipeline, values, executor, options.trigger, run_id=run_id, git=git, started_at=begun,
+            fired_by=options.fired_by,
+        )  # fmt: skip
         store.record_steps(run_id, cached_records(planned))
         store.finish_run(run_id, "succeeded")
     lines = progress.start(len(planned), pipeline.name, enabled=options.progress, bar=False)  # no bar: no tqdm import

@@ -165,6 +165,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX model_events_model ON model_events (model);
     """,
+    # 8: monitoring's alerts (the rule that fired, its value, the action and the run it started) and the schedules
+    # and data triggers that start runs (see mlops_nb.monitoring and mlops_nb.schedule)
+    """
+    CREATE TABLE alerts (
+        id VARCHAR PRIMARY KEY,
+        raised_at TIMESTAMP NOT NULL,
+        model VARCHAR,
+        version BIGINT,
+        rule VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE,
+        action VARCHAR NOT NULL,
+        monitor_run VARCHAR,
+        action_run VARCHAR,
+        outcome VARCHAR
+    );
+    CREATE TABLE schedules (
+        name VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        cron VARCHAR,
+        on_data VARCHAR,
+        options JSON,
+        created_at TIMESTAMP NOT NULL,
+        next_due TIMESTAMP,
+        data_state VARCHAR,
+        last_fired TIMESTAMP,
+        last_run VARCHAR,
+        last_status VARCHAR,
+        last_error VARCHAR
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -541,6 +573,7 @@ class MetadataStore:
         executor: str = "api",
         model_events: list[dict] | None = None,
         steps: list[dict[str, Any]] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> str:
         """Record a run that is already over (a promotion: a few registry calls; a build) in one transaction, with
         the model registry events it did and its step runs (records as :meth:`record_steps` takes them: a build's
@@ -565,6 +598,8 @@ class MetadataStore:
             self._insert_model_events(con, model_events, run_id, None)
             if steps:
                 self._insert_steps(con, run_id, steps)
+            if metrics:
+                self._insert_metrics(con, run_id, None, metrics, None)
         return run_id
 
     @staticmethod
@@ -982,6 +1017,94 @@ class MetadataStore:
                     f"metric {name!r} of run {run_id} is {value!r}, not a number; log numbers as metrics"
                 ) from None
         con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    # alerts and schedules ------------------------------------------------------------------------------------
+    _ALERT_COLUMNS = (
+        "id", "raised_at", "model", "version", "rule", "metric", "value", "action", "monitor_run", "action_run",
+        "outcome",
+    )  # fmt: skip
+    _SCHEDULE_COLUMNS = (
+        "name", "kind", "target", "cron", "on_data", "options", "created_at", "next_due", "data_state",
+        "last_fired", "last_run", "last_status", "last_error",
+    )  # fmt: skip
+
+    def record_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Record alerts (dicts with the ``alerts`` table's columns) in one transaction."""
+        if not alerts:
+            return
+        columns = self._ALERT_COLUMNS
+        with self._connect(write=True) as con:
+            con.execute(
+                f"INSERT INTO alerts ({', '.join(columns)}) VALUES "
+                + ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * len(alerts)),
+                [a.get(c) for a in alerts for c in columns],
+            )
+
+    def update_alert(self, alert_id: str, *, action_run: str | None = None, outcome: str | None = None) -> None:
+        """Record what an alert's action did: the run it started and its outcome."""
+        with self._connect(write=True) as con:
+            con.execute(
+                "UPDATE alerts SET action_run = coalesce(?, action_run), outcome = coalesce(?, outcome) WHERE id = ?",
+                [action_run, outcome, alert_id],
+            )
+
+    def alerts(self, model: str | None = None, limit: int | None = 50, monitor_run: str | None = None) -> list[dict]:
+        """The latest alerts, newest first (of one model, or of one monitoring run)."""
+        where, args = [], []
+        for column, value in (("model", model), ("monitor_run", monitor_run)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        query = f"SELECT {', '.join(self._ALERT_COLUMNS)} FROM alerts"
+        query += (" WHERE " + " AND ".join(where)) if where else ""
+        query += " ORDER BY raised_at DESC, id DESC" + (" LIMIT ?" if limit is not None else "")
+        args += [int(limit)] if limit is not None else []
+        with self._connect() as con:
+            rows = con.execute(query, args).fetchall()
+        return [dict(zip(self._ALERT_COLUMNS, row, strict=True)) for row in rows]
+
+    def add_schedule(self, record: dict[str, Any]) -> None:
+        """Record a new schedule (a dict with the ``schedules`` table's columns; ``options`` a dict)."""
+        columns = self._SCHEDULE_COLUMNS
+        values = [json.dumps(record.get(c) or {}, sort_keys=True) if c == "options" else record.get(c) for c in columns]
+        with self._connect(write=True) as con:
+            if con.execute("SELECT count(*) FROM schedules WHERE name = ?", [record["name"]]).fetchall()[0][0]:
+                raise StoreError(
+                    f"a schedule named {record['name']!r} exists; remove it first or give --name another name"
+                )
+            con.execute(
+                f"INSERT INTO schedules ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+            )
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, by name."""
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {', '.join(self._SCHEDULE_COLUMNS)} FROM schedules ORDER BY name").fetchall()
+        out = []
+        for row in rows:
+            record = dict(zip(self._SCHEDULE_COLUMNS, row, strict=True))
+            record["options"] = json.loads(record["options"]) if record["options"] else {}
+            out.append(record)
+        return out
+
+    def update_schedule(self, name: str, **fields: Any) -> None:
+        """Change fields of a schedule (``next_due``, ``data_state``, ``last_*``)."""
+        unknown = set(fields) - set(self._SCHEDULE_COLUMNS[3:])
+        if unknown:
+            raise TypeError(f"update_schedule() got unexpected fields {sorted(unknown)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [json.dumps(v, sort_keys=True) if k == "options" else v for k, v in fields.items()]
+        with self._connect(write=True) as con:
+            con.execute(f"UPDATE schedules SET {sets} WHERE name = ?", [*values, name])
+
+    def remove_schedule(self, name: str) -> bool:
+        """Remove a schedule; False when there was none of that name."""
+        with self._connect(write=True) as con:
+            found = con.execute("SELECT count(*) FROM schedules WHERE name = ?", [name]).fetchall()[0][0]
+            con.execute("DELETE FROM schedules WHERE name = ?", [name])
+        return bool(found)
 
     @staticmethod
     def _check_status(status: str, allowed: tuple[str, ...], what: str = "status") -> None:

@@ -17,7 +17,7 @@ from traitlets.config import Configurable
 
 from ..exceptions import MlopsError
 
-_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, features, models, notebook, end"
+_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, features, models, monitor, notebook, end"
 
 
 class MagicUsageError(MlopsError):
@@ -322,6 +322,24 @@ class MlopsMagics(Magics, Configurable):
             raise MagicUsageError("usage: %mlops models [NAME]")
         name = words[0] if words else None
         return models_report(name, models(name, project=self._project()))
+
+    def _cmd_monitor(self, words: list[str]):
+        """``%mlops monitor MODEL [--window 1d] [--reference FILE|VIEW]``: monitor a served model and show its
+        report inline (drift per column with histograms, performance over time, alerts)."""
+        from ..monitoring import monitor
+
+        usage = "usage: %mlops monitor NAME[@ALIAS|/VERSION] [--window 1d] [--reference FILE|VIEW]"
+        if not words or words[0].startswith("-"):
+            raise MagicUsageError(usage)
+        options = {"window": None, "reference": None}
+        rest = words[1:]
+        while rest:
+            flag = rest.pop(0)
+            key = flag.removeprefix("--")
+            if key not in options or not rest:
+                raise MagicUsageError(usage)
+            options[key] = rest.pop(0)
+        return monitor(words[0], project=self._project(), trigger="manual", **options)
 
 
 def _jsonable(values: dict) -> dict:

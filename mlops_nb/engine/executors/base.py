@@ -25,6 +25,7 @@ class RunOptions:
         executor: the runner's name (None: the project's ``executor`` setting).
         no_cache: run every step.
         trigger: what started the run (``api``, ``cli``, ``manual``, ``schedule`` ...).
+        fired_by: what fired it, when a trigger did (a schedule's name, a changed file, an alert).
         progress: show progress (a bar with a line per step).
         kernel_name: the Jupyter kernel (None: the notebook's).
         step_timeout: seconds a step (``notebook``: a cell) may run before its kernel is stopped.
@@ -38,6 +39,7 @@ class RunOptions:
     executor: str | None = None
     no_cache: bool = False
     trigger: str = "api"
+    fired_by: str | None = None
     progress: bool = True
     kernel_name: str | None = None
     step_timeout: float | None = None
@@ -127,7 +129,7 @@ class Runner(ABC):
     name: ClassVar[str] = ""
     options: ClassVar[frozenset[str]] = frozenset()
     COMMON: ClassVar[frozenset[str]] = frozenset(
-        {"executor", "no_cache", "trigger", "progress", "kernel_name", "step_timeout"}
+        {"executor", "no_cache", "trigger", "fired_by", "progress", "kernel_name", "step_timeout"}
     )
 
     @classmethod

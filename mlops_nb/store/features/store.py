@@ -992,6 +992,19 @@ class FeatureStore:
             return frame[["segment", *[c for c in frame.columns if c != "segment"]]]
         return stats_frame(self.stats_dict(view))
 
+    def view_data(self, view: str):
+        """The current rows of ``view`` (the latest version of each key and event time) as a pandas DataFrame:
+        its join keys, event time and features (what monitoring takes as a reference)."""
+        v, segments = self._snapshot([view])[view]
+        if not segments:
+            raise FeatureNotFoundError(f"feature view {view!r} has no data yet; ingest some first")
+        mem = memory()
+        try:
+            sql, params = visible_sql(mem, 0, v, segments, None)
+            return mem.execute(sql, params).df()
+        finally:
+            mem.close()
+
     def stats_dict(self, view: str) -> dict[str, dict]:
         """Feature name -> statistics (with ``histogram`` edges and counts, or ``top`` values) over the view's
         current rows (the latest version of each key and event time)."""

@@ -138,7 +138,16 @@ def runs(
         ]
         for r in records
     ]
-    click.echo(table(rows, ["RUN", "KIND", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "TRIGGER", "STEPS"]))
+    headers = ["RUN", "KIND", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "TRIGGER", "STEPS"]
+    if any(r.fired_by for r in records):  # what fired the schedule, data and drift runs
+        for row, r in zip(rows, records, strict=True):
+            row.append(_cut(r.fired_by or "", 48))
+        headers.append("FIRED BY")
+    click.echo(table(rows, headers))
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _refs(refs: dict) -> str:
@@ -480,10 +489,12 @@ from .serving import deploy as _deploy  # noqa: E402
 from .serving import labels as _labels  # noqa: E402
 from .serving import score as _score  # noqa: E402
 from .serving import serve as _serve  # noqa: E402
+from .watch import monitor as _monitor  # noqa: E402
+from .watch import schedule as _schedule  # noqa: E402
 
 cli.add_command(_features)
 cli.add_command(_models)
-for _command in (_build, _serve, _score, _labels, _deploy):
+for _command in (_build, _serve, _score, _labels, _deploy, _monitor, _schedule):
     cli.add_command(_command)
 
 

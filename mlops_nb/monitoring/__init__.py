@@ -1,0 +1,31 @@
+"""Monitoring: a served model's drift, performance and health against its training reference, a report, alerts.
+
+- :func:`monitor`: a window of the prediction log against the training set (:mod:`.monitor`), recorded as a run
+  of kind ``monitor``, with its HTML and JSON report (:mod:`.report`).
+- :func:`data_drift`: per-column drift with Evidently's DataDriftPreset defaults, vectorised (:mod:`.drift`).
+- :mod:`.alerts`: rules over a monitoring run's metrics and their actions (log, a retraining run, a command).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+_LAZY = {
+    "monitor": "monitor",
+    "MonitorReport": "monitor",
+    "latest_report": "monitor",
+    "parse_window": "monitor",
+    "data_drift": "drift",
+    "DriftResult": "drift",
+    "ColumnDrift": "drift",
+    "parse_rule": "alerts",
+    "Rule": "alerts",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlops_nb.monitoring' has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)

@@ -1,0 +1,383 @@
+"""Schedules and data triggers: add, list, remove, fire what is due, and the daemon that keeps firing."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..core.clock import utcnow
+from ..exceptions import MlopsError, ScheduleError, StoreError
+from ..project import current_project
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+POLL_SECONDS = 10.0
+
+
+def next_due(cron: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` (naive UTC) that the cron expression names (croniter, UTC)."""
+    from croniter import CroniterError, croniter
+
+    text = " ".join(str(cron).split())
+    try:
+        if not croniter.is_valid(text):
+            raise ValueError("not a cron expression")
+        return croniter(text, after).get_next(datetime)
+    except (CroniterError, ValueError, KeyError, TypeError) as exc:
+        raise ScheduleError(
+            f"cron expression {cron!r} is not valid ({str(exc).splitlines()[0][:80]}); write five fields, "
+            "minute hour day month weekday, e.g. '0 3 * * *' (03:00 UTC daily) or '*/15 * * * *'"
+        ) from None
+
+
+@dataclass
+class Schedule:
+    """One schedule.
+
+    Attributes:
+        name: its name (``--name``; default from the notebook or model).
+        kind: ``notebook`` (a pipeline run) or ``monitor`` (a monitoring run).
+        target: the notebook's path (relative to the project's home) or the model (``NAME@ALIAS``).
+        cron: the cron expression (UTC), or None for a data trigger.
+        on_data: the watched path or feature view, or None.
+        options: ``params``, ``executor`` (notebook) or ``window`` (monitor).
+        next_due: when the cron schedule fires next (UTC).
+        data_state: the watched data's state when last seen.
+        last_fired, last_run, last_status, last_error: its latest firing.
+    """
+
+    name: str
+    kind: str
+    target: str
+    cron: str | None = None
+    on_data: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    next_due: datetime | None = None
+    data_state: str | None = None
+    last_fired: datetime | None = None
+    last_run: str | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+
+    @property
+    def trigger(self) -> str:
+        """The trigger of the runs it starts: ``schedule`` or ``data``."""
+        return "schedule" if self.cron else "data"
+
+    def when(self) -> str:
+        """What fires it, in words."""
+        return f"cron {self.cron}" if self.cron else f"new data in {self.on_data}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a record of the ``schedules`` table."""
+        return dict(self.__dict__)
+
+
+def _data_kind(project, on_data: str) -> tuple[str, Path | str]:
+    """``("path", Path)`` or ``("view", name)``."""
+    text = str(on_data).strip()
+    path = Path(text) if Path(text).is_absolute() else project.home / text
+    if path.exists() or "/" in text or Path(text).suffix:
+        return "path", path
+    try:
+        project.features.get_view(text)
+    except MlopsError:
+        raise ScheduleError(
+            f"--on-data {text!r} is neither a file or folder in {project.home} nor a feature view; give a path "
+            "(a folder: any new file fires) or a view's name"
+        ) from None
+    return "view", text
+
+
+def data_state(project, on_data: str) -> str:
+    """The state of watched data: the content hash of a file or folder (``absent`` when missing), or a feature
+    view's state hash (it changes with each ingest)."""
+    from ..core.hashing import hash_path
+
+    kind, where = _data_kind(project, on_data)
+    if kind == "view":
+        try:
+            return "view:" + project.features.view_hash(str(where))
+        except MlopsError:
+            return "view:none"
+    try:
+        return "path:" + hash_path(Path(where)) if Path(where).exists() else "path:absent"
+    except OSError as exc:
+        raise ScheduleError(f"--on-data {on_data}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _record(row: dict) -> Schedule:
+    return Schedule(**row)
+
+
+def schedules(project=None) -> list[Schedule]:
+    """Every schedule of the project, by name."""
+    return [_record(r) for r in current_project(project).metadata.schedules()]
+
+
+def get(name: str, project=None) -> Schedule:
+    """One schedule by name."""
+    for schedule in schedules(project):
+        if schedule.name == name:
+            return schedule
+    known = ", ".join(s.name for s in schedules(project)) or "none yet"
+    raise ScheduleError(f"no schedule named {name!r} (schedules: {known}); see mlops-nb schedule list")
+
+
+def add(
+    target: str | None = None,
+    *,
+    cron: str | None = None,
+    on_data: str | None = None,
+    monitor: str | None = None,
+    params: dict[str, Any] | None = None,
+    executor: str | None = None,
+    window: str | None = None,
+    name: str | None = None,
+    now: datetime | None = None,
+    project=None,
+) -> Schedule:
+    """Add a schedule: run the notebook ``target`` (or monitor the model ``monitor``) on the cron expression
+    ``cron`` (UTC), or when the data ``on_data`` names changes.
+
+    Everything is checked now (the cron expression, the notebook and its parameters, the executor, the model
+    spec, the window), so that a schedule never fails on what could be known when it was added.
+    """
+    project = current_project(project)
+    now = now or utcnow()
+    if (target is None) == (monitor is None):
+        raise ScheduleError("give a notebook to run or --monitor NAME@ALIAS, not both or neither")
+    if (cron is None) == (on_data is None):
+        raise ScheduleError("give --cron EXPRESSION or --on-data PATH|VIEW (one of them)")
+    options: dict[str, Any] = {}
+    if monitor is not None:
+        from ..monitoring.monitor import parse_model, parse_window
+
+        if on_data is not None:
+            raise ScheduleError("a monitoring schedule runs on --cron; --on-data starts notebooks")
+        model, alias = parse_model(monitor)
+        kind, target_text = "monitor", monitor.strip()
+        if window is not None:
+            parse_window(window)
+            options["window"] = window
+        default_name = f"monitor-{model}"
+        if params or executor:
+            raise ScheduleError("-p and --executor are for notebook schedules, not --monitor")
+    else:
+        from ..engine import executors
+        from ..pipeline import Pipeline
+
+        path = Path(target) if Path(target).is_absolute() else (Path.cwd() / target)
+        if not path.is_file():
+            raise ScheduleError(f"notebook {target} does not exist")
+        pipeline = Pipeline.from_notebook(path)
+        pipeline.resolve_params(params)  # a wrong parameter is refused now
+        if executor is not None:
+            executors.get(executor)
+            options["executor"] = executor
+        if window is not None:
+            raise ScheduleError("--window is for --monitor schedules")
+        options["params"] = dict(params or {})
+        kind = "notebook"
+        try:
+            target_text = str(path.resolve().relative_to(project.home.resolve()))
+        except ValueError:
+            target_text = str(path.resolve())
+        default_name = path.stem
+    chosen = name or default_name
+    if not _NAME.match(chosen):
+        raise ScheduleError(f"schedule name {chosen!r} must be letters, digits, _ . - (at most 64)")
+    record = Schedule(chosen, kind, target_text, cron, on_data, options, created_at=now)
+    if cron is not None:
+        record.cron = " ".join(cron.split())
+        record.next_due = next_due(record.cron, now)
+    else:
+        record.data_state = data_state(project, on_data)  # the data as it is now: new data fires
+    try:
+        project.metadata.add_schedule(record.to_dict())
+    except StoreError as exc:
+        raise ScheduleError(exc.message) from None
+    return record
+
+
+def remove(name: str, project=None) -> None:
+    """Remove a schedule."""
+    project = current_project(project)
+    if not project.metadata.remove_schedule(name):
+        get(name, project)  # raises with the known names
+
+
+def _lock(project, name: str):
+    from filelock import FileLock
+
+    folder = project.mlops_dir / "schedules"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"), timeout=0)
+
+
+def _fire(project, schedule: Schedule, fired_by: str, progress: bool) -> tuple[str | None, str, str | None]:
+    """Start the schedule's run; ``(run id, status, error)``."""
+    from ..exceptions import StepFailedError
+
+    if schedule.kind == "monitor":
+        from ..monitoring import monitor
+
+        try:
+            report = monitor(
+                schedule.target,
+                window=schedule.options.get("window"),
+                trigger="schedule",
+                fired_by=fired_by,
+                project=project,
+            )
+        except MlopsError as exc:
+            return None, "failed", exc.message
+        return report.run_id, "succeeded", None
+    from ..engine.driver import run
+
+    path = Path(schedule.target)
+    path = path if path.is_absolute() else project.home / path
+    try:
+        done = run(
+            path,
+            schedule.options.get("params") or None,
+            schedule.options.get("executor"),
+            project=project,
+            trigger=schedule.trigger,
+            fired_by=fired_by,
+            progress=progress,
+        )
+    except StepFailedError as exc:
+        return exc.run_id, "failed", exc.message
+    except MlopsError as exc:
+        return None, "failed", exc.message
+    return done.id, done.status, None
+
+
+def run_due(
+    project=None,
+    *,
+    now: datetime | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fire every schedule that is due at ``now`` (cron: ``next_due <= now``; data: its state changed), one after
+    another; return one record per firing (``schedule``, ``trigger``, ``run_id``, ``status``, ``error``).
+
+    A cron schedule's next time is computed from when its run ended, so missed times are not caught up. A
+    schedule whose previous run still holds its lock (another daemon) is skipped. A failed run is recorded and the
+    others go on.
+    """
+    from filelock import Timeout
+
+    project = current_project(project)
+    now = now or clock()
+    fired: list[dict[str, Any]] = []
+    for schedule in schedules(project):
+        reason = None
+        state = None
+        if schedule.cron and schedule.next_due is not None and schedule.next_due <= now:
+            reason = f"schedule {schedule.name} ({schedule.cron}, due {schedule.next_due:%Y-%m-%d %H:%M} UTC)"
+        elif schedule.on_data:
+            try:
+                state = data_state(project, schedule.on_data)
+            except MlopsError as exc:
+                if echo:
+                    echo(f"{schedule.name}: {exc.message}")
+                continue
+            if state != schedule.data_state:
+                reason = f"schedule {schedule.name}: {schedule.on_data} changed"
+        if reason is None:
+            continue
+        try:
+            with _lock(project, schedule.name):
+                if state is not None:  # seen before the run: a failing run does not fire again on the same data
+                    project.metadata.update_schedule(schedule.name, data_state=state)
+                if echo:
+                    echo(f"{now:%Y-%m-%d %H:%M:%S} {schedule.name}: {schedule.kind} {schedule.target} ({reason})")
+                run_id, status, error = _fire(project, schedule, reason, progress)
+                ended = clock()
+                update: dict[str, Any] = {
+                    "last_fired": now, "last_run": run_id, "last_status": status, "last_error": error,
+                }  # fmt: skip
+                if schedule.cron:
+                    update["next_due"] = next_due(schedule.cron, max(ended, now))  # no catch-up
+                project.metadata.update_schedule(schedule.name, **update)
+        except Timeout:
+            if echo:
+                echo(f"{schedule.name}: its previous run is still going; skipped")
+            continue
+        record = {"schedule": schedule.name, "trigger": schedule.trigger, "run_id": run_id, "status": status,
+                  "error": error}  # fmt: skip
+        if echo:
+            echo(f"  -> run {run_id or '-'} {status}" + (f": {error}" if error else ""))
+        fired.append(record)
+    return fired
+
+
+def daemon(
+    project=None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+    poll: float = POLL_SECONDS,
+    ticks: int | None = None,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = print,
+) -> list[dict[str, Any]]:
+    """Fire due schedules until stopped (Ctrl-C, SIGTERM) or for ``ticks`` rounds: wake at the next cron time or
+    every ``poll`` seconds for data triggers. ``clock`` and ``sleep`` make time controllable (tests pass a fake
+    clock whose sleep advances it). Returns every firing."""
+    import signal
+
+    project = current_project(project)
+    fired: list[dict[str, Any]] = []
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: Ctrl-C / ticks only
+        previous = None
+    try:
+        rounds = 0
+        while not stopping and (ticks is None or rounds < ticks):
+            rounds += 1
+            fired += run_due(project, clock=clock, progress=progress, echo=echo)
+            now = clock()
+            waits = [poll] if any(s.on_data for s in schedules(project)) else [poll * 6]
+            waits += [max((s.next_due - now).total_seconds(), 0.0) for s in schedules(project) if s.next_due]
+            if ticks is not None and rounds >= ticks:
+                break
+            sleep(max(min(waits), 0.05))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return fired
+
+
+def describe_next(schedule: Schedule, now: datetime | None = None) -> str:
+    """When a schedule fires next, in words."""
+    if schedule.next_due is None:
+        return f"on new data in {schedule.on_data}"
+    delta = schedule.next_due - (now or utcnow())
+    return f"{schedule.next_due:%Y-%m-%d %H:%M} UTC (in {_span(delta)})"
+
+
+def _span(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    days, hours, minutes = seconds // 86400, seconds % 86400 // 3600, seconds % 3600 // 60
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return " ".join(parts[:2]) or f"{seconds}s"

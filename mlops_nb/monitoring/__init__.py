@@ -1,6 +1,6 @@
 """Monitoring: a served model's drift, performance and health against its training reference, a report, alerts.
 
-- :func:`monitor`: a window of the prediction log against the training set (:mod:`.monitor`), recorded as a run
+- :func:`monitor`: a window of the prediction log against the training set (:mod:`.model_monitor`), recorded as a run
   of kind ``monitor``, with its HTML and JSON report (:mod:`.report`).
 - :func:`data_drift`: per-column drift with Evidently's DataDriftPreset defaults, vectorised (:mod:`.drift`).
 - :mod:`.alerts`: rules over a monitoring run's metrics and their actions (log, a retraining run, a command).
@@ -11,10 +11,10 @@ from __future__ import annotations
 from importlib import import_module
 
 _LAZY = {
-    "monitor": "monitor",
-    "MonitorReport": "monitor",
-    "latest_report": "monitor",
-    "parse_window": "monitor",
+    "monitor": "model_monitor",
+    "MonitorReport": "model_monitor",
+    "latest_report": "model_monitor",
+    "parse_window": "model_monitor",
     "data_drift": "drift",
     "DriftResult": "drift",
     "ColumnDrift": "drift",

@@ -131,7 +131,8 @@ def _run_args(words: list[str]) -> tuple[str, dict[str, str], str | None]:
     while rest:
         flag = rest.pop(0)
         if flag in ("-p", "--param") and len(rest) >= 2:
-            params[rest.pop(0)] = rest.pop(0)
+            key = rest.pop(0)
+            params[key] = rest.pop(0)
         elif flag == "--executor" and rest:
             executor = rest.pop(0)
         else:

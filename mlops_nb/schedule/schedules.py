@@ -156,7 +156,7 @@ def add(
         raise ScheduleError("give --cron EXPRESSION or --on-data PATH|VIEW (one of them)")
     options: dict[str, Any] = {}
     if monitor is not None:
-        from ..monitoring.monitor import parse_model, parse_window
+        from ..monitoring.model_monitor import parse_model, parse_window
 
         if on_data is not None:
             raise ScheduleError("a monitoring schedule runs on --cron; --on-data starts notebooks")
@@ -169,7 +169,7 @@ def add(
         if params or executor:
             raise ScheduleError("-p and --executor are for notebook schedules, not --monitor")
     else:
-        from ..engine import executors
+        from ..engine.executors import executors
         from ..pipeline import Pipeline
 
         path = Path(target) if Path(target).is_absolute() else (Path.cwd() / target)

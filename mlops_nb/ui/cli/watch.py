@@ -59,8 +59,8 @@ def monitor(
     Example: mlops-nb monitor churn@champion --window 1d --rule 'drift_share > 0.3 => run train.ipynb'
     """
     from ...exceptions import MonitoringError
-    from ...monitoring.monitor import monitor as run_monitor
-    from ...monitoring.monitor import parse_model
+    from ...monitoring.model_monitor import monitor as run_monitor
+    from ...monitoring.model_monitor import parse_model
 
     project = _project(ctx)
     if show_alerts:

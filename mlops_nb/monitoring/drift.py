@@ -329,100 +329,152 @@ def _label(value: Any) -> str:
 
 
 # the numerical columns, sorted together ------------------------------------------------------------------------
+def _wasserstein_index(n_ref: int, n_cur: int):
+    """Where the two quantile functions are compared, and the weights: with ``u`` in units of
+    ``1 / (n_ref * n_cur)``, the breakpoints of both step functions; on each interval ``(a, b]`` the reference's
+    quantile is its ``ceil(b / n_cur)``-th value and the current's its ``ceil(b / n_ref)``-th."""
+    import numpy as np
+
+    grid = np.union1d(np.arange(1, n_ref + 1, dtype=np.int64) * n_cur, np.arange(1, n_cur + 1, dtype=np.int64) * n_ref)
+    weights = np.diff(grid, prepend=0) / (n_ref * n_cur)
+    return (grid + n_cur - 1) // n_cur - 1, (grid + n_ref - 1) // n_ref - 1, weights
+
+
+def _wasserstein(ref_sorted, cur_sorted, n_ref: int, n_cur: int):
+    """The Wasserstein-1 distance of sorted samples, for all rows at once: the integral of the absolute difference
+    of the quantile functions (equal to SciPy's integral of the difference of the CDFs)."""
+    import numpy as np
+
+    if n_ref == n_cur:
+        return np.abs(ref_sorted[:, :n_ref] - cur_sorted[:, :n_cur]).mean(axis=1)
+    at_ref, at_cur, weights = _wasserstein_index(n_ref, n_cur)
+    return np.abs(ref_sorted[:, at_ref] - cur_sorted[:, at_cur]) @ weights
+
+
+def _ks_statistic(ref_sorted, cur_sorted) -> float:
+    """The two-sample K-S statistic from two sorted samples, evaluated at (and just before) the reference's points:
+    between two of them the reference's CDF is flat and the current's rises, so the largest gap is at an end."""
+    import numpy as np
+
+    n_ref, n_cur = len(ref_sorted), len(cur_sorted)
+    at = ref_sorted
+    right = np.abs(np.searchsorted(ref_sorted, at, "right") / n_ref - np.searchsorted(cur_sorted, at, "right") / n_cur)
+    left = np.abs(np.searchsorted(ref_sorted, at, "left") / n_ref - np.searchsorted(cur_sorted, at, "left") / n_cur)
+    return float(max(right.max(), left.max()))
+
+
+def _distinct(sorted_rows, counts):
+    """Unique values of each row of a sorted array whose first ``counts[j]`` entries are its values."""
+    import numpy as np
+
+    n = sorted_rows.shape[1]
+    if n < 2:
+        return (counts > 0).astype(int)
+    changes = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    changes &= np.arange(n - 1)[None, :] < (counts - 1)[:, None]
+    return changes.sum(axis=1) + (counts > 0)
+
+
+def _value_counts(values_sorted):
+    """``(values, counts)`` of a sorted 1-D sample."""
+    import numpy as np
+
+    if not len(values_sorted):
+        return np.array([]), np.array([], dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], values_sorted[1:] != values_sorted[:-1]]))
+    return values_sorted[starts], np.diff(np.append(starts, len(values_sorted)))
+
+
+def _merge_counts(ref_values, ref_counts, cur_values, cur_counts):
+    """Per-value counts of both samples over the union of their values (sorted)."""
+    import numpy as np
+
+    values = np.union1d(ref_values, cur_values)
+    r = np.zeros(len(values), dtype=np.int64)
+    c = np.zeros(len(values), dtype=np.int64)
+    r[np.searchsorted(values, ref_values)] = ref_counts
+    c[np.searchsorted(values, cur_values)] = cur_counts
+    return values, r, c
+
+
 def _numeric_chunk(names: list[str], ref, cur, plans: dict[str, dict], out: dict[str, ColumnDrift], skipped):
     """Drift of the numerical columns ``names``; ``ref``/``cur`` are ``(len(names), rows)`` float arrays with NaN
-    for missing and infinite values."""
+    for missing and infinite values. Each sample is sorted once, all its columns together (NaN last)."""
     import numpy as np
     from scipy.stats import kstwo
 
-    n_ref_rows = ref.shape[1]
-    both = np.concatenate([ref, cur], axis=1)
-    order = np.argsort(both, axis=1)
-    ordered = np.take_along_axis(both, order, axis=1)
-    del both
-    valid = ~np.isnan(ordered)
-    from_ref = order < n_ref_rows
-    del order
-    n_ref = (valid & from_ref).sum(axis=1)
-    n_cur = valid.sum(axis=1) - n_ref
-    cum_ref = np.cumsum(from_ref & valid, axis=1, dtype=np.int64)
-    cum_cur = np.cumsum(~from_ref & valid, axis=1, dtype=np.int64)
-    ends = np.empty_like(valid)
-    ends[:, :-1] = ordered[:, 1:] != ordered[:, :-1]
-    ends[:, -1] = True
-    ends &= valid
-    unique = ends.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gap = np.diff(ordered, axis=1)
-        gap[~valid[:, 1:]] = 0.0
-        cdf_gap = np.abs(cum_ref / np.maximum(n_ref, 1)[:, None] - cum_cur / np.maximum(n_cur, 1)[:, None])
-        ks_d = np.where(ends, cdf_gap, 0.0).max(axis=1)
-        wasserstein = (cdf_gap[:, :-1] * gap).sum(axis=1)
-    del gap, cdf_gap
-    std_ref = np.nanstd(ref, axis=1)
-    at_ends = np.where(ends, cum_ref, 0)
-    before = np.zeros_like(at_ends)
-    before[:, 1:] = np.maximum.accumulate(at_ends, axis=1)[:, :-1]
-    ref_unique = (ends & (cum_ref - before > 0)).sum(axis=1)
-    del at_ends, before
+    ref.sort(axis=1)
+    cur.sort(axis=1)
+    n_ref, n_cur = (~np.isnan(ref)).sum(axis=1), (~np.isnan(cur)).sum(axis=1)  # the values come first
+    distinct_ref, distinct_cur = _distinct(ref, n_ref), _distinct(cur, n_cur)
+    std_ref = np.nanstd(ref, axis=1) if ref.shape[1] else np.zeros(len(names))
+    tests: dict[int, tuple[str, float, int]] = {}
     for j, name in enumerate(names):
         nr, nc = int(n_ref[j]), int(n_cur[j])
         if nr == 0 or nc == 0:
             skipped[name] = f"no finite values in the {'reference' if nr == 0 else 'current'} data"
             continue
+        unique = int(max(distinct_ref[j], distinct_cur[j]))
+        if unique <= 5:  # the exact union, from the few values of each
+            unique = len(np.union1d(_value_counts(ref[j, :nr])[0], _value_counts(cur[j, :nc])[0]))
         plan = plans[name]
-        kind = plan["type"]
-        test = plan["test"] or default_test(nr, int(unique[j]), kind)
-        if kind == "categorical" and TESTS[test]["types"] == ("numerical",):
-            raise MonitoringError(f"column {name!r}: the {test} test takes numerical columns; the column is {kind}")
+        test = plan["test"] or default_test(nr, unique, plan["type"])
         threshold = plan["threshold"] if plan["threshold"] is not None else TESTS[test]["threshold"]
-        stop = nr + nc
-        per_value = test in ("chisquare", "z") or (test in ("jensenshannon", "psi") and int(ref_unique[j]) <= 20)
-        per_value = per_value or kind == "categorical"
+        tests[j] = (test, threshold, unique)
+    scores: dict[int, float] = {}
+    wasserstein = [j for j, t in tests.items() if t[0] == "wasserstein"]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j in wasserstein:
+        groups.setdefault((int(n_ref[j]), int(n_cur[j])), []).append(j)
+    for (nr, nc), rows in groups.items():
+        distances = _wasserstein(ref[rows], cur[rows], nr, nc)
+        for j, d in zip(rows, distances, strict=True):
+            scores[j] = float(d / max(float(std_ref[j]), 0.001))
+    for j, (test, _, _) in tests.items():
+        name, kind = names[j], plans[names[j]]["type"]
+        nr, nc = int(n_ref[j]), int(n_cur[j])
+        r, c = ref[j, :nr], cur[j, :nc]
+        per_value = test in ("chisquare", "z") or (test in ("jensenshannon", "psi") and int(distinct_ref[j]) <= 20)
         values = counts_r = counts_c = None
         if per_value or kind == "categorical":
-            at = np.flatnonzero(ends[j, :stop])
-            values = ordered[j, at].tolist()
-            counts_r = np.diff(cum_ref[j, at], prepend=0)
-            counts_c = np.diff(cum_cur[j, at], prepend=0)
+            values, counts_r, counts_c = _merge_counts(*_value_counts(r), *_value_counts(c))
+            values = values.tolist()
         if test == "ks":
             if max(nr, nc) <= _EXACT_KS:
                 from scipy.stats import ks_2samp
 
-                row, mask = ordered[j, :stop], from_ref[j, :stop]
-                score = float(ks_2samp(row[mask], row[~mask]).pvalue)
+                scores[j] = float(ks_2samp(r, c).pvalue)
             else:
                 m, n = sorted([float(nr), float(nc)], reverse=True)
-                score = float(np.clip(kstwo.sf(ks_d[j], np.round(m * n / (m + n))), 0, 1))
+                scores[j] = float(np.clip(kstwo.sf(_ks_statistic(r, c), np.round(m * n / (m + n))), 0, 1))
         elif test == "wasserstein":
-            score = float(wasserstein[j] / max(float(std_ref[j]), 0.001))
+            pass
         elif per_value:
-            score = _on_counts(test, values, counts_r, counts_c)
+            scores[j] = _on_counts(test, values, counts_r, counts_c)
         else:  # Sturges bins over both samples, as numpy.histogram_bin_edges(..., "sturges")
-            row, mask = ordered[j, :stop], from_ref[j, :stop]
-            low, high = float(row[0]), float(row[-1])
-            width = (high - low) / (np.log2(stop) + 1.0)
+            low, high = float(min(r[0], c[0])), float(max(r[-1], c[-1]))
+            width = (high - low) / (np.log2(nr + nc) + 1.0)
             bins = int(np.ceil((high - low) / width)) if width else 1
             edges = np.linspace(low, high, bins + 1)
-            share_r = np.histogram(row[mask], edges)[0] / nr
-            share_c = np.histogram(row[~mask], edges)[0] / nc
-            score = _js(share_r, share_c) if test == "jensenshannon" else _psi(share_r, share_c)
+            share_r, share_c = np.histogram(r, edges)[0] / nr, np.histogram(c, edges)[0] / nc
+            scores[j] = _js(share_r, share_c) if test == "jensenshannon" else _psi(share_r, share_c)
         if kind == "categorical":
             histogram = _categorical_histogram(values, counts_r, counts_c)
         else:
-            low, high = float(ordered[j, 0]), float(ordered[j, stop - 1])
+            low, high = float(min(r[0], c[0])), float(max(r[-1], c[-1]))
             edges = np.linspace(low, high, _HIST_BINS + 1) if high > low else np.array([low - 0.5, low + 0.5])
-            cut = np.searchsorted(ordered[j, :stop], edges[1:-1], side="left")
-            cut = np.concatenate([[0], cut, [stop]])
-            bounds_r = np.concatenate([[0], cum_ref[j, :stop]])[cut]
-            bounds_c = np.concatenate([[0], cum_cur[j, :stop]])[cut]
+            inner = edges[1:-1]
+            bounds_r = np.concatenate([[0], np.searchsorted(r, inner, "left"), [nr]])
+            bounds_c = np.concatenate([[0], np.searchsorted(c, inner, "left"), [nc]])
             histogram = {
                 "edges": [float(e) for e in edges],
                 "reference": [round(float(x), 6) for x in np.diff(bounds_r) / nr],
                 "current": [round(float(x), 6) for x in np.diff(bounds_c) / nc],
             }
+        score = scores[j]
+        threshold, unique = tests[j][1], tests[j][2]
         out[name] = ColumnDrift(
-            name, kind, test, threshold, score, _is_drift(test, score, threshold), nr, nc, int(unique[j]), histogram
+            name, kind, test, threshold, score, _is_drift(test, score, threshold), nr, nc, unique, histogram
         )
 
 
@@ -430,21 +482,23 @@ def _categorical(name: str, ref, cur, plan: dict, out: dict[str, ColumnDrift], s
     import numpy as np
     import pandas as pd
 
-    both = pd.concat([ref.reset_index(drop=True), cur.reset_index(drop=True)], ignore_index=True)
-    codes, uniques = pd.factorize(both, use_na_sentinel=True)
-    n = len(ref)
-    ref_codes, cur_codes = codes[:n], codes[n:]
+    ref_codes, ref_values = pd.factorize(ref, use_na_sentinel=True)
+    cur_codes, cur_values = pd.factorize(cur, use_na_sentinel=True)
     ref_codes, cur_codes = ref_codes[ref_codes >= 0], cur_codes[cur_codes >= 0]
     nr, nc = len(ref_codes), len(cur_codes)
     if nr == 0 or nc == 0:
         skipped[name] = f"no values in the {'reference' if nr == 0 else 'current'} data"
         return
-    counts_r = np.bincount(ref_codes, minlength=len(uniques))
-    counts_c = np.bincount(cur_codes, minlength=len(uniques))
-    values = list(uniques)
+    values = list(ref_values)
+    position = {v: i for i, v in enumerate(values)}
+    for v in cur_values:  # the union of the values of both, the reference's first
+        position.setdefault(v, len(values))
+        if len(values) < len(position):
+            values.append(v)
+    counts_r = np.bincount(ref_codes, minlength=len(values))
+    cur_map = np.array([position[v] for v in cur_values], dtype=np.int64)
+    counts_c = np.bincount(cur_map[cur_codes], minlength=len(values))
     test = plan["test"] or default_test(nr, len(values), "categorical")
-    if TESTS[test]["types"] == ("numerical",):
-        raise MonitoringError(f"column {name!r}: the {test} test takes numerical columns; the column is categorical")
     threshold = plan["threshold"] if plan["threshold"] is not None else TESTS[test]["threshold"]
     score = _on_counts(test, values, counts_r, counts_c)
     out[name] = ColumnDrift(
@@ -461,15 +515,20 @@ def _categorical(name: str, ref, cur, plan: dict, out: dict[str, ColumnDrift], s
     )
 
 
-def _as_float(series):
+def _as_floats(frame, columns: list[str]):
+    """The columns as one ``(columns, rows)`` float64 array, NaN for missing and infinite values."""
     import numpy as np
     import pandas as pd
 
-    if series.dtype.name in ("bool", "boolean"):
-        series = series.astype("float64")
-    values = np.array(pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
-    values[~np.isfinite(values)] = np.nan
-    return values
+    out = np.empty((len(columns), len(frame)), dtype=np.float64)
+    for i, column in enumerate(columns):
+        series = frame[column]
+        if series.dtype.kind not in "fiu":
+            series = pd.to_numeric(series.astype("float64") if series.dtype.name in ("bool", "boolean") else series,
+                                   errors="coerce")  # fmt: skip
+        out[i] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    out[~np.isfinite(out)] = np.nan
+    return out
 
 
 def data_drift(
@@ -495,7 +554,6 @@ def data_drift(
     Raises:
         MonitoringError: a column is missing, an override or test is unknown, or a test does not fit the column.
     """
-    import numpy as np
 
     if test is not None and test not in TESTS:
         raise MonitoringError(f"unknown drift test {test!r}; tests: {', '.join(TESTS)}")
@@ -537,9 +595,7 @@ def data_drift(
     numeric = [n for n, p in plans.items() if p["type"] == "numerical" or reference[n].dtype.kind in "biuf"]
     for start in range(0, len(numeric), _CHUNK):
         chunk = numeric[start : start + _CHUNK]
-        ref = np.stack([_as_float(reference[c]) for c in chunk])
-        cur = np.stack([_as_float(current[c]) for c in chunk])
-        _numeric_chunk(chunk, ref, cur, plans, found, skipped)
+        _numeric_chunk(chunk, _as_floats(reference, chunk), _as_floats(current, chunk), plans, found, skipped)
     for name in plans:
         if name not in numeric:
             _categorical(name, reference[name], current[name], plans[name], found, skipped)

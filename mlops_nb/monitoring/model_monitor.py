@@ -162,7 +162,7 @@ def _current(project, name: str, which: str | None, since: datetime, until: date
             f"no prediction log yet under {log.root}: deploy {name} (mlops-nb deploy {name}@champion) and send it "
             "traffic first"
         )
-    rows = log.read(model=name, since=since, until=until)
+    rows = log.read(model=name, since=since, until=until, ordered=False)
     if which is None:
         if rows.empty:
             _no_rows(log, name, None, since, until)

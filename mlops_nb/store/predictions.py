@@ -222,6 +222,7 @@ class PredictionLog:
         request_ids: Iterable[str] | None = None,
         labels: bool = True,
         request_prefix: str | None = None,
+        ordered: bool = True,
     ):
         """Logged predictions as a pandas DataFrame, oldest first, with a ``label`` column (the latest label
         attached to each, else null) unless ``labels`` is false.
@@ -232,6 +233,7 @@ class PredictionLog:
             status: only those answered with this HTTP status (200: the successful ones).
             request_ids: only these requests.
             request_prefix: only requests whose id starts with this.
+            ordered: oldest first (False: in no particular order, faster on a wide log).
         """
         import pandas as pd
 
@@ -274,8 +276,8 @@ class PredictionLog:
                     )
                 if where:
                     query += " WHERE " + " AND ".join(where)
-                query += " ORDER BY p.ts, p.request_id, p.row"
-                frame = con.execute(query, args).df()
+                query += " ORDER BY p.ts, p.request_id, p.row" if ordered else ""
+                frame = con.sql(query, params=args or None).to_arrow_table().to_pandas()  # 3x df() on wide logs
             finally:
                 con.close()
         if labels and "label" not in frame.columns:

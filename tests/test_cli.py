@@ -164,10 +164,17 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
 
     assert status(project=project) == []  # nothing left running
 
-    closing = out.splitlines()[-12:]
+    # the monitoring stage: the served traffic against the training set, no drift, a report, a monitor run
+    assert "10. Monitoring: the served traffic against the training set" in out
+    assert "no dataset drift" in out and "no alert: no rule holds" in out
+    [monitoring] = project.metadata.list_runs(kind="monitor")
+    assert monitoring.params["verdict"] == "ok" and Path(monitoring.params["report"]).is_file()
+    assert "accuracy" in monitoring.metrics and monitoring.metrics["labelled_rows"] > 0
+
+    closing = out.splitlines()[-14:]
     assert closing[0].startswith("Explore (mlops-nb is not on your PATH: it is ") and "source " in closing[0]
     assert closing[1] == "  cd demo-project"
-    commands = [line.strip() for line in closing[2:10]]
+    commands = [line.strip() for line in closing[2:12]]
     assert commands[0].endswith("mlops-nb runs") and commands[1].endswith("mlops-nb show latest")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
     listed = subprocess.run(commands[0], shell=True, cwd=folder, capture_output=True, text=True, env=env)

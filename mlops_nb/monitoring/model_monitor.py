@@ -502,6 +502,9 @@ def monitor(
         overrides={**(config.get("columns") or {}), **(overrides or {})},
         drift_share=drift_share if drift_share is not None else config.get("drift_share", DRIFT_SHARE),
     )
+    for column in logged:
+        if column not in wanted:
+            drift.skipped[column] = "not in the reference" if column not in set(map(str, ref.columns)) else "not asked"
     scorer = _scorer(project, rows, notes)
     prediction = _prediction_drift(scorer, ref[wanted], rows, notes)
     training = _training_metrics(project, name, version, notes) if rows["label"].notna().any() else {}
@@ -512,7 +515,7 @@ def monitor(
     result = MonitorReport(name, version, since, until, drift, prediction, performance, service, reference=source)
     result.notes = notes
     result.metrics = _flat_metrics(drift, prediction, performance, service)
-    fired = alerting.evaluate(rule_list, result.metrics)
+    fired = alerting.evaluate(rule_list, result.metrics, model=name)
     if report:
         write_report(project, result, fired)
     result.run_id = _record(project, result, started, trigger, fired_by)

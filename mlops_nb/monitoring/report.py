@@ -224,7 +224,9 @@ def write_report(project, result, fired: list) -> None:
     (the paths and references are set on ``result``)."""
     folder = project.mlops_dir / "reports" / result.model
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = f"{result.until:%Y%m%dT%H%M%S}"
+    from ..core.clock import utcnow
+
+    stamp = f"{utcnow():%Y%m%dT%H%M%S%f}"  # when it was written: two reports of one window are two files
     base = folder / f"{result.model}-v{result.version}-{stamp}"
     result.html, result.json = base.with_suffix(".html"), base.with_suffix(".json")
     data = result.to_dict()

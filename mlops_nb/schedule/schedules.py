@@ -79,24 +79,41 @@ class Schedule:
 
 
 def _data_kind(project, on_data: str) -> tuple[str, Path | str]:
-    """``("path", Path)`` or ``("view", name)``."""
+    """What a stored ``on_data`` names: ``("path", Path)`` (relative to the home) or ``("view", name)``."""
     text = str(on_data).strip()
-    path = Path(text) if Path(text).is_absolute() else project.home / text
-    if path.exists() or "/" in text or Path(text).suffix:
-        return "path", path
+    if text.startswith("view:"):
+        return "view", text[5:]
+    return "path", Path(text) if Path(text).is_absolute() else project.home / text
+
+
+def resolve_on_data(project, on_data: str) -> str:
+    """``--on-data`` as a schedule keeps it: a path (found from the current folder, else the project's home; kept
+    relative to the home when inside it; one that does not exist yet fires when it appears) or ``view:NAME``."""
+    text = str(on_data).strip()
+    if not text:
+        raise ScheduleError("--on-data needs a path (a file or folder) or a feature view's name")
+    candidates = [Path(text)] if Path(text).is_absolute() else [Path.cwd() / text, project.home / text]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        try:
+            project.features.get_view(text)
+            return f"view:{text}"
+        except MlopsError:
+            if not ("/" in text or Path(text).suffix):
+                raise ScheduleError(
+                    f"--on-data {text!r} is neither a file or folder (in {Path.cwd()} or {project.home}) nor a "
+                    "feature view; give a path (a folder: any new file fires) or a view's name"
+                ) from None
+        found = candidates[0]
     try:
-        project.features.get_view(text)
-    except MlopsError:
-        raise ScheduleError(
-            f"--on-data {text!r} is neither a file or folder in {project.home} nor a feature view; give a path "
-            "(a folder: any new file fires) or a view's name"
-        ) from None
-    return "view", text
+        return str(found.resolve().relative_to(project.home.resolve()))
+    except ValueError:
+        return str(found.resolve())
 
 
 def data_state(project, on_data: str) -> str:
-    """The state of watched data: the content hash of a file or folder (``absent`` when missing), or a feature
-    view's state hash (it changes with each ingest)."""
+    """The state of watched data (``on_data`` as :func:`resolve_on_data` keeps it): the content hash of a file or
+    folder (``absent`` when missing), or a feature view's state hash (it changes with each ingest)."""
     from ..core.hashing import hash_path
 
     kind, where = _data_kind(project, on_data)
@@ -197,7 +214,8 @@ def add(
         record.cron = " ".join(cron.split())
         record.next_due = next_due(record.cron, now)
     else:
-        record.data_state = data_state(project, on_data)  # the data as it is now: new data fires
+        record.on_data = resolve_on_data(project, on_data)
+        record.data_state = data_state(project, record.on_data)  # the data as it is now: new data fires
     try:
         project.metadata.add_schedule(record.to_dict())
     except StoreError as exc:

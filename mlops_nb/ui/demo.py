@@ -5,7 +5,9 @@ the folder and runs it headless three times: cold (every step runs), again (ever
 kernel starts), and with one parameter changed (only the steps that use it, and what depends on them, run).
 Then it shows the DAG, the runs, and the model's lineage back to the raw data file; runs the feature store
 notebook with the dag executor; and runs the registry notebook: the model is registered in MLflow, promoted
-through gates, a worse one refused, a better one approved, then the champion rolled back and forth.
+through gates, a worse one refused, a better one approved, then the champion rolled back and forth; the serving
+notebook builds, deploys and rolls out the champion under traffic; and the served model is monitored against its
+training set (drift, performance on the labelled predictions, latency) into an HTML report.
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ def explore_commands(folder: Path, here: Path | None = None) -> list[str]:
         "models history churn",
         "runs --kind deploy",
         "deploy churn@champion --port 8080   # then: deploy --status, deploy churn --stop",
+        "monitor churn --window 1d           # drift, performance, latency; an HTML report",
+        "schedule add --monitor churn@champion --cron '0 * * * *'   # then: schedule daemon",
     ):
         lines.append(f"  {command} {what}")
     lines.append(f"  {lab} lab quickstart.ipynb   # run it cell by cell: the steps load from the same cache")
@@ -196,6 +200,26 @@ def _serving(project, folder: Path, echo: Callable[[str], None]) -> None:
         path = [n.label for n in sorted(graph.nodes.values(), key=lambda n: -n.depth) if n.kind != "step_run"]
         echo(f"   mlops-nb lineage request:{request}")
         echo("     " + "  ←  ".join(path[:5]))
+
+
+def _monitoring(project, echo: Callable[[str], None]) -> None:
+    """Stage 10: the served model monitored against its training set (drift per column, prediction drift,
+    performance on the labelled predictions, latency), a report, and the rule that would retrain it."""
+    from ..monitoring import monitor
+    from .format import indented, short, table
+
+    echo("\n10. Monitoring: the served traffic against the training set, an HTML report, alert rules")
+    echo("   mlops-nb monitor churn --window 1d --rule 'drift_share > 0.3 => run registry.ipynb'")
+    rule = {"rule": "drift_share > 0.3", "action": "run registry.ipynb"}
+    report = monitor("churn", window="1d", rules=[rule, "p99_latency_ms > 1000"], trigger="cli", project=project)
+    echo("   " + report.line())
+    rows = [[c.column, c.type, c.test, short(c.score), "drift" if c.drifted else "ok"] for c in report.drift.columns]
+    echo(indented(table(rows, ["COLUMN", "TYPE", "TEST", "SCORE", "VERDICT"])))
+    echo(
+        f"   no alert: no rule holds (drift share {report.drift.share:.2f}, p99 "
+        f"{report.service.get('p99_latency_ms', 0):.1f} ms); drift would start registry.ipynb with trigger drift"
+    )
+    echo(f"   report: {report.html}")
 
 
 def _nearby(path: Path, start: Path) -> Path:
@@ -287,6 +311,7 @@ def run_demo(folder: str | os.PathLike | None = None, echo: Callable[[str], None
     echo(f"   timeline of the run: {png}")
     _registry(project, folder, echo)
     _serving(project, folder, echo)
+    _monitoring(project, echo)
     echo("")
     for line in explore_commands(folder):
         echo(line)

@@ -324,18 +324,22 @@ class MlopsMagics(Magics, Configurable):
         return models_report(name, models(name, project=self._project()))
 
     def _cmd_monitor(self, words: list[str]):
-        """``%mlops monitor MODEL [--window 1d] [--reference FILE|VIEW]``: monitor a served model and show its
-        report inline (drift per column with histograms, performance over time, alerts)."""
+        """``%mlops monitor MODEL [--window 1d] [--reference FILE|VIEW] [--actions]``: monitor a served model and
+        show its report inline (drift per column with histograms, performance over time, alerts). Alerts are
+        recorded; their actions (a retraining run, a command) run only with ``--actions``, so that re-running a
+        notebook never starts a pipeline run from inside another."""
         from ..monitoring import monitor
 
-        usage = "usage: %mlops monitor NAME[@ALIAS|/VERSION] [--window 1d] [--reference FILE|VIEW]"
+        usage = "usage: %mlops monitor NAME[@ALIAS|/VERSION] [--window 1d] [--reference FILE|VIEW] [--actions]"
         if not words or words[0].startswith("-"):
             raise MagicUsageError(usage)
-        options = {"window": None, "reference": None}
+        options: dict = {"window": None, "reference": None, "actions": False}
         rest = words[1:]
         while rest:
-            flag = rest.pop(0)
-            key = flag.removeprefix("--")
+            key = rest.pop(0).removeprefix("--")
+            if key == "actions":
+                options["actions"] = True
+                continue
             if key not in options or not rest:
                 raise MagicUsageError(usage)
             options[key] = rest.pop(0)

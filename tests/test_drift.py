@@ -205,3 +205,14 @@ def test_a_column_with_no_finite_values_is_skipped_not_fatal():
     result = data_drift(ref, cur)
     assert "age" in result.skipped and "no finite values in the current data" in result.skipped["age"]
     assert "age" not in {c.column for c in result.columns}
+
+
+def test_a_column_set_to_categorical_compares_values_not_bins_whatever_its_cardinality():
+    rng = np.random.default_rng(5)
+    ref = pd.DataFrame({"code": rng.integers(0, 50, 2000)})
+    cur = pd.DataFrame({"code": rng.integers(0, 45, 2000)})
+    got = data_drift(ref, cur, overrides={"code": {"type": "categorical", "test": "jensenshannon"}}).column("code")
+    keys = sorted(set(ref.code) | set(cur.code))
+    r = np.array([(ref.code == k).sum() for k in keys]) / len(ref)
+    c = np.array([(cur.code == k).sum() for k in keys]) / len(cur)
+    assert got.type == "categorical" and got.score == pytest.approx(distance.jensenshannon(r, c), rel=1e-9)

@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 import requests
 from nbtools import write_notebook
@@ -281,12 +282,21 @@ def test_bad_monitoring_input_is_one_line(monitored, tmp_path):
         (lambda: mlops_nb.monitor("churn/1", rules=[{"rule": "f1 < 0.8", "action": "email me"}], project=project),
          "alert action 'email me' is not one of"),
         (lambda: mlops_nb.monitor("churn/1", window="soon", project=project), "window 'soon' is not a duration"),
+        (lambda: mlops_nb.monitor("churn/1", window="99999999999w", project=project), "is longer than 10 years"),
+        (lambda: mlops_nb.monitor("churn/1", columns=["age", "visits"], reference=pd.DataFrame({"age": [1.0]}),
+                                  project=project), "column 'visits' is not in the reference"),
         (lambda: mlops_nb.monitor("churn@nobody", project=project), "has no version with alias 'nobody'"),
     ]  # fmt: skip
     for call, message in cases:
         with pytest.raises(MonitoringError) as caught:
             call()
         assert message in caught.value.message and "\n" not in caught.value.message, caught.value.message
+    (m["home"] / "pyproject.toml").write_text(
+        "[project]\nname = 'mon'\n[tool.mlops_nb.monitoring]\ndrift_share = 'half'\n"
+    )
+    with pytest.raises(MonitoringError, match=r"drift_share 'half' must be a number in \(0, 1\]"):
+        mlops_nb.monitor("churn/1", project=Project(m["home"]))
+    (m["home"] / "pyproject.toml").write_text("[project]\nname = 'mon'\n")
     done = subprocess.run([*CLI, "monitor", "churn/1", "--column", "visits"], env=_env(m["home"]),
                           capture_output=True, text=True)  # fmt: skip
     assert (

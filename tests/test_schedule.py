@@ -3,6 +3,7 @@ up missed ones, survives a failing run, runs a schedule once at a time; new data
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -55,7 +56,8 @@ def home(tmp_path):
 def test_cron_is_croniter_in_utc_and_a_malformed_one_is_one_line():
     assert next_due("0 3 * * *", datetime(2026, 1, 1, 3, 0)) == datetime(2026, 1, 2, 3, 0)
     assert next_due("*/15 * * * *", datetime(2026, 1, 1, 3, 7)) == datetime(2026, 1, 1, 3, 15)
-    for bad in ("61 * * * *", "every day", "* * *", ""):
+    assert next_due("@daily", datetime(2026, 1, 1, 3, 0)) == datetime(2026, 1, 2, 0, 0)
+    for bad in ("61 * * * *", "every day", "* * *", "", "0 3 * * * 5"):  # six fields: croniter's seconds
         with pytest.raises(ScheduleError) as caught:
             next_due(bad, datetime(2026, 1, 1))
         assert "is not valid" in caught.value.message and "'0 3 * * *'" in caught.value.message
@@ -112,6 +114,10 @@ def test_a_data_trigger_fires_once_per_new_file(home):
     [first] = schedule.run_due(project)
     assert (first["trigger"], first["status"]) == ("data", "succeeded")
     assert schedule.run_due(project) == []  # the same data fires once
+    (home / "data" / ".hidden").write_text("x")  # hidden and partly written files are not new data
+    (home / "data" / "fourth.csv.part").write_text("a\n")
+    assert schedule.run_due(project) == []
+    (home / "data" / "fourth.csv.part").unlink()
     (home / "data" / "third.csv").write_text("a\n3\n")
     [second] = schedule.run_due(project)
     runs = project.metadata.list_runs(limit=None, trigger="data")
@@ -119,7 +125,14 @@ def test_a_data_trigger_fires_once_per_new_file(home):
     assert all(r.fired_by == "schedule job: data changed" for r in runs)
     listing = project.metadata.get_run(second["run_id"]).step("listing")
     assert listing.status == "succeeded"  # --reads data changed, so the step ran again
-    assert project.artifacts.get(listing.outputs["files"]) == ["first.csv", "second.csv", "third.csv"]
+    assert project.artifacts.get(listing.outputs["files"]) == [".hidden", "first.csv", "second.csv", "third.csv"]
+    import shutil
+
+    shutil.rmtree(home / "data")  # data that disappears does not fire; its return does
+    assert schedule.run_due(project) == []
+    (home / "data").mkdir()
+    (home / "data" / "first.csv").write_text("a\n1\n")
+    assert [f["trigger"] for f in schedule.run_due(project)] == ["data"]
 
 
 def test_a_feature_view_trigger_fires_when_the_view_gets_a_new_segment(home):
@@ -156,6 +169,7 @@ def test_bad_schedules_are_one_line_and_record_nothing(home):
         (dict(monitor="churn@champion", on_data="data"), "a monitoring schedule runs on --cron"),
         (dict(monitor="churn@champion", cron="* * * * *", window="soon"), "window 'soon' is not a duration"),
         (dict(target=nb, cron="* * * * *", name="bad name!"), "schedule name 'bad name!' must be"),
+        (dict(target=nb, cron="* * * * *", name="job\n"), "schedule name 'job\\n' must be"),
     ]
     for kwargs, message in cases:
         with pytest.raises(MlopsError) as caught:
@@ -186,3 +200,7 @@ def test_schedule_commands(home):
     assert cli("schedule", "list").stdout.startswith("No schedules yet.")
     for command in ("add", "list", "remove", "run-due", "daemon"):
         assert cli("schedule", command, "--help").returncode == 0
+    daemon = subprocess.Popen([*CLI, "schedule", "daemon"], env=env, cwd=home, stdout=subprocess.PIPE, text=True)
+    assert daemon.stdout.readline().startswith("schedule daemon for ")
+    daemon.send_signal(signal.SIGTERM)  # stops at once: it sleeps on an event the signal sets
+    assert daemon.wait(10) == 0 and "schedule daemon stopped" in daemon.stdout.read()

@@ -72,6 +72,13 @@ def settings_of(project) -> dict[str, Any]:
         raise MonitoringError("[tool.mlops_nb.monitoring] columns must be a table: column -> {test, threshold, type}")
     if "alerts" in table and not isinstance(table["alerts"], list):
         raise MonitoringError('[tool.mlops_nb.monitoring] alerts must be a list: [{rule = "drift_share > 0.3"}]')
+    share = table.get("drift_share", 0.5)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise MonitoringError(f"[tool.mlops_nb.monitoring] drift_share {share!r} must be a number in (0, 1]")
+    if "test" in table and not isinstance(table["test"], str):
+        raise MonitoringError(f"[tool.mlops_nb.monitoring] test {table['test']!r} must be one test's name, e.g. 'psi'")
+    if "window" in table and not isinstance(table["window"], str | int | float):
+        raise MonitoringError(f"[tool.mlops_nb.monitoring] window {table['window']!r} must be a duration, e.g. '1d'")
     return table
 
 
@@ -210,6 +217,8 @@ def perform_action(*, alert: dict, project, act: bool = True, **future_kwargs: A
     except MlopsError as exc:
         outcome = f"failed: {exc.message}"[:300]
         action_run = getattr(exc, "run_id", None)
+    except Exception as exc:  # noqa: BLE001 - an action that breaks is recorded as failed, never lost
+        outcome = f"failed: {type(exc).__name__}: {exc}"[:300]
     project.metadata.update_alert(alert["id"], action_run=action_run, outcome=outcome)
 
 

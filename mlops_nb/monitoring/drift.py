@@ -15,7 +15,8 @@ categorical   u > 2: ``chisquare``; else ``z``              ``jensenshannon`` (�
 ``jensenshannon`` and ``psi`` compare per-value frequencies, or Sturges bins over both samples for a numerical
 column with more than 20 unique reference values. A column's type is inferred from the reference as Evidently
 infers it: floats are numerical, integers with ≤ 10 unique values categorical, strings, booleans and pandas
-categories categorical; text (mostly unique strings) and dates are not tested. The dataset drifts when the share of
+categories categorical; text (mostly unique strings) and dates are not tested. (Evidently leaves unsigned and
+nullable integer and nullable boolean columns untested; here they are typed like their plain kinds.) The dataset drifts when the share of
 drifted columns is ≥ ``drift_share`` (0.5).
 
 The numerical columns are sorted once, all together (a ``(columns, rows)`` array, in chunks), and the
@@ -69,7 +70,8 @@ class ColumnDrift:
         score: the p-value or distance.
         drifted: whether the column drifted.
         reference_rows, current_rows: the finite values compared.
-        unique: unique values of reference and current together.
+        unique: unique values of reference and current together when there are at most 5 (what the choice of
+            test needs exactly), else the larger of the two samples' counts.
         histogram: what the report draws: ``edges`` (numerical) or ``values`` (categorical), with ``reference``
             and ``current`` as fractions of each sample.
     """
@@ -434,7 +436,9 @@ def _numeric_chunk(names: list[str], ref, cur, plans: dict[str, dict], out: dict
         name, kind = names[j], plans[names[j]]["type"]
         nr, nc = int(n_ref[j]), int(n_cur[j])
         r, c = ref[j, :nr], cur[j, :nc]
-        per_value = test in ("chisquare", "z") or (test in ("jensenshannon", "psi") and int(distinct_ref[j]) <= 20)
+        per_value = test in ("chisquare", "z") or (
+            test in ("jensenshannon", "psi") and (kind == "categorical" or int(distinct_ref[j]) <= 20)
+        )  # Evidently bins only numerical columns with more than 20 reference values
         values = counts_r = counts_c = None
         if per_value or kind == "categorical":
             values, counts_r, counts_c = _merge_counts(*_value_counts(r), *_value_counts(c))

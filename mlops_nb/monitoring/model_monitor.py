@@ -15,7 +15,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .drift import DRIFT_SHARE, DriftResult, data_drift
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_BUCKETS = 12
+_MAX_WINDOW = 3650 * 86400.0
 
 
 def parse_window(text: str | float | timedelta) -> timedelta:
@@ -42,6 +43,8 @@ def parse_window(text: str | float | timedelta) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
     if not seconds > 0 or not math.isfinite(seconds):
         raise MonitoringError(f"window {text!r} must be longer than zero")
+    if seconds > _MAX_WINDOW:
+        raise MonitoringError(f"window {text!r} is longer than 10 years; give a shorter one, e.g. 30d")
     return timedelta(seconds=seconds)
 
 
@@ -282,7 +285,7 @@ def _task(scorer, predictions) -> str:
     return "classification" if values.nunique() <= 20 and (values == values.round()).all() else "regression"
 
 
-def _scores(task: str, labels, predictions, probability) -> dict[str, float]:
+def _scores(task: str, labels, predictions, probability, classes=None) -> dict[str, float]:
     import numpy as np
     from sklearn import metrics as m
 
@@ -295,11 +298,14 @@ def _scores(task: str, labels, predictions, probability) -> dict[str, float]:
             out["r2"] = float(m.r2_score(y, p))
         return out
     y, p = _same_type(labels, predictions)
-    classes = sorted(set(y) | set(p), key=str)
+    seen = sorted(set(y) | set(p), key=lambda v: (isinstance(v, str), v))
+    known = [_same_type([c], [c])[0][0] for c in classes] if classes is not None else None
     out["accuracy"] = float(m.accuracy_score(y, p))
-    binary = len(classes) <= 2
+    binary = len(known) == 2 if known is not None else len(seen) <= 2
     average = "binary" if binary else "macro"
-    positive = _positive(classes) if binary else None
+    # the model's second class is the positive one (the logged probability is of it), as scikit-learn orders them
+    positive = (known[1] if known is not None else (1 if 1 in seen else seen[-1])) if binary else None
+    classes = seen
     kwargs = {"average": average, "zero_division": 0}
     if binary:
         kwargs["pos_label"] = positive
@@ -324,10 +330,6 @@ def _num(value):
     return int(value) if float(value).is_integer() else float(value)
 
 
-def _positive(classes: list):
-    return 1 if 1 in classes else classes[-1]
-
-
 def _performance(rows, scorer, training: dict[str, float]) -> dict[str, Any]:
     import pandas as pd
 
@@ -338,14 +340,16 @@ def _performance(rows, scorer, training: dict[str, float]) -> dict[str, Any]:
     has_proba = "probability" in labelled and labelled["probability"].notna().all()
     probability = labelled["probability"] if has_proba else None
     out: dict[str, Any] = {"task": task, "labelled": len(labelled)}
-    out["overall"] = _scores(task, labelled["label"], labelled["prediction"], probability)
+    classes = getattr(scorer, "classes", None) if task == "classification" else None
+    classes = [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
+    out["overall"] = _scores(task, labelled["label"], labelled["prediction"], probability, classes)
     first, last = labelled["ts"].min(), labelled["ts"].max()  # buckets over the labelled rows' own span
     span = max((last - first) / _MAX_BUCKETS, pd.Timedelta(milliseconds=1))
     bucket = ((labelled["ts"] - first) / span).astype(int).clip(0, _MAX_BUCKETS - 1)
     windows = []
     for b, part in labelled.groupby(bucket):
         start = (first + span * int(b)).to_pydatetime()
-        scores = _scores(task, part["label"], part["prediction"], part["probability"] if has_proba else None)
+        scores = _scores(task, part["label"], part["prediction"], part["probability"] if has_proba else None, classes)
         windows.append({"start": iso(start), "end": iso(start + span), "rows": len(part), **scores})
     out["windows"] = windows
     out["training"] = {k: v for k, v in training.items() if k in out["overall"]}
@@ -472,6 +476,8 @@ def monitor(
     config = alerting.settings_of(project)
     name, which = parse_model(model)
     window_delta = parse_window(window if window is not None else config.get("window", "1d"))
+    if until is not None and until.tzinfo is not None:  # the stores keep naive UTC
+        until = until.astimezone(UTC).replace(tzinfo=None)
     until = until or utcnow()
     since = until - window_delta
     started = utcnow()
@@ -494,12 +500,16 @@ def monitor(
     missing = [c for c in wanted if c not in logged]
     if missing:
         raise MonitoringError(f"column {missing[0]!r} is not in the prediction log of {name} v{version}")
+    absent = [c for c in wanted if c not in set(map(str, ref.columns))]
+    if absent:
+        raise MonitoringError(f"column {absent[0]!r} is not in the reference ({source})")
+    configured = {k: v for k, v in (config.get("columns") or {}).items() if k in wanted}  # for this model's columns
     current = ok[[f"in_{c}" for c in wanted]].rename(columns=lambda c: c[3:]).reset_index(drop=True)
     drift = data_drift(
         ref[wanted],
         current,
         test=test if test is not None else config.get("test"),
-        overrides={**(config.get("columns") or {}), **(overrides or {})},
+        overrides={**configured, **(overrides or {})},
         drift_share=drift_share if drift_share is not None else config.get("drift_share", DRIFT_SHARE),
     )
     for column in logged:

@@ -227,8 +227,8 @@ def write_report(project, result, fired: list) -> None:
     from ..core.clock import utcnow
 
     stamp = f"{utcnow():%Y%m%dT%H%M%S%f}"  # when it was written: two reports of one window are two files
-    base = folder / f"{result.model}-v{result.version}-{stamp}"
-    result.html, result.json = base.with_suffix(".html"), base.with_suffix(".json")
+    base = f"{result.model}-v{result.version}-{stamp}"  # a model's name may hold dots: no with_suffix
+    result.html, result.json = folder / f"{base}.html", folder / f"{base}.json"
     data = result.to_dict()
     data["alerts"] = [
         {"rule": rule.text, "metric": rule.metric, "value": value, "action": rule.action} for rule, value in fired

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,13 +23,13 @@ def next_due(cron: str, after: datetime) -> datetime:
 
     text = " ".join(str(cron).split())
     try:
-        if not croniter.is_valid(text):
-            raise ValueError("not a cron expression")
+        if not croniter.is_valid(text) or not (len(text.split()) == 5 or text.startswith("@")):
+            raise ValueError("not five cron fields")
         return croniter(text, after).get_next(datetime)
     except (CroniterError, ValueError, KeyError, TypeError) as exc:
         raise ScheduleError(
             f"cron expression {cron!r} is not valid ({str(exc).splitlines()[0][:80]}); write five fields, "
-            "minute hour day month weekday, e.g. '0 3 * * *' (03:00 UTC daily) or '*/15 * * * *'"
+            "minute hour day month weekday, e.g. '0 3 * * *' (03:00 UTC daily) or '*/15 * * * *', or @daily, @hourly"
         ) from None
 
 
@@ -113,8 +112,9 @@ def resolve_on_data(project, on_data: str) -> str:
 
 def data_state(project, on_data: str) -> str:
     """The state of watched data (``on_data`` as :func:`resolve_on_data` keeps it): the content hash of a file or
-    folder (``absent`` when missing), or a feature view's state hash (it changes with each ingest)."""
-    from ..core.hashing import hash_path
+    of a folder's files (hidden and partly written ones left out; ``absent`` when missing), or a feature view's
+    state hash (it changes with each ingest)."""
+    from ..core.hashing import canonical, hash_path, sha256
 
     kind, where = _data_kind(project, on_data)
     if kind == "view":
@@ -122,10 +122,26 @@ def data_state(project, on_data: str) -> str:
             return "view:" + project.features.view_hash(str(where))
         except MlopsError:
             return "view:none"
+    path = Path(where)
     try:
-        return "path:" + hash_path(Path(where)) if Path(where).exists() else "path:absent"
+        if not path.exists():
+            return ABSENT
+        if path.is_file():
+            return "path:" + hash_path(path)
+        files = [p for p in sorted(path.rglob("*")) if p.is_file() and not _transient(p.relative_to(path))]
+        return "path:" + sha256(canonical([(p.relative_to(path).as_posix(), hash_path(p)) for p in files]))
     except OSError as exc:
         raise ScheduleError(f"--on-data {on_data}: cannot read it ({exc.strerror or exc})") from None
+
+
+ABSENT = "path:absent"
+
+
+def _transient(relative: Path) -> bool:
+    """Files a data trigger does not watch: hidden ones and files being written (``.tmp``, ``.part``, ``~``)."""
+    return any(part.startswith((".", "~")) for part in relative.parts) or relative.name.endswith(
+        (".tmp", ".part", ".crdownload", "~")
+    )
 
 
 def _record(row: dict) -> Schedule:
@@ -162,8 +178,9 @@ def add(
     """Add a schedule: run the notebook ``target`` (or monitor the model ``monitor``) on the cron expression
     ``cron`` (UTC), or when the data ``on_data`` names changes.
 
-    Everything is checked now (the cron expression, the notebook and its parameters, the executor, the model
-    spec, the window), so that a schedule never fails on what could be known when it was added.
+    What can be checked now is (the cron expression, the notebook and its parameters, the executor; for a
+    monitoring schedule the model's spec, the window, the monitoring settings and their alert rules), so that a
+    schedule does not fail later on what was known when it was added.
     """
     project = current_project(project)
     now = now or utcnow()
@@ -177,7 +194,10 @@ def add(
 
         if on_data is not None:
             raise ScheduleError("a monitoring schedule runs on --cron; --on-data starts notebooks")
+        from ..monitoring import alerts
+
         model, alias = parse_model(monitor)
+        alerts.parse_rules(alerts.settings_of(project).get("alerts", []))  # its rules are checked now too
         kind, target_text = "monitor", monitor.strip()
         if window is not None:
             parse_window(window)
@@ -207,7 +227,7 @@ def add(
             target_text = str(path.resolve())
         default_name = path.stem
     chosen = name or default_name
-    if not _NAME.match(chosen):
+    if not _NAME.fullmatch(chosen):
         raise ScheduleError(f"schedule name {chosen!r} must be letters, digits, _ . - (at most 64)")
     record = Schedule(chosen, kind, target_text, cron, on_data, options, created_at=now)
     if cron is not None:
@@ -255,6 +275,8 @@ def _fire(project, schedule: Schedule, fired_by: str, progress: bool) -> tuple[s
             )
         except MlopsError as exc:
             return None, "failed", exc.message
+        except Exception as exc:  # noqa: BLE001 - a schedule's failure is recorded; the daemon goes on
+            return None, "failed", f"{type(exc).__name__}: {exc}"[:300]
         return report.run_id, "succeeded", None
     from ..engine.driver import run
 
@@ -274,7 +296,29 @@ def _fire(project, schedule: Schedule, fired_by: str, progress: bool) -> tuple[s
         return exc.run_id, "failed", exc.message
     except MlopsError as exc:
         return None, "failed", exc.message
+    except Exception as exc:  # noqa: BLE001 - a schedule's failure is recorded; the daemon goes on
+        return None, "failed", f"{type(exc).__name__}: {exc}"[:300]
     return done.id, done.status, None
+
+
+def _reason(project, schedule: Schedule, moment: datetime, echo) -> tuple[str | None, str | None]:
+    """Why ``schedule`` fires at ``moment`` (None: it does not) and the data state it saw."""
+    if schedule.cron:
+        if schedule.next_due is not None and schedule.next_due <= moment:
+            return f"schedule {schedule.name} ({schedule.cron}, due {schedule.next_due:%Y-%m-%d %H:%M} UTC)", None
+        return None, None
+    try:
+        state = data_state(project, schedule.on_data)
+    except MlopsError as exc:
+        if echo:
+            echo(f"{schedule.name}: {exc.message}")
+        return None, None
+    if state == schedule.data_state:
+        return None, None
+    if state == ABSENT:  # data removed or rotated away: nothing new to run on; its return fires
+        project.metadata.update_schedule(schedule.name, data_state=state)
+        return None, None
+    return f"schedule {schedule.name}: {schedule.on_data} changed", state
 
 
 def run_due(
@@ -284,54 +328,49 @@ def run_due(
     clock: Callable[[], datetime] = utcnow,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fire every schedule that is due at ``now`` (cron: ``next_due <= now``; data: its state changed), one after
-    another; return one record per firing (``schedule``, ``trigger``, ``run_id``, ``status``, ``error``).
+    """Fire every schedule that is due (cron: ``next_due <= now``; data: its state changed), one after another;
+    return one record per firing (``schedule``, ``trigger``, ``run_id``, ``status``, ``error``).
 
-    A cron schedule's next time is computed from when its run ended, so missed times are not caught up. A
-    schedule whose previous run still holds its lock (another daemon) is skipped. A failed run is recorded and the
-    others go on.
+    ``now`` fixes the time (default: ``clock()`` when each schedule is looked at). A cron schedule's next time is
+    computed from when its run ended, so missed times are not caught up (a daemon started after a downtime runs an
+    overdue schedule once, then keeps to its times). Each schedule fires under a file lock and is read again under
+    it, so two daemons never run it twice; one whose lock is held (its previous run is still going) is skipped. A
+    failed run is recorded and the others go on. ``stop`` is asked between schedules (a daemon told to stop).
     """
     from filelock import Timeout
 
     project = current_project(project)
-    now = now or clock()
     fired: list[dict[str, Any]] = []
-    for schedule in schedules(project):
-        reason = None
-        state = None
-        if schedule.cron and schedule.next_due is not None and schedule.next_due <= now:
-            reason = f"schedule {schedule.name} ({schedule.cron}, due {schedule.next_due:%Y-%m-%d %H:%M} UTC)"
-        elif schedule.on_data:
-            try:
-                state = data_state(project, schedule.on_data)
-            except MlopsError as exc:
-                if echo:
-                    echo(f"{schedule.name}: {exc.message}")
-                continue
-            if state != schedule.data_state:
-                reason = f"schedule {schedule.name}: {schedule.on_data} changed"
+    for listed in schedules(project):
+        if stop is not None and stop():
+            break
+        moment = now or clock()
+        reason, state = _reason(project, listed, moment, echo)
         if reason is None:
             continue
         try:
-            with _lock(project, schedule.name):
+            with _lock(project, listed.name):
+                current = next((s for s in schedules(project) if s.name == listed.name), None)
+                if current is None or _reason(project, current, moment, None)[0] is None:
+                    continue  # removed, or another daemon ran it meanwhile
                 if state is not None:  # seen before the run: a failing run does not fire again on the same data
-                    project.metadata.update_schedule(schedule.name, data_state=state)
+                    project.metadata.update_schedule(current.name, data_state=state)
                 if echo:
-                    echo(f"{now:%Y-%m-%d %H:%M:%S} {schedule.name}: {schedule.kind} {schedule.target} ({reason})")
-                run_id, status, error = _fire(project, schedule, reason, progress)
-                ended = clock()
+                    echo(f"{moment:%Y-%m-%d %H:%M:%S} {current.name}: {current.kind} {current.target} ({reason})")
+                run_id, status, error = _fire(project, current, reason, progress)
                 update: dict[str, Any] = {
-                    "last_fired": now, "last_run": run_id, "last_status": status, "last_error": error,
+                    "last_fired": moment, "last_run": run_id, "last_status": status, "last_error": error,
                 }  # fmt: skip
-                if schedule.cron:
-                    update["next_due"] = next_due(schedule.cron, max(ended, now))  # no catch-up
-                project.metadata.update_schedule(schedule.name, **update)
+                if current.cron:
+                    update["next_due"] = next_due(current.cron, max(now or clock(), moment))  # no catch-up
+                project.metadata.update_schedule(current.name, **update)
         except Timeout:
             if echo:
-                echo(f"{schedule.name}: its previous run is still going; skipped")
+                echo(f"{listed.name}: its previous run is still going; skipped")
             continue
-        record = {"schedule": schedule.name, "trigger": schedule.trigger, "run_id": run_id, "status": status,
+        record = {"schedule": current.name, "trigger": current.trigger, "run_id": run_id, "status": status,
                   "error": error}  # fmt: skip
         if echo:
             echo(f"  -> run {run_id or '-'} {status}" + (f": {error}" if error else ""))
@@ -343,24 +382,27 @@ def daemon(
     project=None,
     *,
     clock: Callable[[], datetime] = utcnow,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll: float = POLL_SECONDS,
     ticks: int | None = None,
     progress: bool = False,
     echo: Callable[[str], None] | None = print,
 ) -> list[dict[str, Any]]:
-    """Fire due schedules until stopped (Ctrl-C, SIGTERM) or for ``ticks`` rounds: wake at the next cron time or
-    every ``poll`` seconds for data triggers. ``clock`` and ``sleep`` make time controllable (tests pass a fake
-    clock whose sleep advances it). Returns every firing."""
+    """Fire due schedules until stopped (Ctrl-C, SIGTERM) or for ``ticks`` rounds: wake at the next cron time, and
+    every ``poll`` seconds while a data trigger is watched or a due schedule was skipped. ``clock`` and ``sleep``
+    make time controllable (tests pass a fake clock whose sleep advances it); by default the daemon sleeps on an
+    event that SIGTERM sets, so it stops at once between runs (a run in progress ends first: stop it with a second
+    signal). Returns every firing."""
     import signal
+    import threading
 
     project = current_project(project)
     fired: list[dict[str, Any]] = []
-    stopping = False
+    stopping = threading.Event()
+    wait = sleep or stopping.wait
 
     def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     previous = None
     try:
@@ -369,15 +411,19 @@ def daemon(
         previous = None
     try:
         rounds = 0
-        while not stopping and (ticks is None or rounds < ticks):
+        while not stopping.is_set() and (ticks is None or rounds < ticks):
             rounds += 1
-            fired += run_due(project, clock=clock, progress=progress, echo=echo)
-            now = clock()
-            waits = [poll] if any(s.on_data for s in schedules(project)) else [poll * 6]
-            waits += [max((s.next_due - now).total_seconds(), 0.0) for s in schedules(project) if s.next_due]
+            fired += run_due(project, clock=clock, progress=progress, echo=echo, stop=stopping.is_set)
             if ticks is not None and rounds >= ticks:
                 break
-            sleep(max(min(waits), 0.05))
+            now = clock()
+            listed = schedules(project)
+            waits = [poll] if any(s.on_data for s in listed) else [poll * 6]
+            for s in listed:
+                if s.next_due is not None:
+                    ahead = (s.next_due - now).total_seconds()
+                    waits.append(ahead if ahead > 0 else poll)  # overdue: skipped because it is still running
+            wait(max(min(waits), 0.05))
     except KeyboardInterrupt:
         pass
     finally:

@@ -167,7 +167,8 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
     # the monitoring stage: the served traffic against the training set, no drift, a report, a monitor run
     assert "10. Monitoring: the served traffic against the training set" in out
     assert "no dataset drift" in out and "no alert: no rule holds" in out
-    [monitoring] = project.metadata.list_runs(kind="monitor")
+    [listed] = project.metadata.list_runs(kind="monitor")
+    monitoring = project.metadata.get_run(listed.id)  # with its metrics
     assert monitoring.params["verdict"] == "ok" and Path(monitoring.params["report"]).is_file()
     assert "accuracy" in monitoring.metrics and monitoring.metrics["labelled_rows"] > 0
 

@@ -205,7 +205,7 @@ def test_a_monitoring_schedule_finds_drift_and_its_alert_is_the_drift_trigger(mo
     project = m["project"]
     (m["home"] / "pyproject.toml").write_text(
         "[project]\nname = 'mon'\n[tool.mlops_nb.monitoring]\nwindow = '1d'\n"
-        "[[tool.mlops_nb.monitoring.alerts]]\nrule = 'drift_share > 0.3'\naction = 'command python -c \"print(42)\"'\n"
+        f"[[tool.mlops_nb.monitoring.alerts]]\nrule = 'drift_share > 0.3'\naction = 'command {sys.executable} -c \"print(42)\"'\n"
     )
     project = Project(m["home"])
     now = utcnow()
@@ -218,8 +218,16 @@ def test_a_monitoring_schedule_finds_drift_and_its_alert_is_the_drift_trigger(mo
     assert run.fired_by.startswith("schedule monitor-churn")
     alert = project.metadata.alerts(monitor_run=run.id)[0]
     assert alert["outcome"] == "command exited 0: 42"
+    assert fired["detail"] == "drift, 1 alerts" and fired["error"] is None
     listed = mlops_nb.schedule.get("monitor-churn", project)
     assert listed.last_run == run.id and listed.next_due > added.next_due
+    for model, message in (("nochurn", "--monitor nochurn: "), ("churn@nobody", "--monitor churn@nobody: no version has "
+                                                                "alias 'nobody'")):  # fmt: skip
+        with pytest.raises(ScheduleError, match=message):
+            mlops_nb.schedule.add(monitor=model, cron="0 * * * *", name="other", project=project)
+    with pytest.raises(MonitoringError, match="unknown metric 'drift_shar'"):
+        mlops_nb.schedule.add(monitor="churn/1", cron="0 * * * *", rules=["drift_shar > 0.3"], name="other",
+                              project=project)  # fmt: skip
     mlops_nb.schedule.remove("monitor-churn", project)
     with pytest.raises(ScheduleError, match="no schedule named 'monitor-churn'"):
         mlops_nb.schedule.remove("monitor-churn", project)
@@ -270,8 +278,8 @@ def test_bad_monitoring_input_is_one_line(monitored, tmp_path):
     empty = Project(tmp_path / "empty").init()
     cases = [
         (lambda: mlops_nb.monitor("churn", project=empty), "no prediction log yet under"),
-        (lambda: mlops_nb.monitor("ghost", project=project), "no predictions of model 'ghost'"),
-        (lambda: mlops_nb.monitor("churn/9", project=project), "no predictions of churn v9"),
+        (lambda: mlops_nb.monitor("ghost", project=project), "no predictions of model 'ghost' (models in the log: "),
+        (lambda: mlops_nb.monitor("churn/9", project=project), "no predictions of churn v9 (versions of churn in the"),
         (lambda: mlops_nb.monitor("churn/1", until=m["start"] - timedelta(days=3), project=project),
          "no predictions of churn v1 between"),
         (lambda: mlops_nb.monitor("churn/1", reference="missing.parquet", project=project),
@@ -279,6 +287,14 @@ def test_bad_monitoring_input_is_one_line(monitored, tmp_path):
         (lambda: mlops_nb.monitor("churn/1", reference="no_such_view", project=project),
          "reference 'no_such_view' is neither a file nor a feature view"),
         (lambda: mlops_nb.monitor("churn/1", rules=["f1 <<< 0.8"], project=project), "is not METRIC OP NUMBER"),
+        (lambda: mlops_nb.monitor("churn/1", rules=["acuracy < 0.8"], project=project),
+         "unknown metric 'acuracy'; did you mean 'accuracy'?"),
+        (lambda: mlops_nb.monitor("churn/1", rules=[{"rule": "f1 < 0.8", "action": "run nosuch.ipynb"}],
+                                  project=project), "its notebook"),
+        (lambda: mlops_nb.monitor("churn/1", rules=[{"rule": "f1 < 0.8", "action": "run train.ipynb -p ghost 1"}],
+                                  project=project), "parameter 'ghost' is not defined"),
+        (lambda: mlops_nb.monitor("churn/1", rules=[{"rule": "f1 < 0.8", "action": "command nosuchprogram"}],
+                                  project=project), "its program 'nosuchprogram' is not found on PATH"),
         (lambda: mlops_nb.monitor("churn/1", rules=[{"rule": "f1 < 0.8", "action": "email me"}], project=project),
          "alert action 'email me' is not one of"),
         (lambda: mlops_nb.monitor("churn/1", window="soon", project=project), "window 'soon' is not a duration"),

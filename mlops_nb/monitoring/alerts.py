@@ -4,8 +4,9 @@ A rule is ``METRIC OP NUMBER`` over the metrics of a monitoring run (``drift_sha
 ``p99_latency_ms > 50``, ``drift.tenure_months < 0.05``; see :attr:`MonitorReport.metrics`) with an action:
 
 - ``log`` (the default): the alert is recorded and logged (logger ``mlops_nb.alerts``);
-- ``run NB [-p NAME VALUE]... [--executor NAME]``: a pipeline run of the notebook with trigger ``drift``, fired
-  by the alert: the retraining loop (its new version then meets the registry's gates);
+- ``run NB [-p NAME VALUE]... [--executor NAME] [--no-cache]``: a pipeline run of the notebook with trigger
+  ``drift``, fired by the alert: the retraining loop (its new version then meets the registry's gates; its steps
+  are cache hits unless the data they read changed, or ``--no-cache``);
 - ``command CMD [ARG]...``: a program run in the project's home (no shell), with the alert as JSON in
   ``$MLOPS_NB_ALERT``.
 
@@ -38,6 +39,12 @@ log = logging.getLogger("mlops_nb.alerts")
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
 _RULE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _KEYS = {"window", "test", "drift_share", "columns", "alerts"}
+METRICS = (
+    "drift_share", "drifted_columns", "dataset_drift", "prediction_drift", "prediction_drift_score",
+    "accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2", "labelled_rows",
+    "requests", "rows", "errors", "error_rate", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms",
+)  # fmt: skip
+"""The metrics a rule can name (besides ``drift.COLUMN``, a column's drift score)."""
 COMMAND_TIMEOUT = 3600.0
 
 
@@ -103,8 +110,17 @@ def parse_rule(spec: Any) -> Rule:
             f"alert rule {text!r} is not METRIC OP NUMBER; write e.g. 'drift_share > 0.3' or 'f1 < 0.8' "
             "(operators: > >= < <= == !=)"
         )
+    metric = match.group(1)
+    if metric not in METRICS and not (metric.startswith("drift.") and len(metric) > 6):
+        import difflib
+
+        close = difflib.get_close_matches(metric, METRICS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise MonitoringError(
+            f"alert rule {text!r}: unknown metric {metric!r}; {hint}metrics: {', '.join(METRICS)}, drift.COLUMN"
+        )
     check_action(action)
-    return Rule(text.strip(), match.group(1), match.group(2), float(match.group(3)), action, model)
+    return Rule(text.strip(), metric, match.group(2), float(match.group(3)), action, model)
 
 
 def parse_rules(specs: Any) -> list[Rule]:
@@ -132,8 +148,8 @@ def check_action(action: str) -> list[str]:
     )
 
 
-def _run_args(words: list[str]) -> tuple[str, dict[str, str], str | None]:
-    notebook, params, executor = words[0], {}, None
+def _run_args(words: list[str]) -> tuple[str, dict[str, str], str | None, bool]:
+    notebook, params, executor, no_cache = words[0], {}, None, False
     rest = words[1:]
     while rest:
         flag = rest.pop(0)
@@ -142,12 +158,37 @@ def _run_args(words: list[str]) -> tuple[str, dict[str, str], str | None]:
             params[key] = rest.pop(0)
         elif flag == "--executor" and rest:
             executor = rest.pop(0)
+        elif flag == "--no-cache":
+            no_cache = True
         else:
             raise MonitoringError(
                 f"alert action 'run {' '.join(words)}': unexpected {flag!r}; write run NOTEBOOK [-p NAME VALUE]... "
-                "[--executor NAME]"
+                "[--executor NAME] [--no-cache]"
             )
-    return notebook, params, executor
+    return notebook, params, executor, no_cache
+
+
+def check_targets(project, rules: list[Rule]) -> None:
+    """Check what the rules' actions name, before anything runs: a ``run`` action's notebook and its parameters,
+    a ``command`` action's program."""
+    import shutil
+
+    for rule in rules:
+        words = shlex.split(rule.action)
+        if words[0] == "run":
+            from ..pipeline import Pipeline
+
+            notebook, params, _, _ = _run_args(words[1:])
+            path = Path(notebook) if Path(notebook).is_absolute() else project.home / notebook
+            if not path.is_file():
+                raise MonitoringError(f"alert {rule.text!r}: its notebook {path} does not exist")
+            try:
+                Pipeline.from_notebook(path).resolve_params(params)
+            except MlopsError as exc:
+                raise MonitoringError(f"alert {rule.text!r}: {' '.join(exc.message.split())}") from None
+        elif words[0] == "command" and shutil.which(words[1], path=os.environ.get("PATH")) is None:
+            if not (project.home / words[1]).is_file():
+                raise MonitoringError(f"alert {rule.text!r}: its program {words[1]!r} is not found on PATH")
 
 
 def evaluate(rules: list[Rule], metrics: dict[str, float], model: str | None = None) -> list[tuple[Rule, float]]:
@@ -226,13 +267,13 @@ def _run_notebook(project, alert: dict, words: list[str]) -> tuple[str | None, s
     from ..engine.driver import run
     from ..exceptions import StepFailedError
 
-    notebook, params, executor = _run_args(words)
+    notebook, params, executor, no_cache = _run_args(words)
     path = Path(notebook) if Path(notebook).is_absolute() else project.home / notebook
     if not path.is_file():
         raise MonitoringError(f"the alert's notebook {path} does not exist")
     fired_by = f"{alert['id']}: {alert['rule']}"
     try:
-        done = run(path, params, executor, project=project, trigger="drift", fired_by=fired_by)
+        done = run(path, params, executor, project=project, trigger="drift", fired_by=fired_by, no_cache=no_cache)
     except StepFailedError as exc:
         return exc.run_id, f"run {exc.run_id} failed: {exc.message}"[:300]
     return done.id, f"run {done.id} {done.status}"

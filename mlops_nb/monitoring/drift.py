@@ -110,12 +110,13 @@ class DriftResult:
     Attributes:
         columns: one :class:`ColumnDrift` per tested column, in the order asked.
         skipped: column -> why it was not tested (text, dates, no finite values).
-        drift_share: the share of drifted columns that makes the dataset drift.
+        threshold: the share of drifted columns that makes the dataset drift (``drift_share`` of
+            :func:`data_drift`); :attr:`share` is the share that drifted.
     """
 
     columns: list[ColumnDrift]
     skipped: dict[str, str] = field(default_factory=dict)
-    drift_share: float = DRIFT_SHARE
+    threshold: float = DRIFT_SHARE
 
     @property
     def drifted(self) -> list[str]:
@@ -129,8 +130,8 @@ class DriftResult:
 
     @property
     def dataset_drift(self) -> bool:
-        """Whether the dataset drifted: ``share >= drift_share``."""
-        return bool(self.columns) and self.share >= self.drift_share
+        """Whether the dataset drifted: ``share >= threshold``."""
+        return bool(self.columns) and self.share >= self.threshold
 
     def column(self, name: str) -> ColumnDrift:
         """The drift of one column."""
@@ -144,7 +145,7 @@ class DriftResult:
         return {
             "dataset_drift": self.dataset_drift,
             "drift_share": self.share,
-            "drift_share_threshold": self.drift_share,
+            "drift_share_threshold": self.threshold,
             "drifted_columns": len(self.drifted),
             "columns": [c.to_dict() for c in self.columns],
             "skipped": dict(self.skipped),

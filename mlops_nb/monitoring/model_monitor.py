@@ -28,6 +28,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGN
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_BUCKETS = 12
 _MAX_WINDOW = 3650 * 86400.0
+_LABEL_METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2", "labelled_rows"}
 
 
 def parse_window(text: str | float | timedelta) -> timedelta:
@@ -166,6 +167,7 @@ def _current(project, name: str, which: str | None, since: datetime, until: date
             "traffic first"
         )
     rows = log.read(model=name, since=since, until=until, ordered=False)
+    rows = rows[rows["variant"] != "smoke"]  # a rollout's smoke tests are not traffic
     if which is None:
         if rows.empty:
             _no_rows(log, name, None, since, until)
@@ -182,11 +184,19 @@ def _no_rows(log, name: str, version: int | None, since: datetime, until: dateti
     everything = log.read(model=name, labels=False)
     what = f"{name} v{version}" if version is not None else name
     if everything.empty:
-        raise MonitoringError(f"the prediction log has no predictions of model {name!r}; deploy it and send traffic")
+        models = sorted(set(log.read(labels=False, ordered=False)["model"].dropna()))
+        raise MonitoringError(
+            f"the prediction log has no predictions of model {name!r} (models in the log: "
+            f"{', '.join(models) or 'none'}); check the name, or deploy it and send traffic"
+        )
     if version is not None:
+        logged = sorted({int(v) for v in everything["version"].dropna()})
         everything = everything[everything["version"] == version]
         if everything.empty:
-            raise MonitoringError(f"the prediction log has no predictions of {what}; monitor the version that serves")
+            raise MonitoringError(
+                f"the prediction log has no predictions of {what} (versions of {name} in the log: "
+                f"{', '.join(map(str, logged))}); monitor a version that served"
+            )
     latest = everything["ts"].max()
     raise MonitoringError(
         f"no predictions of {what} between {iso(since)} and {iso(until)} (the latest is from {iso(latest)}); "
@@ -244,7 +254,10 @@ def _training_set(project, name: str, version: int, features: list[str]):
     except MlopsError:
         return None
     candidates = []
+    views: list[str] = []
     for node in graph.upstream():
+        if node.kind == "artifact" and node.attrs.get("artifact_kind") in ("feature_view", "feature_segment"):
+            views.append(node.label.split(" (")[0].split("#")[0])
         if node.kind != "artifact" or node.attrs.get("artifact_kind") != "parquet":
             continue
         label = node.label.split(" (")[0]
@@ -255,7 +268,14 @@ def _training_set(project, name: str, version: int, features: list[str]):
         if not hasattr(frame, "columns") or not set(features) <= {str(c) for c in frame.columns}:
             continue
         candidates.append(("train" not in label.lower(), -len(frame), label, node.id, frame))
-    if not candidates:
+    if not candidates:  # trained on a feature store's training set that was not kept: the views it read
+        for view in dict.fromkeys(views):
+            try:
+                frame = project.features.view_data(view)
+            except MlopsError:
+                continue
+            if set(features) <= {str(c) for c in frame.columns}:
+                return frame, f"feature view {view} upstream of models:/{name}/{version}"
         return None
     _, _, label, digest, frame = min(candidates, key=lambda c: c[:3])
     return frame, f"training set {label} ({digest[:12]}) upstream of models:/{name}/{version}"
@@ -344,8 +364,9 @@ def _performance(rows, scorer, training: dict[str, float]) -> dict[str, Any]:
     classes = [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
     out["overall"] = _scores(task, labelled["label"], labelled["prediction"], probability, classes)
     first, last = labelled["ts"].min(), labelled["ts"].max()  # buckets over the labelled rows' own span
-    span = max((last - first) / _MAX_BUCKETS, pd.Timedelta(milliseconds=1))
-    bucket = ((labelled["ts"] - first) / span).astype(int).clip(0, _MAX_BUCKETS - 1)
+    buckets = max(1, min(_MAX_BUCKETS, len(labelled) // 50))  # at least ~50 labelled rows a window
+    span = max((last - first) / buckets, pd.Timedelta(milliseconds=1))
+    bucket = ((labelled["ts"] - first) / span).astype(int).clip(0, buckets - 1)
     windows = []
     for b, part in labelled.groupby(bucket):
         start = (first + span * int(b)).to_pydatetime()
@@ -367,7 +388,7 @@ def _prediction_drift(scorer, reference, rows, notes: list[str]):
         columns, _ = scorer.prepare({str(c): reference[c].to_numpy() for c in reference.columns})
         predicted, _ = scorer.predict(columns)
     except Exception as exc:  # noqa: BLE001 - the reference may lack online features; say so, keep the rest
-        notes.append(f"prediction drift: the model cannot score the reference ({str(exc).splitlines()[0][:120]})")
+        notes.append(f"prediction drift: the model cannot score the reference ({str(exc).splitlines()[0][:240]})")
         return None
     ref = pd.Series(list(predicted), name="prediction")
     if ref.dtype.kind == "O":
@@ -482,6 +503,7 @@ def monitor(
     since = until - window_delta
     started = utcnow()
     rule_list = alerting.parse_rules(config.get("alerts", []) if rules is None else rules)
+    alerting.check_targets(project, rule_list)  # a retraining notebook or program that is not there: now
     rows, version = _current(project, name, which, since, until)
     ok = rows[rows["status"] == 200]
     if ok.empty:
@@ -526,6 +548,10 @@ def monitor(
     result.notes = notes
     result.metrics = _flat_metrics(drift, prediction, performance, service)
     fired = alerting.evaluate(rule_list, result.metrics, model=name)
+    for rule in rule_list:
+        if rule.model in (None, name) and rule.metric not in result.metrics:
+            why = "no labels in the window" if rule.metric in _LABEL_METRICS else "not measured in this window"
+            notes.append(f"alert rule {rule.text!r} not evaluated: {rule.metric} is {why}")
     if report:
         write_report(project, result, fired)
     result.run_id = _record(project, result, started, trigger, fired_by)

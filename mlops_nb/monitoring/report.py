@@ -83,11 +83,11 @@ def line_chart_svg(windows: list[dict], metrics: list[str], training: dict, widt
 
     def xy(i: int, v: float) -> tuple[float, float]:
         x = pad + (width - pad - right) * (i / max(n - 1, 1))
-        return x, height - pad / 2 - (height - pad) * (v - low) / span
+        return x, height - pad * 0.8 - (height - pad * 1.3) * (v - low) / span
 
     parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
     parts.append(
-        f'<line x1="{pad}" y1="{height - pad / 2}" x2="{width - right}" y2="{height - pad / 2}" stroke="#d0d7de"/>'
+        f'<line x1="{pad}" y1="{height - pad * 0.8}" x2="{width - right}" y2="{height - pad * 0.8}" stroke="#d0d7de"/>'
     )
     for k, metric in enumerate(metrics):
         color = colors[k % len(colors)]
@@ -105,8 +105,13 @@ def line_chart_svg(windows: list[dict], metrics: list[str], training: dict, widt
                 f"<title>{metric} at training: {training[metric]:.3f}</title></line>"
             )
         parts.append(f'<text x="{width - right + 8}" y="{14 + 13 * k}" font-size="11" fill="{color}">{metric}</text>')
+    first, last = _when(windows[0]["start"]), _when(windows[-1]["end"])
+    parts.append(f'<text x="{pad}" y="{height - 2}" font-size="10" fill="#57606a">{first}</text>')
+    parts.append(
+        f'<text x="{width - right}" y="{height - 2}" font-size="10" fill="#57606a" text-anchor="end">{last} UTC</text>'
+    )
     parts.append(f'<text x="2" y="12" font-size="10" fill="#57606a">{high:.2f}</text>')
-    parts.append(f'<text x="2" y="{height - pad / 2}" font-size="10" fill="#57606a">{low:.2f}</text>')
+    parts.append(f'<text x="2" y="{height - pad * 0.8}" font-size="10" fill="#57606a">{low:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -144,7 +149,7 @@ def render_html(report: dict[str, Any], inline: bool = False) -> str:
             )
     body.append(
         f'<div class="card">traffic<b>{service.get("rows", 0)}</b>rows, {service.get("requests", 0)} requests, '
-        f"{service.get('errors', 0)} errors</div>"
+        f"{service.get('errors', 0)} error{'s' * (service.get('errors', 0) != 1)}</div>"
     )
     if "p99_latency_ms" in service:
         body.append(
@@ -167,7 +172,9 @@ def render_html(report: dict[str, Any], inline: bool = False) -> str:
         body.append(f"<h2>Performance over time ({perf['task']}, {perf['labelled']} labelled rows)</h2>")
         body.append(line_chart_svg(perf["windows"], metrics, perf.get("training") or {}))
         body.append('<div class="legend sub">solid: in the window · dashed: at training</div>')
-    body.append(f"<h2>Data drift per column ({len(columns)})</h2>")
+    body.append(
+        f"<h2>Data drift per column ({len(columns)} columns{', and the predictions first' if pred else ''})</h2>"
+    )
     body.append(
         f'<div class="legend sub"><span><i class="sw" style="background:{_REF}"></i>reference</span>'
         f'<span><i class="sw" style="background:{_CUR}"></i>current</span></div>'

@@ -23,10 +23,11 @@ def next_due(cron: str, after: datetime) -> datetime:
 
     text = " ".join(str(cron).split())
     try:
-        if not croniter.is_valid(text) or not (len(text.split()) == 5 or text.startswith("@")):
-            raise ValueError("not five cron fields")
+        fields = len(text.split())
+        if not text.startswith("@") and fields != 5:
+            raise ValueError(f"{fields} field{'s' * (fields != 1)}, not five")
         return croniter(text, after).get_next(datetime)
-    except (CroniterError, ValueError, KeyError, TypeError) as exc:
+    except (CroniterError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ScheduleError(
             f"cron expression {cron!r} is not valid ({str(exc).splitlines()[0][:80]}); write five fields, "
             "minute hour day month weekday, e.g. '0 3 * * *' (03:00 UTC daily) or '*/15 * * * *', or @daily, @hourly"
@@ -70,7 +71,7 @@ class Schedule:
 
     def when(self) -> str:
         """What fires it, in words."""
-        return f"cron {self.cron}" if self.cron else f"new data in {self.on_data}"
+        return f"cron {self.cron}" if self.cron else f"on new data in {self.on_data}"
 
     def to_dict(self) -> dict[str, Any]:
         """As a record of the ``schedules`` table."""
@@ -99,9 +100,10 @@ def resolve_on_data(project, on_data: str) -> str:
             return f"view:{text}"
         except MlopsError:
             if not ("/" in text or Path(text).suffix):
+                where = " or ".join(dict.fromkeys(str(c.parent) for c in candidates))
                 raise ScheduleError(
-                    f"--on-data {text!r} is neither a file or folder (in {Path.cwd()} or {project.home}) nor a "
-                    "feature view; give a path (a folder: any new file fires) or a view's name"
+                    f"--on-data {text!r} is neither a file or folder (in {where}) nor a feature view; give a path "
+                    "(a folder: any new file fires) or a view's name"
                 ) from None
         found = candidates[0]
     try:
@@ -171,6 +173,7 @@ def add(
     params: dict[str, Any] | None = None,
     executor: str | None = None,
     window: str | None = None,
+    rules: list[Any] | None = None,
     name: str | None = None,
     now: datetime | None = None,
     project=None,
@@ -196,12 +199,16 @@ def add(
             raise ScheduleError("a monitoring schedule runs on --cron; --on-data starts notebooks")
         from ..monitoring import alerts
 
-        model, alias = parse_model(monitor)
-        alerts.parse_rules(alerts.settings_of(project).get("alerts", []))  # its rules are checked now too
-        kind, target_text = "monitor", monitor.strip()
+        model, which = parse_model(monitor)
         if window is not None:
             parse_window(window)
             options["window"] = window
+        rule_list = alerts.parse_rules(rules if rules is not None else alerts.settings_of(project).get("alerts", []))
+        alerts.check_targets(project, rule_list)  # its rules and what their actions name are checked now too
+        if rules is not None:
+            options["rules"] = [{"rule": r.text, "action": r.action} for r in rule_list]
+        _check_model(project, model, which)
+        kind, target_text = "monitor", monitor.strip()
         default_name = f"monitor-{model}"
         if params or executor:
             raise ScheduleError("-p and --executor are for notebook schedules, not --monitor")
@@ -217,8 +224,8 @@ def add(
         if executor is not None:
             executors.get(executor)
             options["executor"] = executor
-        if window is not None:
-            raise ScheduleError("--window is for --monitor schedules")
+        if window is not None or rules is not None:
+            raise ScheduleError("--window and --rule are for --monitor schedules")
         options["params"] = dict(params or {})
         kind = "notebook"
         try:
@@ -243,6 +250,24 @@ def add(
     return record
 
 
+def _check_model(project, model: str, which: str | None) -> None:
+    """The model (and its alias or version) a monitoring schedule names exists in the registry."""
+    registry = project.registry
+    shown = model + (which if which and which.startswith("@") else f"/{which}" if which else "")
+    try:
+        if which is None:
+            found = registry.versions(model)
+        elif which.startswith("@"):
+            found = registry.alias_holder(model, which[1:])
+        else:
+            found = registry.version(model, int(which))
+    except MlopsError as exc:
+        raise ScheduleError(f"--monitor {shown}: {exc.message}") from None
+    if not found:
+        what = f"no version has alias {which[1:]!r}" if which else "no such registered model"
+        raise ScheduleError(f"--monitor {shown}: {what}; see mlops-nb models list")
+
+
 def remove(name: str, project=None) -> None:
     """Remove a schedule."""
     project = current_project(project)
@@ -259,7 +284,7 @@ def _lock(project, name: str):
 
 
 def _fire(project, schedule: Schedule, fired_by: str, progress: bool) -> tuple[str | None, str, str | None]:
-    """Start the schedule's run; ``(run id, status, error)``."""
+    """Start the schedule's run; ``(run id, status, detail)``: the error of a failed run, a monitoring run's verdict."""
     from ..exceptions import StepFailedError
 
     if schedule.kind == "monitor":
@@ -269,6 +294,7 @@ def _fire(project, schedule: Schedule, fired_by: str, progress: bool) -> tuple[s
             report = monitor(
                 schedule.target,
                 window=schedule.options.get("window"),
+                rules=schedule.options.get("rules"),
                 trigger="schedule",
                 fired_by=fired_by,
                 project=project,
@@ -277,7 +303,8 @@ def _fire(project, schedule: Schedule, fired_by: str, progress: bool) -> tuple[s
             return None, "failed", exc.message
         except Exception as exc:  # noqa: BLE001 - a schedule's failure is recorded; the daemon goes on
             return None, "failed", f"{type(exc).__name__}: {exc}"[:300]
-        return report.run_id, "succeeded", None
+        verdict = "drift" if report.drift.dataset_drift else "no drift"
+        return report.run_id, "succeeded", f"{verdict}, {len(report.alerts)} alerts" if report.alerts else verdict
     from ..engine.driver import run
 
     path = Path(schedule.target)
@@ -331,7 +358,8 @@ def run_due(
     stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Fire every schedule that is due (cron: ``next_due <= now``; data: its state changed), one after another;
-    return one record per firing (``schedule``, ``trigger``, ``run_id``, ``status``, ``error``).
+    return one record per firing (``schedule``, ``trigger``, ``run_id``, ``status``, ``error``, ``detail``: the
+    error, or a monitoring run's verdict).
 
     ``now`` fixes the time (default: ``clock()`` when each schedule is looked at). A cron schedule's next time is
     computed from when its run ended, so missed times are not caught up (a daemon started after a downtime runs an
@@ -359,7 +387,8 @@ def run_due(
                     project.metadata.update_schedule(current.name, data_state=state)
                 if echo:
                     echo(f"{moment:%Y-%m-%d %H:%M:%S} {current.name}: {current.kind} {current.target} ({reason})")
-                run_id, status, error = _fire(project, current, reason, progress)
+                run_id, status, detail = _fire(project, current, reason, progress)
+                error = detail if status == "failed" else None
                 update: dict[str, Any] = {
                     "last_fired": moment, "last_run": run_id, "last_status": status, "last_error": error,
                 }  # fmt: skip
@@ -371,9 +400,9 @@ def run_due(
                 echo(f"{listed.name}: its previous run is still going; skipped")
             continue
         record = {"schedule": current.name, "trigger": current.trigger, "run_id": run_id, "status": status,
-                  "error": error}  # fmt: skip
+                  "error": error, "detail": detail}  # fmt: skip
         if echo:
-            echo(f"  -> run {run_id or '-'} {status}" + (f": {error}" if error else ""))
+            echo(f"  -> run {run_id or '-'} {status}" + (f": {detail}" if detail else ""))
         fired.append(record)
     return fired
 

@@ -21,6 +21,21 @@ def _params(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
+def _rules(texts: tuple[str, ...]) -> list | None:
+    """``--rule 'RULE [=> ACTION]'`` options as rules (None when none was given: the settings' apply)."""
+    from ...exceptions import MonitoringError
+
+    if not texts:
+        return None
+    found: list = []
+    for text in texts:
+        rule, sep, action = text.partition("=>")
+        if sep and not action.strip():
+            raise MonitoringError(f"--rule {text!r}: nothing after '=>'; give an action (log, run NB, command ...)")
+        found.append({"rule": rule.strip(), "action": action.strip()} if sep else rule.strip())
+    return found
+
+
 @click.command()
 @click.argument("model")
 @click.option("--window", help="How far back: 30m, 12h, 1d, 2w (default: [tool.mlops_nb.monitoring] window, else 1d).")
@@ -89,14 +104,8 @@ def monitor(
             except ValueError:
                 raise MonitoringError(f"--column {spec!r}: threshold {threshold!r} is not a number") from None
         overrides[column] = entry
-    rule_list = None
-    if rules:
-        rule_list = []
-        for text in rules:
-            rule, sep, action = text.partition("=>")
-            rule_list.append({"rule": rule.strip(), "action": action.strip()} if sep else rule.strip())
     report = run_monitor(model, window=window, reference=reference, test=test, overrides=overrides or None,
-                         rules=rule_list, actions=not no_actions, trigger=trigger, project=project)  # fmt: skip
+                         rules=_rules(rules), actions=not no_actions, trigger=trigger, project=project)  # fmt: skip
     if as_json:
         echo_json(report.to_dict())
         return
@@ -108,6 +117,8 @@ def monitor(
     for alert in report.alerts:
         click.echo(f"ALERT {alert['rule']} ({alert['metric']} = {short(alert['value'])}): {alert['action']} -> "
                    f"{alert.get('outcome') or '-'}")  # fmt: skip
+    for column, why in report.drift.skipped.items():
+        click.echo(f"  not tested: {column} ({why})")
     for note in report.notes:
         click.echo(f"  note: {note}")
     click.echo(f"  report: {report.html}")
@@ -133,15 +144,20 @@ def schedule() -> None:
 @click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE", help="A notebook parameter.")
 @click.option("--executor", help="The notebook run's executor (notebook, dag, dask).")
 @click.option("--window", help="The monitoring window (with --monitor): 30m, 12h, 1d.")
+@click.option("--rule", "rules", multiple=True, metavar="RULE[=>ACTION]", help="An alert rule of the monitoring "
+              "(with --monitor; default: [tool.mlops_nb.monitoring] alerts), e.g. 'drift_share > 0.3 => run "
+              "train.ipynb --no-cache'. Repeat it.")  # fmt: skip
 @click.option("--name", help="The schedule's name (default: the notebook's stem, or monitor-MODEL).")
 @click.pass_context
-def schedule_add(ctx: click.Context, notebook, cron, on_data, monitor_model, params, executor, window, name) -> None:
+def schedule_add(ctx: click.Context, notebook, cron, on_data, monitor_model, params, executor, window, rules,
+                 name) -> None:  # fmt: skip
     """Add a schedule: NOTEBOOK (or --monitor NAME@ALIAS) on --cron EXPRESSION or --on-data PATH|VIEW."""
     from ...schedule import add
     from ...schedule.schedules import describe_next
 
     added = add(notebook, cron=cron, on_data=on_data, monitor=monitor_model, params=_params(params) or None,
-                executor=executor, window=window, name=name, project=_project(ctx))  # fmt: skip
+                executor=executor, window=window, rules=_rules(rules), name=name,
+                project=_project(ctx))  # fmt: skip
     click.echo(
         f"added schedule {added.name}: {added.kind} {added.target}, {added.when()}; next: {describe_next(added)}"
     )

@@ -349,3 +349,34 @@ def test_a_version_registered_outside_a_pipeline_needs_a_reference(monitored, tm
     assert report.reference == f"file {reference}" and report.drift.drifted == []
     run = project.metadata.get_run(report.run_id)
     assert "reference.parquet" in run.step_runs[0].inputs
+
+
+def test_a_model_trained_on_a_feature_store_training_set_is_compared_with_the_feature_view(monitored):
+    m = monitored
+    project = m["project"]
+    notebook = write_notebook(m["home"] / "fs_train.ipynb", [
+        "%load_ext mlops_nb\nimport mlops_nb\nimport pandas as pd\nfrom sklearn.linear_model import LogisticRegression\n"
+        "from helpers_monitor import customers\nfs = mlops_nb.FeatureStore()",
+        "seed = 0",
+        "%%mlops step ingest --outputs refs\nX, y = customers(400, seed)\nX['customer_id'] = range(400)\n"
+        "X['event_ts'] = pd.Timestamp('2026-01-01', tz='UTC')\nfs.register_entity('customer', {'customer_id': 'int64'})\n"
+        "fs.register_view('activity', 'customer', {'age': 'float64', 'spend': 'float64'})\n"
+        "fs.ingest('activity', X[['customer_id', 'event_ts', 'age', 'spend']])\nrefs = ['activity:age', 'activity:spend']",
+        "%%mlops step register --outputs version\nlabels = pd.DataFrame({'customer_id': range(400), 'churn': y,\n"
+        "    'ts': pd.Timestamp('2026-02-01', tz='UTC')})\ntraining = fs.get_historical_features(labels, refs, timestamp='ts')\n"
+        "model = LogisticRegression().fit(training[['age', 'spend']], training['churn'])\n"
+        "version = mlops_nb.register_model(model, 'fsmodel', input_example=training[['age', 'spend']].head(2)).version",
+    ], parameters=1)  # fmt: skip
+    mlops_nb.run(notebook, project=project, progress=False)
+    bundle = mlops_nb.build("fsmodel/1", project=project, progress=False)
+    X, _ = _customers(m["home"], 300, 22)  # a seed whose sample is clean at the 5 % level
+    writer = project.predictions.writer()
+    now = utcnow()
+    writer.append([{"request_id": f"fsm{i:07d}", "row": 0, "ts": now, "model": "fsmodel", "version": 1, "alias": "",
+                    "bundle": bundle.bundle, "variant": "direct", "status": 200, "error": None, "latency_ms": 1.0,
+                    "prediction": 0, "probability": 0.2, "in_age": float(X.age.iloc[i]),
+                    "in_spend": float(X.spend.iloc[i])} for i in range(len(X))])  # fmt: skip
+    writer.close()
+    report = mlops_nb.monitor("fsmodel", project=project)
+    assert report.reference == "feature view activity upstream of models:/fsmodel/1"
+    assert [c.column for c in report.drift.columns] == ["age", "spend"] and report.drift.drifted == []

@@ -257,7 +257,7 @@ def _training_set(project, name: str, version: int, features: list[str]):
     views: list[str] = []
     for node in graph.upstream():
         if node.kind == "artifact" and node.attrs.get("artifact_kind") in ("feature_view", "feature_segment"):
-            views.append(node.label.split(" (")[0].split("#")[0])
+            views.append(node.label.split(" (")[0].split("#")[0].removeprefix("features:"))
         if node.kind != "artifact" or node.attrs.get("artifact_kind") != "parquet":
             continue
         label = node.label.split(" (")[0]

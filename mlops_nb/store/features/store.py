@@ -1001,9 +1001,11 @@ class FeatureStore:
         mem = memory()
         try:
             sql, params = visible_sql(mem, 0, v, segments, None)
-            return mem.execute(sql, params).df()
+            frame = mem.execute(sql, params).df()
         finally:
             mem.close()
+        frame = frame.rename(columns={"__ts": v.timestamp, "__created": v.created_timestamp or "__created"})
+        return frame.drop(columns=[c for c in frame.columns if str(c).startswith("__")])
 
     def stats_dict(self, view: str) -> dict[str, dict]:
         """Feature name -> statistics (with ``histogram`` edges and counts, or ``top`` values) over the view's

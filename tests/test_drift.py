@@ -216,3 +216,16 @@ def test_a_column_set_to_categorical_compares_values_not_bins_whatever_its_cardi
     r = np.array([(ref.code == k).sum() for k in keys]) / len(ref)
     c = np.array([(cur.code == k).sum() for k in keys]) / len(cur)
     assert got.type == "categorical" and got.score == pytest.approx(distance.jensenshannon(r, c), rel=1e-9)
+
+
+def test_classification_scores_take_the_models_classes_whatever_the_label_types():
+    from mlops_nb.monitoring.model_monitor import _scores
+
+    labels = pd.Series(["1", "0", "1", "1"])  # labels attached as text, a model with integer classes
+    got = _scores("classification", labels, pd.Series([1, 0, 0, 1]), pd.Series([0.9, 0.2, 0.4, 0.8]), [0, 1])
+    assert got["accuracy"] == 0.75 and got["recall"] == pytest.approx(2 / 3) and got["roc_auc"] == 1.0
+    outside = _scores("classification", pd.Series([0, 1, 2, 1]), pd.Series([0, 1, 1, 1]), None, [0, 1])
+    assert outside["accuracy"] == 0.75 and "roc_auc" not in outside  # a label the model never saw: macro averages
+    named = _scores("classification", pd.Series(["no", "yes"]), pd.Series(["yes", "yes"]), pd.Series([0.7, 0.9]),
+                    ["no", "yes"])  # fmt: skip
+    assert named["precision"] == 0.5 and named["recall"] == 1.0

@@ -186,9 +186,17 @@ def check_targets(project, rules: list[Rule]) -> None:
                 Pipeline.from_notebook(path).resolve_params(params)
             except MlopsError as exc:
                 raise MonitoringError(f"alert {rule.text!r}: {' '.join(exc.message.split())}") from None
-        elif words[0] == "command" and shutil.which(words[1], path=os.environ.get("PATH")) is None:
-            if not (project.home / words[1]).is_file():
-                raise MonitoringError(f"alert {rule.text!r}: its program {words[1]!r} is not found on PATH")
+        elif words[0] == "command":
+            program = words[1]
+            if "/" in program:  # a path: from the project's home, where the command runs
+                path = Path(program) if Path(program).is_absolute() else project.home / program
+                if not (path.is_file() and os.access(path, os.X_OK)):
+                    raise MonitoringError(f"alert {rule.text!r}: its program {path} is not an executable file")
+            elif shutil.which(program) is None:
+                raise MonitoringError(
+                    f"alert {rule.text!r}: its program {program!r} is not found on PATH (a script in the project: "
+                    f"./{program})"
+                )
 
 
 def evaluate(rules: list[Rule], metrics: dict[str, float], model: str | None = None) -> list[tuple[Rule, float]]:

@@ -181,26 +181,26 @@ def _current(project, name: str, which: str | None, since: datetime, until: date
 
 
 def _no_rows(log, name: str, version: int | None, since: datetime, until: datetime) -> None:
-    everything = log.read(model=name, labels=False)
+    held = log.summary()
     what = f"{name} v{version}" if version is not None else name
-    if everything.empty:
-        models = sorted(set(log.read(labels=False, ordered=False)["model"].dropna()))
+    mine = held[held["model"] == name]
+    if mine.empty:
+        models = sorted(set(held["model"].dropna()))
         raise MonitoringError(
             f"the prediction log has no predictions of model {name!r} (models in the log: "
             f"{', '.join(models) or 'none'}); check the name, or deploy it and send traffic"
         )
     if version is not None:
-        logged = sorted({int(v) for v in everything["version"].dropna()})
-        everything = everything[everything["version"] == version]
-        if everything.empty:
+        logged = sorted({int(v) for v in mine["version"].dropna()})
+        mine = mine[mine["version"] == version]
+        if mine.empty:
             raise MonitoringError(
                 f"the prediction log has no predictions of {what} (versions of {name} in the log: "
                 f"{', '.join(map(str, logged))}); monitor a version that served"
             )
-    latest = everything["ts"].max()
     raise MonitoringError(
-        f"no predictions of {what} between {iso(since)} and {iso(until)} (the latest is from {iso(latest)}); "
-        "widen --window"
+        f"no predictions of {what} between {iso(since)} and {iso(until)} (the latest is from "
+        f"{iso(mine['last'].max())}; a rollout's smoke tests are not counted); widen --window"
     )
 
 
@@ -247,6 +247,17 @@ def _reference(project, reference, name: str, version: int, features: list[str])
     return found
 
 
+def _registered_at(project, graph) -> datetime | None:
+    """When the step run that registered the version (the root's producer) started: what it could have read."""
+    for node in graph.upstream():
+        if node.kind == "step_run":
+            try:
+                return project.metadata.get_step_run(node.id).started_at
+            except MlopsError:
+                return None
+    return None
+
+
 def _training_set(project, name: str, version: int, features: list[str]):
     """The DataFrame upstream of ``models:/NAME/VERSION`` that holds the logged input columns."""
     try:
@@ -269,9 +280,10 @@ def _training_set(project, name: str, version: int, features: list[str]):
             continue
         candidates.append(("train" not in label.lower(), -len(frame), label, node.id, frame))
     if not candidates:  # trained on a feature store's training set that was not kept: the views it read
+        trained = _registered_at(project, graph)
         for view in dict.fromkeys(views):
             try:
-                frame = project.features.view_data(view)
+                frame = project.features.view_data(view, as_of=trained)
             except MlopsError:
                 continue
             if set(features) <= {str(c) for c in frame.columns}:
@@ -317,11 +329,12 @@ def _scores(task: str, labels, predictions, probability, classes=None) -> dict[s
         if len(y) > 1:
             out["r2"] = float(m.r2_score(y, p))
         return out
-    y, p = _same_type(labels, predictions)
+    n = len(labels)
+    together, _ = _same_type([*labels, *predictions, *(classes or [])], [])  # one type for labels, predictions, classes
+    y, p, known = together[:n], together[n : 2 * n], (together[2 * n :] if classes is not None else None)
     seen = sorted(set(y) | set(p), key=lambda v: (isinstance(v, str), v))
-    known = [_same_type([c], [c])[0][0] for c in classes] if classes is not None else None
     out["accuracy"] = float(m.accuracy_score(y, p))
-    binary = len(known) == 2 if known is not None else len(seen) <= 2
+    binary = len(known) == 2 and set(seen) <= set(known) if known is not None else len(seen) <= 2
     average = "binary" if binary else "macro"
     # the model's second class is the positive one (the logged probability is of it), as scikit-learn orders them
     positive = (known[1] if known is not None else (1 if 1 in seen else seen[-1])) if binary else None
@@ -503,7 +516,8 @@ def monitor(
     since = until - window_delta
     started = utcnow()
     rule_list = alerting.parse_rules(config.get("alerts", []) if rules is None else rules)
-    alerting.check_targets(project, rule_list)  # a retraining notebook or program that is not there: now
+    if actions:  # a retraining notebook or program that is not there: said now, before anything is computed
+        alerting.check_targets(project, [r for r in rule_list if r.model in (None, name)])
     rows, version = _current(project, name, which, since, until)
     ok = rows[rows["status"] == 200]
     if ok.empty:

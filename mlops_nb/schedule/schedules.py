@@ -123,7 +123,7 @@ def data_state(project, on_data: str) -> str:
         try:
             return "view:" + project.features.view_hash(str(where))
         except MlopsError:
-            return "view:none"
+            return ABSENT  # a view that is gone: nothing new to run on
     path = Path(where)
     try:
         if not path.exists():
@@ -131,6 +131,8 @@ def data_state(project, on_data: str) -> str:
         if path.is_file():
             return "path:" + hash_path(path)
         files = [p for p in sorted(path.rglob("*")) if p.is_file() and not _transient(p.relative_to(path))]
+        if not files:  # emptied (rotated away): nothing new to run on
+            return ABSENT
         return "path:" + sha256(canonical([(p.relative_to(path).as_posix(), hash_path(p)) for p in files]))
     except OSError as exc:
         raise ScheduleError(f"--on-data {on_data}: cannot read it ({exc.strerror or exc})") from None
@@ -264,7 +266,7 @@ def _check_model(project, model: str, which: str | None) -> None:
     except MlopsError as exc:
         raise ScheduleError(f"--monitor {shown}: {exc.message}") from None
     if not found:
-        what = f"no version has alias {which[1:]!r}" if which else "no such registered model"
+        what = f"no version has alias {which[1:]!r}" if which else "no registered versions"
         raise ScheduleError(f"--monitor {shown}: {what}; see mlops-nb models list")
 
 
@@ -381,8 +383,11 @@ def run_due(
         try:
             with _lock(project, listed.name):
                 current = next((s for s in schedules(project) if s.name == listed.name), None)
-                if current is None or _reason(project, current, moment, None)[0] is None:
-                    continue  # removed, or another daemon ran it meanwhile
+                if current is None:
+                    continue  # removed meanwhile
+                reason, state = _reason(project, current, moment, None)  # read again under the lock
+                if reason is None:
+                    continue  # another daemon ran it meanwhile
                 if state is not None:  # seen before the run: a failing run does not fire again on the same data
                     project.metadata.update_schedule(current.name, data_state=state)
                 if echo:
@@ -431,7 +436,9 @@ def daemon(
     wait = sleep or stopping.wait
 
     def stop(*_: Any) -> None:
-        stopping.set()
+        if stopping.is_set():  # a second signal: stop the run in progress too
+            raise KeyboardInterrupt
+        threading.Thread(target=stopping.set, daemon=True).start()  # no lock taken inside the handler
 
     previous = None
     try:

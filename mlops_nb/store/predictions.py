@@ -24,12 +24,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ..core.files import fsync_dir
-from ..exceptions import NotFoundError, ServingError
+from ..exceptions import NotFoundError, ServingError, StoreBusyError
 
 FEATURE_PREFIX = "in_"
 BASE_COLUMNS = (
@@ -195,11 +196,44 @@ class PredictionLog:
         """A :class:`LogWriter` appending to this log."""
         return LogWriter(self.root, flush_seconds, flush_rows)
 
+    @contextmanager
     def _lock(self):
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / ".lock"), timeout=self.lock_timeout)
+        lock = FileLock(str(self.root / ".lock"), timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreBusyError(
+                f"the prediction log {self.root} stayed locked for {self.lock_timeout:g} s (a compaction is running); "
+                "try again when it ends"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def summary(self):
+        """Rows and the latest time per model and version, as a pandas DataFrame (``model``, ``version``, ``rows``,
+        ``last``): what the log holds, read without its feature columns."""
+        import pandas as pd
+
+        from .dbfile import memory
+
+        with self._lock():
+            files = self.segments()
+            if not files:
+                return pd.DataFrame(columns=["model", "version", "rows", "last"])
+            con = memory()
+            try:
+                files_sql = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+                return con.sql(
+                    f"SELECT model, version, count(*) AS rows, max(ts) AS last FROM read_parquet({files_sql}, "
+                    "union_by_name = true) WHERE variant IS DISTINCT FROM 'smoke' GROUP BY ALL ORDER BY ALL"
+                ).df()
+            finally:
+                con.close()
 
     def segments(self) -> list[Path]:
         """The prediction segments, oldest day first."""

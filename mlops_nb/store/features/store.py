@@ -992,15 +992,16 @@ class FeatureStore:
             return frame[["segment", *[c for c in frame.columns if c != "segment"]]]
         return stats_frame(self.stats_dict(view))
 
-    def view_data(self, view: str):
-        """The current rows of ``view`` (the latest version of each key and event time) as a pandas DataFrame:
-        its join keys, event time and features (what monitoring takes as a reference)."""
+    def view_data(self, view: str, as_of: datetime | None = None):
+        """The rows of ``view`` visible as of ``as_of`` (default now; the latest version of each key and event
+        time) as a pandas DataFrame: its join keys, event time and features (what monitoring takes as a
+        reference: as of the time the model was trained)."""
         v, segments = self._snapshot([view])[view]
         if not segments:
             raise FeatureNotFoundError(f"feature view {view!r} has no data yet; ingest some first")
         mem = memory()
         try:
-            sql, params = visible_sql(mem, 0, v, segments, None)
+            sql, params = visible_sql(mem, 0, v, segments, as_of)
             frame = mem.execute(sql, params).df()
         finally:
             mem.close()

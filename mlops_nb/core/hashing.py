@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,15 @@ def sha256_file(path: str | Path) -> str:
 _path_hashes: dict[tuple[str, int, int], str] = {}
 
 
-def hash_path(path: Path) -> str:
-    """sha256 of a file's bytes, or of a folder's sorted (relative path, file hash) list.
+def hash_path(path: Path, skip: Callable[[Path], bool] | None = None) -> str:
+    """sha256 of a file's bytes, or of a folder's sorted (relative path, file hash) list, leaving out the files
+    whose relative path ``skip`` answers true for.
 
     File hashes are remembered per (path, size, mtime) for the life of the process.
     """
     if path.is_dir():
-        entries = [(p.relative_to(path).as_posix(), hash_path(p)) for p in sorted(path.rglob("*")) if p.is_file()]
-        return sha256(canonical(entries))
+        files = [p for p in sorted(path.rglob("*")) if p.is_file() and not (skip and skip(p.relative_to(path)))]
+        return sha256(canonical([(p.relative_to(path).as_posix(), hash_path(p)) for p in files]))
     stat = path.stat()
     memo_key = (str(path), stat.st_size, stat.st_mtime_ns)
     if memo_key not in _path_hashes:

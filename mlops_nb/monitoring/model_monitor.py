@@ -146,16 +146,10 @@ def _resolve_version(project, name: str, which: str) -> int:
 
 
 def parse_model(spec: str) -> tuple[str, str | None]:
-    from ..store.registry import check_model_name
+    """``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION`` as ``(name, "@alias" | version | None)``."""
+    from ..serving.bundle import parse_model_spec
 
-    text = str(spec).strip().removeprefix("models:/")
-    if "@" in text:
-        name, _, alias = text.partition("@")
-        return check_model_name(name), "@" + alias
-    match = re.fullmatch(r"(.+?)[/:][vV]?(\d+)", text)
-    if match:
-        return check_model_name(match.group(1)), match.group(2)
-    return check_model_name(text), None
+    return parse_model_spec(spec, default=None)
 
 
 def _current(project, name: str, which: str | None, since: datetime, until: datetime):
@@ -204,19 +198,6 @@ def _no_rows(log, name: str, version: int | None, since: datetime, until: dateti
     )
 
 
-def _load_table(path: Path):
-    import pandas as pd
-
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".txt"):
-            return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise MonitoringError(f"reference {path} cannot be read: {str(exc).splitlines()[0][:200]}") from None
-    raise MonitoringError(f"reference {path} is neither .parquet nor .csv; give one of them or a feature view's name")
-
-
 def _reference(project, reference, name: str, version: int, features: list[str]):
     """The reference frame and where it came from."""
     import pandas as pd
@@ -227,7 +208,10 @@ def _reference(project, reference, name: str, version: int, features: list[str])
         text = str(reference)
         path = Path(text)
         if path.is_file():
-            return _load_table(path), f"file {path}"
+            from ..serving.batch import read_table
+
+            table = read_table(path, MonitoringError, "reference ", "give one of them or a feature view's name")
+            return table, f"file {path}"
         if path.suffix.lower() in (".parquet", ".pq", ".csv") or os.sep in text:
             raise MonitoringError(f"reference file {path} does not exist")
         from ..exceptions import FeatureStoreError

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -221,9 +220,11 @@ def _scoped(css: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
+    from ..core.files import fsync_rename
+
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    fsync_rename(tmp, path)
 
 
 def write_report(project, result, fired: list) -> None:

@@ -128,12 +128,8 @@ def data_state(project, on_data: str) -> str:
     try:
         if not path.exists():
             return ABSENT
-        if path.is_file():
-            return "path:" + hash_path(path)
-        files = [p for p in sorted(path.rglob("*")) if p.is_file() and not _transient(p.relative_to(path))]
-        if not files:  # emptied (rotated away): nothing new to run on
-            return ABSENT
-        return "path:" + sha256(canonical([(p.relative_to(path).as_posix(), hash_path(p)) for p in files]))
+        digest = hash_path(path, skip=_transient)
+        return ABSENT if digest == sha256(canonical([])) else "path:" + digest  # emptied: nothing new to run on
     except OSError as exc:
         raise ScheduleError(f"--on-data {on_data}: cannot read it ({exc.strerror or exc})") from None
 
@@ -445,6 +441,8 @@ def daemon(
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: Ctrl-C / ticks only
         previous = None
+    if echo and ticks is None:  # said once the signal is handled: a SIGTERM from now on stops it cleanly
+        echo(f"schedule daemon for {project.home}: {len(schedules(project))} schedules; Ctrl-C stops it")
     try:
         rounds = 0
         while not stopping.is_set() and (ticks is None or rounds < ticks):

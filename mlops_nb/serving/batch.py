@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import ServingError
+from ..exceptions import MlopsError, ServingError
 from ..project import current_project
 
 
-def _read_table(path: Path):
+def read_table(
+    path: Path, error: type[MlopsError] = ServingError, what: str = "", hint: str = "give the input as one of them"
+):
+    """A Parquet or CSV file as a pandas DataFrame, or ``error`` with one line (``what`` names the file's role)."""
     import pandas as pd
 
     suffix = path.suffix.lower()
@@ -20,8 +23,8 @@ def _read_table(path: Path):
         if suffix in (".csv", ".txt"):
             return pd.read_csv(path)
     except (OSError, ValueError) as exc:
-        raise ServingError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
-    raise ServingError(f"{path} is neither .parquet nor .csv; give the input as one of them")
+        raise error(f"cannot read {what}{path}: {str(exc).splitlines()[0][:200]}") from None
+    raise error(f"{what}{path} is neither .parquet nor .csv; {hint}")
 
 
 def score(
@@ -65,7 +68,7 @@ def score(
         raise ServingError(f"{source} is neither .parquet nor .csv; give the input as one of them")
     built = bundle_for(str(model), project=project, trigger=trigger, progress=progress)
     started = utcnow()
-    frame = _read_table(source)
+    frame = read_table(source)
     scorer = Scorer(built.path, project.mlops_dir / "features")
     predictions: list = []
     probabilities: list = []
@@ -137,7 +140,7 @@ def log_labels(request_ids, labels, *, rows=None, project=None) -> int:
 
 def labels_from_file(path: str | os.PathLike, *, project=None) -> int:
     """Attach the labels of a CSV or Parquet file with columns ``request_id``, ``label`` (and ``row``)."""
-    frame = _read_table(Path(path))
+    frame = read_table(Path(path))
     missing = [c for c in ("request_id", "label") if c not in frame.columns]
     if missing:
         raise ServingError(f"{path} has no column {missing[0]!r}; give request_id and label (and row) columns")

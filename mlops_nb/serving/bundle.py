@@ -132,9 +132,9 @@ def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
-def parse_model_spec(spec: str) -> tuple[str, str]:
+def parse_model_spec(spec: str, default: str | None = "@champion") -> tuple[str, str | None]:
     """``NAME@ALIAS``, ``NAME/VERSION``, ``NAME:VERSION`` or ``models:/...`` as ``(name, version-or-@alias)``; a bare
-    name means ``@champion``."""
+    name means ``default`` (``@champion``; monitoring passes None: the version that served most)."""
     text = str(spec).strip()
     if text.startswith("models:/"):
         text = text[len("models:/") :]
@@ -144,7 +144,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     match = re.fullmatch(r"(.+?)[/:][vV]?(\d+)", text)
     if match:
         return check_model_name(match.group(1)), match.group(2)
-    return check_model_name(text), "@champion"
+    return check_model_name(text), default
 
 
 # what the app imports ------------------------------------------------------------------------------------------

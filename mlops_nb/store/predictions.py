@@ -227,7 +227,7 @@ class PredictionLog:
                 return pd.DataFrame(columns=["model", "version", "rows", "last"])
             con = memory()
             try:
-                files_sql = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+                files_sql = _files(files)
                 return con.sql(
                     f"SELECT model, version, count(*) AS rows, max(ts) AS last FROM read_parquet({files_sql}, "
                     "union_by_name = true) WHERE variant IS DISTINCT FROM 'smoke' GROUP BY ALL ORDER BY ALL"
@@ -292,7 +292,7 @@ class PredictionLog:
             label_files = self._label_segments() if labels else []
             con = memory()
             try:
-                files_sql = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+                files_sql = _files(files)
                 query = f"SELECT p.* FROM read_parquet({files_sql}, union_by_name = true) p"
                 if ids is not None:
                     con.register("wanted", pd.DataFrame({"request_id": ids}))
@@ -301,7 +301,7 @@ class PredictionLog:
                     where.append("starts_with(p.request_id, ?)")
                     args.append(request_prefix)
                 if label_files:
-                    labels_sql = "[" + ", ".join(_literal(str(f)) for f in label_files) + "]"
+                    labels_sql = _files(label_files)
                     query = (
                         f"SELECT p.*, l.label FROM read_parquet({files_sql}, union_by_name = true) p LEFT JOIN ("
                         f"SELECT request_id, row, label FROM read_parquet({labels_sql}, union_by_name = true) "
@@ -412,6 +412,11 @@ class PredictionLog:
                     merged += len(files)
                 rows += sum(pq.ParquetFile(f).metadata.num_rows for f in day.glob("*.parquet"))
         return {"merged": merged, "removed": removed, "rows": rows}
+
+
+def _files(paths: list[Path]) -> str:
+    """A list of files as a DuckDB list literal, for ``read_parquet``."""
+    return "[" + ", ".join(_literal(str(f)) for f in paths) + "]"
 
 
 def _literal(text: str) -> str:

@@ -216,9 +216,7 @@ def schedule_run_due(ctx: click.Context, as_json: bool) -> None:
 def schedule_daemon(ctx: click.Context, poll: float) -> None:
     """Keep firing due schedules in the foreground (UTC; one run at a time; missed times are not caught up; a
     failing run does not stop it). Stop it with Ctrl-C."""
-    from ...schedule import daemon, schedules
+    from ...schedule import daemon
 
-    project = _project(ctx)
-    click.echo(f"schedule daemon for {project.home}: {len(schedules(project))} schedules; Ctrl-C stops it")
-    daemon(project, poll=poll, echo=click.echo, progress=True)
+    daemon(_project(ctx), poll=poll, echo=click.echo, progress=True)
     click.echo("schedule daemon stopped")

@@ -126,7 +126,15 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
     options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name))  # a kernel will start
     store = project.metadata
     run_id = open_run(
-        project, pipeline, values, name, options.trigger, started_at=begun, git=git.result(), fired_by=options.fired_by
+        project,
+        pipeline,
+        values,
+        name,
+        options.trigger,
+        started_at=begun,
+        git=git.result(),
+        fired_by=options.fired_by,
+        run_id=options.run_id,
     )
     given = {k: values[k] for k in (params or {})}
     job = Job(project, pipeline, values, given, run_id, options, prepared, planned)
@@ -230,7 +238,7 @@ def _record_fully_cached(
     from ..store.metadata import new_run_id
 
     store = project.metadata
-    run_id = new_run_id()
+    run_id = options.run_id or new_run_id()
     with store.batch(write=True):
         open_run(
             project, pipeline, values, executor, options.trigger, run_id=run_id, git=git, started_at=begun,

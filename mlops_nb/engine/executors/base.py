@@ -34,6 +34,8 @@ class RunOptions:
         retries: re-run a failing step up to this many more times (a step's ``--retries`` also counts).
         reuse_kernels: keep a kernel for the next step (namespace reset) instead of a fresh one.
         scheduler: a Dask scheduler address (None: a local cluster).
+        run_id: the id to record the run under (None: a new one); a front end that starts a run in another
+            process names it before it starts, so it can follow its progress.
     """
 
     executor: str | None = None
@@ -50,6 +52,7 @@ class RunOptions:
     retries: int = 0
     reuse_kernels: bool = False
     scheduler: str | None = None
+    run_id: str | None = None
 
     @property
     def partial(self) -> bool:
@@ -123,13 +126,13 @@ class Runner(ABC):
     Attributes:
         name: the executor's name (``--executor NAME``).
         options: the :class:`RunOptions` fields it honours besides the common ones (``no_cache``, ``trigger``,
-            ``progress``, ``kernel_name``, ``step_timeout``); a run given another is refused before it starts.
+            ``progress``, ``kernel_name``, ``step_timeout``, ``run_id``); a run given another is refused before it starts.
     """
 
     name: ClassVar[str] = ""
     options: ClassVar[frozenset[str]] = frozenset()
     COMMON: ClassVar[frozenset[str]] = frozenset(
-        {"executor", "no_cache", "trigger", "fired_by", "progress", "kernel_name", "step_timeout"}
+        {"executor", "no_cache", "trigger", "fired_by", "progress", "kernel_name", "step_timeout", "run_id"}
     )
 
     @classmethod

@@ -1,0 +1,294 @@
+"""The REST API under /mlops/api/ from the browser's side: a real Jupyter server (pytest-jupyter) with the
+extension enabled, over a project whose quickstart ran on a real kernel and whose models are in a real MLflow
+SQLite store; requests over real HTTP on 127.0.0.1, with the token, a cookie, or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import time
+from urllib.parse import urlencode
+
+import pytest
+from nbtools import copy_quickstart
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - jp_serverapp, jp_fetch and the fixtures they need
+from tornado.httpclient import AsyncHTTPClient
+from traitlets.config import Config
+
+import mlops_nb
+from mlops_nb.project import Project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rest_project(tmp_path_factory, mlflow_template):
+    """A project that ran the quickstart once and has a model ``churn``: v1 champion, v2 waiting for approval."""
+    from sklearn.linear_model import LogisticRegression
+
+    folder = tmp_path_factory.mktemp("rest") / "project"
+    notebook = copy_quickstart(folder)
+    project = Project(folder).init()
+    shutil.copy(mlflow_template, project.mlflow_db)
+    run = mlops_nb.run(notebook, project=project, progress=False)
+    assert run.status == "succeeded", run.error
+    X, y = [[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1]
+    for accuracy in (0.8, 0.9):
+        mlops_nb.register_model(LogisticRegression().fit(X, y), "churn", metrics={"accuracy": accuracy},
+                                project=project)  # fmt: skip
+    mlops_nb.promote("churn", 1, "champion", project=project)
+    pending = mlops_nb.promote("churn", 2, "champion", require_approval=True, project=project)
+    assert pending.outcome == "pending"
+    return {"project": project, "folder": folder, "run": run}
+
+
+@pytest.fixture
+def jp_root_dir(rest_project):
+    return rest_project["folder"]
+
+
+@pytest.fixture
+def jp_server_config():
+    return Config({"ServerApp": {"jpserver_extensions": {"mlops_nb.ui.server": True}}})
+
+
+@pytest.fixture
+def api(jp_fetch, jp_asyncio_loop):
+    """``api(METHOD, path, body=None, **params)`` -> (status, JSON or text), with the server's token."""
+
+    def call(method: str, path: str, body=None, headers=None, **params):
+        kwargs = {"method": method, "raise_error": False, "params": params, "headers": headers}
+        if method == "POST":
+            kwargs["body"] = body if isinstance(body, str | bytes) else json.dumps(body or {})
+        response = jp_asyncio_loop.run_until_complete(jp_fetch("mlops", "api", *path.split("/"), **kwargs))
+        text = response.body.decode()
+        kind = response.headers.get("Content-Type", "")
+        return response.code, json.loads(text) if kind.startswith("application/json") else text
+
+    return call
+
+
+def _wait(loop, seconds: float) -> None:
+    loop.run_until_complete(asyncio.sleep(seconds))
+
+
+def test_every_endpoint_answers_an_authenticated_client(api, rest_project):
+    run = rest_project["run"]
+    status, index = api("GET", "")
+    assert status == 200 and index["project"] == str(rest_project["folder"])
+
+    status, found = api("GET", "pipelines")
+    assert status == 200
+    assert [(p["path"], p["steps"], p["last_run"]["id"]) for p in found["pipelines"]] == [
+        ("quickstart.ipynb", 6, run.id)
+    ]
+
+    status, dag = api("GET", "pipelines/quickstart.ipynb/dag")
+    assert status == 200 and [s["name"] for s in dag["steps"]] == ["load", "clean", "features", "split", "train",
+                                                                   "evaluate"]  # fmt: skip
+    assert {s["status"] for s in dag["steps"]} == {"succeeded"} and all(s["why"] for s in dag["steps"])
+    assert dag["last_run"]["id"] == run.id and {"from": "load", "to": "clean", "name": "raw"} in dag["edges"]
+
+    status, runs = api("GET", "runs", limit="5")
+    assert status == 200 and [r["kind"] for r in runs["runs"]][:3] == ["promotion", "promotion", "pipeline"]
+    assert runs["runs"][2]["id"] == run.id and runs["runs"][2]["step_counts"] == {"succeeded": 6}
+    status, only = api("GET", "runs", kind="pipeline", status="succeeded")
+    assert status == 200 and [r["id"] for r in only["runs"]] == [run.id]
+
+    status, one = api("GET", f"runs/{run.id}")
+    assert status == 200 and one["expected_steps"] == 6 and len(one["step_runs"]) == 6
+    assert one["links"]["notebook"] == f"/mlops/api/runs/{run.id}/notebook"
+    status, page = api("GET", f"runs/{run.id}/notebook")
+    assert status == 200 and "<html" in page and "roc_auc" in page  # the executed cells' outputs
+
+    status, graph = api("GET", f"lineage/{run.id}/train", direction="up")
+    assert status == 200, graph
+    labels = {n["label"] for n in graph["nodes"]}
+    assert any(label.startswith("X_train") for label in labels), labels
+
+    status, views = api("GET", "features")
+    assert status == 200 and views == {"views": []}  # this project has no feature store: nothing is created
+    assert not rest_project["project"].features_path.exists()
+
+    status, models = api("GET", "models")
+    assert status == 200 and models["models"][0]["name"] == "churn"
+    assert [(p["name"], p["version"], p["alias"]) for p in models["pending"]] == [("churn", 2, "champion")]
+    status, versions = api("GET", "models/churn/versions")
+    assert status == 200 and [v["version"] for v in versions["versions"]] == [2, 1]
+    assert versions["versions"][1]["aliases"] == ["champion"] and versions["versions"][0]["approval"] == "pending"
+
+    status, deployments = api("GET", "deployments")
+    assert status == 200 and deployments == {"deployments": []}
+    status, monitoring = api("GET", "monitoring/churn")
+    assert status == 200 and monitoring["report"] is None and monitoring["links"]["report"] is None
+
+
+def test_errors_are_one_json_line(api):
+    cases = [
+        ("GET", "runs/nope-not-a-run", None, 404, "nope-not-a-run"),
+        ("GET", "models/nobody/versions", None, 404, "nobody"),
+        ("GET", "pipelines/missing.ipynb/dag", None, 400, "does not exist"),
+        ("GET", "pipelines/data/raw.csv.ipynb/dag", None, 400, "does not exist"),
+        ("POST", "runs", "{not json", 400, "not JSON"),
+        ("POST", "runs", {"path": "quickstart.ipynb", "params": {"nope": 1}}, 400, "nope"),
+        ("POST", "runs", {"path": "quickstart.ipynb", "params": [1]}, 400, "params"),
+        ("POST", "models/churn/1/approve", {"note": 5}, 400, "note"),
+        ("POST", "models/churn/1/approve", {}, 400, "pending"),
+        ("POST", "models/churn/x/approve", {}, 400, "version"),
+        ("GET", "monitoring/bad name!", None, 400, "name"),
+    ]
+    for method, path, body, code, words in cases:
+        status, reply = api(method, path, body)
+        assert status == code, (path, reply)
+        assert set(reply) == {"error"} and words in reply["error"] and "\n" not in reply["error"], reply
+        assert "Traceback" not in reply["error"]
+    status, reply = api("GET", "runs", limit="-1")
+    assert status == 400 and "limit" in reply["error"]
+    status, reply = api("GET", "runs", trigger="bogus")
+    assert status == 400 and "trigger" in reply["error"]
+
+
+def test_paths_outside_the_root_are_refused(api, rest_project):
+    outside = rest_project["folder"].parent / "secret.ipynb"
+    shutil.copy(rest_project["folder"] / "quickstart.ipynb", outside)
+    for path in ("%2E%2E/secret.ipynb", "sub/%2E%2E/%2E%2E/secret.ipynb", "%2Fetc%2Fsecret.ipynb"):
+        status, reply = api("GET", f"pipelines/{path}/dag")
+        assert status in (400, 404), (path, reply)
+        assert "secret" not in json.dumps(reply).split("outside")[0] or "root" in reply["error"], reply
+    for path in ("../secret.ipynb", str(outside), "..\\secret.ipynb"):
+        status, reply = api("POST", "runs", {"path": path})
+        assert status == 400 and ("root" in reply["error"] or "'..'" in reply["error"]), reply
+    (rest_project["folder"] / "link.ipynb").symlink_to(outside)
+    status, reply = api("POST", "runs", {"path": "link.ipynb"})
+    assert status == 400 and "outside the server root" in reply["error"]
+
+
+def _sample(pattern: str) -> str:
+    """A concrete path for a route's pattern (its groups filled with plausible values)."""
+    samples = iter(["churn", "1", "approve"])
+    text = re.sub(r"\(\.\+\\\.ipynb\)", "quickstart.ipynb", pattern)
+    text = re.sub(r"\((?:[^()]|\([^()]*\))*\)", lambda _m: next(samples), text)
+    return text.replace("/?", "").replace("\\", "")
+
+
+def test_every_route_refuses_unauthenticated_calls(jp_serverapp, jp_fetch, jp_asyncio_loop):
+    from mlops_nb.ui.server.handlers import ROUTES
+
+    refused = []
+    for pattern, handler in ROUTES:
+        for method in ("GET", "POST"):
+            if method.lower() not in handler.__dict__:
+                continue  # the handler does not answer this method
+            path = _sample(pattern)
+            kwargs = {"method": method, "raise_error": False, "headers": {"Authorization": ""}}
+            if method == "POST":
+                kwargs["body"] = "{}"
+            response = jp_asyncio_loop.run_until_complete(jp_fetch("mlops", "api" + path, **kwargs))
+            assert response.code == 403, (method, path, response.code, response.body[:200])
+            assert "error" in json.loads(response.body), (method, path)
+            refused.append((method, path))
+    assert len(refused) == 18  # every route was tried: 15 answer GET, 3 POST (runs both)
+
+
+def test_openapi_describes_exactly_the_routes(api):
+    from mlops_nb.ui.server.handlers import ROUTES
+
+    status, spec = api("GET", "openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    described = {}
+    for path, operations in spec["paths"].items():
+        described[path] = set(operations)
+    matched = []
+    for pattern, handler in ROUTES:
+        regex = re.compile("^/mlops/api" + pattern + "$")
+        methods = {m for m in ("get", "post") if m in handler.__dict__}
+        hits = [p for p in described if regex.match(re.sub(r"\{(\w+)\}", _fill, p))]
+        assert hits, f"route {pattern} is not described"
+        for hit in hits:
+            assert described[hit] == methods, (pattern, described[hit], methods)
+        matched += hits
+    assert sorted(matched) == sorted(described)  # each described path is one route's, none is made up
+
+
+def _fill(match: re.Match) -> str:
+    return {"path": "a/b.ipynb", "version": "3"}.get(match.group(1), "x")
+
+
+def test_a_cookie_session_needs_the_xsrf_token_to_post(
+    jp_serverapp, http_server, jp_http_port, jp_base_url, jp_asyncio_loop
+):
+    token = jp_serverapp.identity_provider.token
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+    client = AsyncHTTPClient()
+
+    def fetch(url, **kwargs):
+        return jp_asyncio_loop.run_until_complete(
+            client.fetch(base + url, raise_error=False, follow_redirects=False, **kwargs)
+        )
+
+    login = fetch("login")
+    xsrf = re.search(r"_xsrf=([^;]+)", login.headers.get("Set-Cookie", "")).group(1)
+    done = fetch("login", method="POST", body=urlencode({"_xsrf": xsrf, "password": token}),
+                 headers={"Cookie": f"_xsrf={xsrf}"})  # fmt: skip
+    assert done.code == 302, done.body[:300]
+    cookies = "; ".join(c.split(";")[0] for c in done.headers.get_list("Set-Cookie")) + f"; _xsrf={xsrf}"
+    assert fetch("mlops/api/models", headers={"Cookie": cookies}).code == 200  # the cookie is a session
+    body = json.dumps({"alias": "champion"})
+    refused = fetch("mlops/api/models/churn/rollback", method="POST", body=body, headers={"Cookie": cookies})
+    assert refused.code == 403 and "_xsrf" in json.loads(refused.body)["error"]
+    accepted = fetch("mlops/api/models/nobody/rollback", method="POST", body=body,
+                     headers={"Cookie": cookies, "X-XSRFToken": xsrf})  # fmt: skip
+    assert accepted.code == 404 and "nobody" in json.loads(accepted.body)["error"]  # past the XSRF check
+
+
+def test_approve_reject_and_rollback_move_aliases_in_mlflow(api, rest_project):
+    from sklearn.linear_model import LogisticRegression
+
+    project = rest_project["project"]
+    registry = project.registry
+    status, reply = api("POST", "models/churn/2/approve", {"note": "looks right"})
+    assert status == 200 and reply["result"]["outcome"] == "approved", reply
+    assert registry.alias_holder("churn", "champion").version == 2
+    version = registry.versions("churn")[0]
+    assert version.version == 2 and version.approval == "approved" and version.tags["approval.by"]
+    events = mlops_nb.model_history("churn", project=project)
+    assert events[-1]["action"] == "approve" and events[-1]["note"] == "looks right"
+    assert project.metadata.list_runs(1, kind="promotion")[0].trigger == "rest"
+
+    mlops_nb.register_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), "churn", metrics={"accuracy": 0.5},
+                            project=project)  # fmt: skip
+    status, reply = api("POST", "models/churn/3/promote", {"alias": "champion", "require_approval": True})
+    assert status == 200 and reply["result"]["outcome"] == "pending", reply
+    status, models = api("GET", "models")
+    assert [(p["version"], p["alias"]) for p in models["pending"]] == [(3, "champion")]
+    status, reply = api("POST", "models/churn/3/reject", {"note": "worse"})
+    assert status == 200 and reply["result"]["outcome"] == "rejected", reply
+    assert registry.alias_holder("churn", "champion").version == 2 and api("GET", "models")[1]["pending"] == []
+
+    status, reply = api("POST", "models/churn/rollback", {"alias": "champion"})
+    assert status == 200 and registry.alias_holder("churn", "champion").version == 1, reply
+
+
+def test_a_run_started_over_rest_shows_its_progress(api, rest_project, jp_asyncio_loop):
+    status, started = api("POST", "runs", {"path": "quickstart.ipynb", "params": {"C": 0.5}})
+    assert status == 202 and started["status"] == "starting", started
+    seen, deadline = [], time.monotonic() + 150
+    while time.monotonic() < deadline:
+        status, record = api("GET", f"runs/{started['id']}")
+        assert status == 200, record
+        seen.append((record["status"], len(record.get("step_runs", []))))
+        if record["status"] not in ("starting", "running"):
+            break
+        _wait(jp_asyncio_loop, 0.3)
+    assert record["status"] == "succeeded", (record.get("error"), seen)
+    assert record["trigger"] == "rest" and record["params"]["C"] == 0.5
+    assert record["expected_steps"] == 6 and [s["step"] for s in record["step_runs"]] == [
+        "load", "clean", "features", "split", "train", "evaluate"
+    ]  # fmt: skip
+    statuses = {s["step"]: s["status"] for s in record["step_runs"]}
+    assert statuses["load"] == "cached" and statuses["train"] == "succeeded"  # C changes train, not load
+    assert seen[0][0] in ("starting", "running") and any(state == "running" for state, _ in seen), seen
+    status, dag = api("GET", "pipelines/quickstart.ipynb/dag")
+    assert dag["last_run"]["id"] == started["id"] and dag["last_run"]["trigger"] == "rest"

@@ -257,14 +257,9 @@ def lineage(
 
     Example: mlops-nb lineage latest/train --direction up
     """
-    if node.startswith("request:"):
-        from ...serving.batch import request_lineage
+    from ..state import lineage as follow
 
-        graph = request_lineage(node[len("request:") :], direction=direction, depth=depth, project=_project(ctx))
-    elif node.startswith("models:/"):
-        graph = _model_lineage(ctx, node, direction, depth)
-    else:
-        graph = _store(ctx).lineage(node, direction=direction, depth=depth)
+    graph = follow(_project(ctx), node, direction, depth)
     if png is not None:
         from ..plots import lineage_diagram
 
@@ -285,31 +280,6 @@ def lineage(
             for n in graph.records()
         ]
         click.echo(table(rows, ["DEPTH", "KIND", "ID", "WHAT", "DETAIL"]))
-
-
-def _model_lineage(ctx: click.Context, node: str, direction: str, depth: int | None):
-    """The lineage of ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (an alias: the version it points at)."""
-    from ...exceptions import NotFoundError
-    from ...promotion import resolve_uri
-
-    project = _project(ctx)
-    uri = resolve_uri(node, project=project)
-    try:
-        return project.metadata.lineage(uri, direction=direction, depth=depth)
-    except NotFoundError:
-        name, _, number = uri[len("models:/") :].rpartition("/")
-        if not number.isdigit():
-            raise NotFoundError(
-                f"{node} is not a model version; write models:/NAME/VERSION or models:/NAME@ALIAS"
-            ) from None
-        if project.registry.exists(name, int(number)):
-            raise NotFoundError(
-                f"{uri} was registered outside a pipeline step, so it has no lineage here; register it inside a "
-                "%%mlops step to tie it to its run and data"
-            ) from None
-        raise NotFoundError(
-            f"model {name!r} has no version {number}; `mlops-nb models show {name}` lists them"
-        ) from None
 
 
 def _read_params_file(path: Path) -> dict:

@@ -41,6 +41,13 @@ def rest_project(tmp_path_factory, mlflow_template):
     mlops_nb.promote("churn", 1, "champion", project=project)
     pending = mlops_nb.promote("churn", 2, "champion", require_approval=True, project=project)
     assert pending.outcome == "pending"
+    import pandas as pd
+
+    features = project.features
+    features.register_entity("customer", {"customer_id": "int64"})
+    features.register_view("activity", "customer", {"spend": "float64"}, ttl="10d")
+    events = pd.Timestamp("2026-11-30", tz="UTC") + pd.to_timedelta(range(40), unit="h")
+    features.ingest("activity", pd.DataFrame({"customer_id": range(40), "event_ts": events, "spend": range(40)}))
     return {"project": project, "folder": folder, "run": run}
 
 
@@ -109,8 +116,10 @@ def test_every_endpoint_answers_an_authenticated_client(api, rest_project):
     assert any(label.startswith("X_train") for label in labels), labels
 
     status, views = api("GET", "features")
-    assert status == 200 and views == {"views": []}  # this project has no feature store: nothing is created
-    assert not rest_project["project"].features_path.exists()
+    assert status == 200 and [(v["view"], v["rows"], v["ttl"]) for v in views["views"]] == [("activity", 40, "10 days")]
+    assert views["views"][0]["age_s"] > 0 and views["views"][0]["last_ts"].startswith("2026-12-01T15:00")
+    status, stats = api("GET", "features/activity")
+    assert status == 200 and "spend" in json.dumps(stats)
 
     status, models = api("GET", "models")
     assert status == 200 and models["models"][0]["name"] == "churn"
@@ -123,6 +132,16 @@ def test_every_endpoint_answers_an_authenticated_client(api, rest_project):
     assert status == 200 and deployments == {"deployments": []}
     status, monitoring = api("GET", "monitoring/churn")
     assert status == 200 and monitoring["report"] is None and monitoring["links"]["report"] is None
+
+
+def test_a_project_without_stores_answers_empty_and_creates_nothing(tmp_path):
+    from mlops_nb.ui import state
+
+    project = Project(tmp_path)
+    assert state.runs(project) == [] and state.features(project) == [] and state.deployments(project) == []
+    assert state.models(project) == {"models": [], "pending": []} and state.pipelines(project, tmp_path) == []
+    assert state.monitoring(project, "churn") == {"model": "churn", "report": None, "alerts": [], "report_file": None}
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_errors_are_one_json_line(api):
@@ -138,6 +157,7 @@ def test_errors_are_one_json_line(api):
         ("POST", "models/churn/1/approve", {}, 400, "pending"),
         ("POST", "models/churn/x/approve", {}, 400, "version"),
         ("GET", "monitoring/bad name!", None, 400, "name"),
+        ("GET", "features/nope", None, 404, "nope"),
     ]
     for method, path, body, code, words in cases:
         status, reply = api(method, path, body)

@@ -369,10 +369,12 @@ def monitoring(project, name: str, alerts: int = 20) -> dict:
     from ..promotion.actions import check_model_name
 
     check_model_name(name)
-    try:
-        report = latest_report(name, project=project)
-    except NotFoundError:
-        report = None
+    report = None
+    if project.metadata_path.exists():
+        try:
+            report = latest_report(name, project=project)
+        except NotFoundError:
+            pass
     summary = None
     if report is not None:
         drift = report.get("data_drift") or {}

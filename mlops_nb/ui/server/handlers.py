@@ -19,7 +19,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
-from ...exceptions import MlopsError, NotFoundError, StoreBusyError
+from ...exceptions import ArtifactNotFoundError, FeatureNotFoundError, MlopsError, NotFoundError, StoreBusyError
 from .. import state
 
 API = "mlops/api"
@@ -89,7 +89,8 @@ class _Api(APIHandler):
         if self._finished or isinstance(e, tornado.web.HTTPError):
             return super()._handle_request_exception(e)
         if isinstance(e, MlopsError | _BadRequest):
-            code = 404 if isinstance(e, NotFoundError) else 503 if isinstance(e, StoreBusyError) else 400
+            missing = isinstance(e, NotFoundError | FeatureNotFoundError | ArtifactNotFoundError)
+            code = 404 if missing else 503 if isinstance(e, StoreBusyError) else 400
             self._mlops_error = e.message if isinstance(e, MlopsError) else str(e)
         else:
             self.log.error("mlops_nb: %s failed", self.request.path, exc_info=e)

@@ -62,6 +62,7 @@ __all__ = [
     "__version__",
     "approve",
     "build",
+    "dashboard",
     "deploy",
     "load_ipython_extension",
     "log_labels",
@@ -99,6 +100,7 @@ _LAZY = {
     "log_labels": "serving",
     "score": "serving",
     "monitor": "monitoring",
+    "dashboard": "ui.dashboard",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,6 +116,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .store.features import FeatureStore
     from .store.lineage import LineageGraph
     from .store.metadata import MetadataStore, Run, StepRun
+    from .ui.dashboard import dashboard
 
 
 def load_ipython_extension(ipython) -> None:

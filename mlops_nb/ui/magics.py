@@ -17,7 +17,9 @@ from traitlets.config import Configurable
 
 from ..exceptions import MlopsError
 
-_SUBCOMMANDS = "step (cell magic), run, dag, runs, lineage, timeline, features, models, monitor, notebook, end"
+_SUBCOMMANDS = (
+    "step (cell magic), run, dag, runs, lineage, timeline, features, models, monitor, dashboard, notebook, end"
+)
 
 
 class MagicUsageError(MlopsError):
@@ -112,7 +114,8 @@ class MlopsMagics(Magics, Configurable):
         Line magics: ``%mlops run [-p NAME VALUE]... [--no-cache]`` runs this notebook headless;
         ``%mlops dag`` draws its DAG; ``%mlops runs [N]`` lists runs; ``%mlops models [NAME]`` the registry;
         ``%mlops lineage NAME`` shows lineage
-        of a variable produced by a step (or an artifact hash / step run id).
+        of a variable produced by a step (or an artifact hash / step run id); ``%mlops dashboard`` shows the
+        project's dashboard widget (pipeline, runs, lineage, features, models, deployments, monitoring).
         """
         __tracebackhide__ = True
         if cell is not None:
@@ -344,6 +347,17 @@ class MlopsMagics(Magics, Configurable):
                 raise MagicUsageError(usage)
             options[key] = rest.pop(0)
         return monitor(words[0], project=self._project(), trigger="manual", **options)
+
+    def _cmd_dashboard(self, words: list[str]):
+        """``%mlops dashboard``: the project's dashboard widget (``mlops_nb.dashboard``): this notebook's DAG by
+        last status, runs, lineage, features, models with Approve / Reject / Promote / Rollback buttons,
+        deployments and monitoring; its Refresh button updates it without re-running the cell. A kernel that does
+        not know its notebook gets the project's pipelines to pick from."""
+        from .dashboard import dashboard
+
+        if words:
+            raise MagicUsageError("usage: %mlops dashboard (it shows this notebook's project)")
+        return dashboard(notebook_path(self.shell, self._notebook), project=self._project())
 
 
 def _jsonable(values: dict) -> dict:

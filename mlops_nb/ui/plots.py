@@ -52,7 +52,7 @@ def timeline(run):
 
     step_runs = [s for s in run.step_runs if s.started_at is not None]
     start = min([s.started_at for s in step_runs], default=run.started_at)
-    figure = Figure(figsize=(9, 0.5 + 0.42 * max(1, len(step_runs))))
+    figure = Figure(figsize=(9, 1.3 + 0.42 * max(1, len(step_runs))))  # title and axis label need ~1.3 in
     axes = figure.subplots()
     labels = []
     for row, s in enumerate(step_runs):

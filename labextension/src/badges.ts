@@ -26,7 +26,15 @@ export function applyBadges(panel: NotebookPanel, dag: Dag | null): void {
   for (const cell of panel.content.widgets) {
     // the badge sits at the bottom right of the input (the cell toolbar takes the top right of the active cell)
     const node = cell.inputArea?.node ?? cell.node;
-    const old = node.querySelector(':scope > .mlops-badge');
+    // one badge per cell: a badge put on the cell before its input area was rendered goes
+    let old: Element | null = null;
+    for (const badge of Array.from(cell.node.querySelectorAll('.mlops-badge'))) {
+      if (badge.parentElement === node && old === null) {
+        old = badge;
+      } else {
+        badge.remove();
+      }
+    }
     const name = cell.model.type === 'code' ? stepOf(cell.model.sharedModel.getSource()) : null;
     const step = name ? steps.get(name) : undefined;
     if (!name || !step) {

@@ -26,6 +26,8 @@ API = "mlops/api"
 #: The resource name Jupyter's authorizer is asked about.
 RESOURCE = "mlops"
 _STORE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-store")  # short store reads, one at a time
+# the registry on a thread of its own: MLflow's first import (seconds) never holds up the polls of runs and DAGs
+_REGISTRY = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-registry")
 _RENDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-render")  # notebook HTML, off the store thread
 _LOCAL = threading.local()
 
@@ -51,6 +53,16 @@ class _Api(APIHandler):
     async def read(self, function, *args, **kwargs):
         """``function(*args, **kwargs)`` on the store thread."""
         return await asyncio.get_running_loop().run_in_executor(_STORE, lambda: function(*args, **kwargs))
+
+    async def registry(self, function, *args, **kwargs):
+        """``function(*args, **kwargs)`` on the registry thread (reads and moves of MLflow's registry)."""
+        return await asyncio.get_running_loop().run_in_executor(_REGISTRY, lambda: function(*args, **kwargs))
+
+    def link(self, *parts: str) -> str:
+        """The URL path of an API resource, under the server's base URL."""
+        from jupyter_server.utils import url_path_join
+
+        return url_path_join(self.base_url, API, *parts)
 
     def reply(self, data: Any, status: int = 200) -> None:
         """Finish with ``data`` as JSON."""
@@ -126,7 +138,7 @@ class IndexHandler(_Api):
                 "version": __version__,
                 "project": str(self.project.home),
                 "root": str(self.root),
-                "openapi": f"/{API}/openapi.json",
+                "openapi": self.link("openapi.json"),
             }
         )
 
@@ -204,7 +216,7 @@ class RunsHandler(_Api):
 
         full = await self.read(check)
         run_id = self.mlops["jobs"].start(full, params, executor, no_cache)
-        self.reply({"id": run_id, "status": "starting", "url": f"/{API}/runs/{run_id}"}, status=202)
+        self.reply({"id": run_id, "status": "starting", "url": self.link("runs", run_id)}, status=202)
 
 
 class RunHandler(_Api):
@@ -220,7 +232,9 @@ class RunHandler(_Api):
             if started is None:
                 raise
             data = started
-        data["links"] = {"notebook": f"/{API}/runs/{data['id']}/notebook" if data.get("executed_notebook") else None}
+        data["links"] = {
+            "notebook": self.link("runs", data["id"], "notebook") if data.get("executed_notebook") else None
+        }
         self.reply(data)
 
 
@@ -288,7 +302,7 @@ class ModelsHandler(_Api):
     @tornado.web.authenticated
     @authorized
     async def get(self):
-        self.reply(await self.read(state.models, self.project))
+        self.reply(await self.registry(state.models, self.project))
 
 
 class VersionsHandler(_Api):
@@ -297,7 +311,7 @@ class VersionsHandler(_Api):
     @tornado.web.authenticated
     @authorized
     async def get(self, name: str):
-        self.reply({"name": name, "versions": await self.read(state.versions, self.project, name)})
+        self.reply({"name": name, "versions": await self.registry(state.versions, self.project, name)})
 
 
 class VersionActionHandler(_Api):
@@ -321,13 +335,13 @@ class VersionActionHandler(_Api):
             if gates is not None and not (isinstance(gates, dict) and all(isinstance(v, str) for v in gates.values())):
                 raise _BadRequest('gates must be an object of metric names and rules, like {"accuracy": ">= 0.9"}')
             approval = bool(body.get("require_approval", False))
-            result = await self.read(
+            result = await self.registry(
                 promotion.promote, name, int(version), alias, gates=gates, require_approval=approval, by=by,
                 trigger="rest", project=self.project,
             )  # fmt: skip
         else:
             function = promotion.approve if action == "approve" else promotion.reject
-            result = await self.read(function, name, int(version), by, note, trigger="rest", project=self.project)
+            result = await self.registry(function, name, int(version), by, note, trigger="rest", project=self.project)
         self.reply({"result": result.to_dict()})
 
 
@@ -344,7 +358,7 @@ class RollbackHandler(_Api):
         note = body.get("note", "")
         if not isinstance(note, str):
             raise _BadRequest("note must be text")
-        result = await self.read(
+        result = await self.registry(
             promotion.rollback, name, alias, by=self.current_user.username, note=note, trigger="rest",
             project=self.project,
         )  # fmt: skip
@@ -367,7 +381,7 @@ class MonitoringHandler(_Api):
     @authorized
     async def get(self, name: str):
         data = await self.read(state.monitoring, self.project, name)
-        data["links"] = {"report": f"/{API}/monitoring/{name}/report" if data.pop("report_file") else None}
+        data["links"] = {"report": self.link("monitoring", name, "report") if data.pop("report_file") else None}
         self.reply(data)
 
 

@@ -132,7 +132,9 @@ def explore_commands(folder: Path, here: Path | None = None) -> list[str]:
         "schedule add --monitor churn@champion --cron '0 * * * *'   # then: schedule daemon",
     ):
         lines.append(f"  {command} {what}")
-    lines.append(f"  {lab} lab quickstart.ipynb   # run it cell by cell: the steps load from the same cache")
+    lines.append(
+        f"  {lab} lab quickstart.ipynb   # cell by cell from the same cache; the MLOps sidebar: runs, DAG, approvals"
+    )
     mlflow = _nearby(bin_dir / "mlflow", folder) if (bin_dir / "mlflow").is_file() else "mlflow"
     lines.append(f"  {mlflow} ui --backend-store-uri sqlite:///.mlops/mlflow.db   # MLflow's UI: versions, runs")
     return lines

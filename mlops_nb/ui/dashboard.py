@@ -141,6 +141,8 @@ class Dashboard(widgets.VBox):
 
     Building it returns at once: the tabs fill in from a background thread. Every store read and every action
     runs on that thread, one at a time, in the order asked (a refresh asked while one waits is not queued twice).
+    A step or run recorded in the same process (a step cell run by hand, ``%mlops run``) refreshes it too
+    (the ``post_step`` and ``post_run`` hooks).
 
     Args:
         project: the :class:`~mlops_nb.project.Project` shown.
@@ -175,6 +177,13 @@ class Dashboard(widgets.VBox):
         self.buttons: dict[str, widgets.Button] = {}
         self.refreshed_at: datetime | None = None
         self._build()
+        from ..core.hooks import hooks
+
+        # a step or run recorded in this process (a step cell run by hand, %mlops run) refreshes the tabs
+        self._unsubscribe = [hooks.subscribe(event, self._recorded) for event in ("post_step", "post_run")]
+        self.refresh()
+
+    def _recorded(self, **_fields: Any) -> None:
         self.refresh()
 
     # layout ---------------------------------------------------------------------------------------------------
@@ -294,6 +303,8 @@ class Dashboard(widgets.VBox):
     def close(self) -> None:
         """Stop the auto-refresh and the background thread, and close the widgets."""
         self.auto.value = False
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         with self._cond:
             self._closed = True
             self._cond.notify_all()

@@ -131,11 +131,11 @@ class IndexHandler(_Api):
     @tornado.web.authenticated
     @authorized
     async def get(self):
-        from ... import __version__
+        from importlib.metadata import version
 
         self.reply(
             {
-                "version": __version__,
+                "version": version("mlops-nb"),
                 "project": str(self.project.home),
                 "root": str(self.root),
                 "openapi": self.link("openapi.json"),

@@ -118,13 +118,13 @@ PATHS: dict[str, dict[str, dict]] = {
 
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
-    from ... import __version__
+    from importlib.metadata import version
 
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "mlops_nb REST API",
-            "version": __version__,
+            "version": version("mlops-nb"),
             "description": "The project's runs, pipelines, lineage, features, models, deployments and monitoring, "
             "behind Jupyter's authentication. POST needs the XSRF token when authenticated by cookie.",
         },

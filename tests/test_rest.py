@@ -70,6 +70,7 @@ def api(jp_fetch, jp_asyncio_loop):
         if method == "POST":
             kwargs["body"] = body if isinstance(body, str | bytes) else json.dumps(body or {})
         response = jp_asyncio_loop.run_until_complete(jp_fetch("mlops", "api", *path.split("/"), **kwargs))
+        call.headers = response.headers
         text = response.body.decode()
         kind = response.headers.get("Content-Type", "")
         return response.code, json.loads(text) if kind.startswith("application/json") else text
@@ -109,6 +110,7 @@ def test_every_endpoint_answers_an_authenticated_client(api, rest_project):
     assert one["links"]["notebook"] == f"/a%40b/mlops/api/runs/{run.id}/notebook"  # under the base URL
     status, page = api("GET", f"runs/{run.id}/notebook")
     assert status == 200 and "<html" in page and "roc_auc" in page  # the executed cells' outputs
+    assert api.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")  # no script runs
 
     status, graph = api("GET", f"lineage/{run.id}/train", direction="up")
     assert status == 200, graph
@@ -135,21 +137,69 @@ def test_every_endpoint_answers_an_authenticated_client(api, rest_project):
 
 
 def test_a_project_without_stores_answers_empty_and_creates_nothing(tmp_path):
+    from mlops_nb.exceptions import NotFoundError
     from mlops_nb.ui import state
 
     project = Project(tmp_path)
     assert state.runs(project) == [] and state.features(project) == [] and state.deployments(project) == []
     assert state.models(project) == {"models": [], "pending": []} and state.pipelines(project, tmp_path) == []
     assert state.monitoring(project, "churn") == {"model": "churn", "report": None, "alerts": [], "report_file": None}
+    for read in (
+        lambda: state.run(project, "latest"),
+        lambda: state.executed_notebook(project, "latest"),
+        lambda: state.lineage(project, "model"),
+        lambda: state.feature_stats(project, "activity"),
+        lambda: state.versions(project, "churn"),
+    ):
+        with pytest.raises(NotFoundError):
+            read()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_whose_process_died_is_interrupted_when_next_read(project):
+    import subprocess
+    import sys
+
+    from mlops_nb.ui import state
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run_id = project.metadata.create_run("p", pid=gone.pid)  # as if a run's process was killed
+    assert project.metadata.get_run(run_id).status == "running"
+    assert state.run(project, run_id)["status"] == "interrupted"  # the long-lived store, not a reopened one
+
+
+def test_a_deployment_that_does_not_answer_is_listed_without_its_token(project):
+    import os
+    import socket
+
+    from mlops_nb.serving.rollout import deployments_dir
+    from mlops_nb.ui import state
+
+    with socket.socket() as silent:  # listens, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        folder = deployments_dir(project)
+        folder.mkdir(parents=True, exist_ok=True)
+        fake = {"name": "churn", "pid": os.getpid(), "control_port": silent.getsockname()[1], "token": "s3cret"}
+        (folder / "churn.json").write_text(json.dumps(fake))
+        started = time.monotonic()
+        found = state.deployments(project, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert found == [{"name": "churn", "pid": os.getpid(), "control_port": fake["control_port"], "answering": False}]
 
 
 def test_errors_are_one_json_line(api):
     cases = [
         ("GET", "runs/nope-not-a-run", None, 404, "nope-not-a-run"),
         ("GET", "models/nobody/versions", None, 404, "nobody"),
-        ("GET", "pipelines/missing.ipynb/dag", None, 400, "does not exist"),
-        ("GET", "pipelines/data/raw.csv.ipynb/dag", None, 400, "does not exist"),
+        ("GET", "pipelines/missing.ipynb/dag", None, 404, "does not exist"),
+        ("GET", "pipelines/data/raw.csv.ipynb/dag", None, 404, "does not exist"),
+        ("GET", "pipelines/.ipynb_checkpoints/quickstart-checkpoint.ipynb/dag", None, 400, "hidden"),
+        ("POST", "runs", {"path": "quickstart.ipynb", "executor": "nope"}, 400, "nope"),
+        ("POST", "runs", {"path": "quickstart.ipynb", "no_cache": "false"}, 400, "no_cache"),
+        ("POST", "models/churn/1/promote", {"require_approval": "false"}, 400, "require_approval"),
+        ("POST", "models/churn/²/approve", {}, 400, "version"),
         ("POST", "runs", "{not json", 400, "not JSON"),
         ("POST", "runs", {"path": "quickstart.ipynb", "params": {"nope": 1}}, 400, "nope"),
         ("POST", "runs", {"path": "quickstart.ipynb", "params": [1]}, 400, "params"),
@@ -164,25 +214,42 @@ def test_errors_are_one_json_line(api):
         assert status == code, (path, reply)
         assert set(reply) == {"error"} and words in reply["error"] and "\n" not in reply["error"], reply
         assert "Traceback" not in reply["error"]
-    status, reply = api("GET", "runs", limit="-1")
-    assert status == 400 and "limit" in reply["error"]
+    for limit in ("-1", "²", "0", "501"):
+        status, reply = api("GET", "runs", limit=limit)
+        assert status == 400 and "limit" in reply["error"], reply
+    status, reply = api("GET", "lineage/model", depth="²")
+    assert status == 400 and "depth" in reply["error"]
     status, reply = api("GET", "runs", trigger="bogus")
     assert status == 400 and "trigger" in reply["error"]
 
 
-def test_paths_outside_the_root_are_refused(api, rest_project):
+def test_paths_outside_the_root_are_refused(api, rest_project, jp_serverapp, http_server, jp_http_port, jp_base_url,
+                                            jp_asyncio_loop):  # fmt: skip
     outside = rest_project["folder"].parent / "secret.ipynb"
     shutil.copy(rest_project["folder"] / "quickstart.ipynb", outside)
-    for path in ("%2E%2E/secret.ipynb", "sub/%2E%2E/%2E%2E/secret.ipynb", "%2Fetc%2Fsecret.ipynb"):
-        status, reply = api("GET", f"pipelines/{path}/dag")
-        assert status in (400, 404), (path, reply)
-        assert "secret" not in json.dumps(reply).split("outside")[0] or "root" in reply["error"], reply
+    client = AsyncHTTPClient()
+    token = {"Authorization": f"token {jp_serverapp.identity_provider.token}"}
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}mlops/api/pipelines/"
+    for raw in ("%2E%2E/secret.ipynb", "sub/%2E%2E/%2E%2E/secret.ipynb", "%2F" + str(outside).lstrip("/"),
+                "%2E%2E%2Fsecret.ipynb"):  # fmt: skip
+        response = jp_asyncio_loop.run_until_complete(
+            client.fetch(base + raw + "/dag", headers=token, raise_error=False)
+        )
+        reply = json.loads(response.body)
+        assert response.code == 400 and ("'..'" in reply["error"] or "relative" in reply["error"]), (raw, reply)
     for path in ("../secret.ipynb", str(outside), "..\\secret.ipynb"):
         status, reply = api("POST", "runs", {"path": path})
         assert status == 400 and ("root" in reply["error"] or "'..'" in reply["error"]), reply
-    (rest_project["folder"] / "link.ipynb").symlink_to(outside)
-    status, reply = api("POST", "runs", {"path": "link.ipynb"})
-    assert status == 400 and "outside the server root" in reply["error"]
+    link = rest_project["folder"] / "link.ipynb"
+    link.symlink_to(outside)
+    try:
+        status, reply = api("POST", "runs", {"path": "link.ipynb"})
+        assert status == 400 and "outside the server root" in reply["error"]
+        status, reply = api("GET", "pipelines/link.ipynb/dag")
+        assert status == 400 and "outside the server root" in reply["error"]
+        assert "link.ipynb" not in {p["path"] for p in api("GET", "pipelines")[1]["pipelines"]}  # not listed either
+    finally:
+        link.unlink()
 
 
 def _sample(pattern: str) -> str:
@@ -312,3 +379,4 @@ def test_a_run_started_over_rest_shows_its_progress(api, rest_project, jp_asynci
     assert seen[0][0] in ("starting", "running") and any(state == "running" for state, _ in seen), seen
     status, dag = api("GET", "pipelines/quickstart.ipynb/dag")
     assert dag["last_run"]["id"] == started["id"] and dag["last_run"]["trigger"] == "rest"
+    assert {s["name"]: s["status"] for s in dag["steps"]} == statuses

@@ -11,6 +11,7 @@ const LABELS: Record<string, string> = {
   running: 'running',
   skipped: 'skipped',
   interrupted: 'interrupted',
+  pending: 'waiting',
   never: 'not run yet'
 };
 

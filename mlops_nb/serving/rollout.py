@@ -184,8 +184,10 @@ def deploy(
     return result
 
 
-def status(name: str | None = None, *, project=None) -> list[dict[str, Any]]:
-    """The live deployments (of one model, or all): their address, the versions served, requests and errors."""
+def status(name: str | None = None, *, project=None, timeout: float = 10) -> list[dict[str, Any]]:
+    """The live deployments (of one model, or all): their address, the versions served, requests and errors
+    (``timeout``: seconds to wait for each supervisor's answer; one that does not answer is ``answering: False``,
+    without its control token)."""
     project = current_project(project)
     folder = deployments_dir(project)
     names = (
@@ -197,9 +199,9 @@ def status(name: str | None = None, *, project=None) -> list[dict[str, Any]]:
         if state is None:
             continue
         try:
-            found.append(_call(state, "GET", "/status", timeout=10))
+            found.append(_call(state, "GET", "/status", timeout=timeout))
         except DeployError:
-            found.append({**state, "answering": False})
+            found.append({**{k: v for k, v in state.items() if k != "token"}, "answering": False})
     return found
 
 

@@ -467,6 +467,17 @@ class MetadataStore:
         """One short-lived connection (the protocol of :class:`~mlops_nb.store.dbfile.DuckDBFile`)."""
         return self._db.connect(write=write)
 
+    def reap(self) -> int:
+        """Mark the runs of dead processes ``interrupted`` now, as opening the store does (a long-lived store, such
+        as a server's, calls it for a run it sees running); return how many were marked. A read when none is."""
+        with self._connect() as con:
+            if not self._dead_runs(con):
+                return 0
+        with self._connect(write=True) as con:
+            dead = len(self._dead_runs(con))
+            self._mark_interrupted(con)
+        return dead
+
     def _dead_runs(self, con) -> list[tuple[str, int]]:
         """``(run id, pid)`` of runs recorded as running on this host whose process is gone."""
         rows = con.execute(

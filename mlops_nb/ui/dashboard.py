@@ -806,8 +806,8 @@ class Dashboard(widgets.VBox):
                 )
             else:
                 result = promotion.rollback(name, alias, note=note, trigger="manual", project=project)
-        except MlopsError as exc:
-            self.action_line.value = self.status.value = _line(exc.message, "error")
+        except Exception as exc:  # noqa: BLE001 - one line in the widget, never a traceback or a stuck "approving…"
+            self.action_line.value = self.status.value = _line(_message(exc), "error")
             return
         self.action_line.value = self.status.value = _line(result.line(), "ok")
         self._refresh()
@@ -975,7 +975,8 @@ def dashboard(notebook: str | os.PathLike | None = None, *, project=None) -> Das
     """The ipywidgets dashboard of a project: its pipeline's DAG by last status, runs with their timelines and
     why-lines, lineage, feature views with freshness and histograms, models with Approve / Reject / Promote /
     Rollback buttons, deployments and monitoring. Display it in a notebook (it is a widget); it fills in from a
-    background thread and its Refresh button updates it without re-running the cell.
+    background thread and its Refresh button updates it without re-running the cell. Calling it again for the
+    same project and notebook (a re-run cell) closes the dashboard it made before.
 
     Args:
         notebook: the notebook whose DAG the Pipeline tab shows (default: none; the tab then lists the project's
@@ -1002,7 +1003,15 @@ def dashboard(notebook: str | os.PathLike | None = None, *, project=None) -> Das
         project = Project.discover(path.parent) if path is not None else current_project()
     elif not isinstance(project, Project):
         project = Project(project)
-    return Dashboard(project, path)
+    key = (str(project.home), str(path.resolve()) if path is not None else None)
+    previous = _SHOWN.pop(key, None)
+    if previous is not None:  # a re-run cell replaces its dashboard: the old one stops listening and refreshing
+        previous.close()
+    board = _SHOWN[key] = Dashboard(project, path)
+    return board
+
+
+_SHOWN: dict[tuple[str, str | None], Dashboard] = {}  # (project, notebook) -> the dashboard dashboard() last made
 
 
 __all__ = ["Dashboard", "dashboard"]

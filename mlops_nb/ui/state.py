@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,11 +32,19 @@ SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__", "site-packages", "ve
 SEARCH_DEPTH, SEARCH_LIMIT = 6, 2000
 _STEP_MARK = b"%%mlops step"
 
-_PARSED: dict[Path, tuple[tuple[int, int], Any]] = {}  # notebook -> ((mtime_ns, size), Pipeline | None)
+#: notebook -> ((mtime_ns, size), Pipeline | None): the latest parsed notebooks, while unchanged
+_PARSED: OrderedDict[Path, tuple[tuple[int, int], Any]] = OrderedDict()
+_PARSED_MAX = 256
+#: How many of a pipeline's latest runs give its steps their last status.
+STATUS_RUNS = 10
 
 
 class PathError(MlopsError):
     """A path from a front end is outside the root it may read, or not a notebook."""
+
+
+class NotebookMissing(PathError, NotFoundError):
+    """A notebook path inside the root that names no file."""
 
 
 def jsonable(value: Any) -> Any:
@@ -78,13 +87,20 @@ def confine(root: str | os.PathLike, path: str) -> Path:
     parts = PurePosixPath(text.replace("\\", "/")).parts
     if not text or text.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
         raise PathError(f"notebook path {text!r} must be relative to the server root, without '..'")
-    full = (root / Path(*parts)).resolve()
-    if full != root and root not in full.parents:
+    if any(part.startswith(".") for part in parts) or "\0" in text or len(text) > 1024:
+        raise PathError(f"notebook path {text[:200]!r} names a hidden file or folder, or is not a path")
+    try:
+        full = (root / Path(*parts)).resolve()
+        inside = full == root or root in full.parents
+        exists = full.is_file()
+    except (OSError, ValueError) as exc:
+        raise PathError(f"notebook path {text[:200]!r} cannot be read: {exc}") from None
+    if not inside:
         raise PathError(f"notebook path {text!r} leads outside the server root")
     if full.suffix != ".ipynb":
         raise PathError(f"{text} is not a notebook (.ipynb); give the path of a notebook under the server root")
-    if not full.is_file():
-        raise PathError(f"notebook {text} does not exist under the server root")
+    if not exists:
+        raise NotebookMissing(f"notebook {text} does not exist under the server root")
     return full
 
 
@@ -109,14 +125,17 @@ def _pipeline(path: Path):
     stamp = (info.st_mtime_ns, info.st_size)
     known = _PARSED.get(path)
     if known and known[0] == stamp:
+        _PARSED.move_to_end(path)
         return known[1]
     try:
         pipeline = Pipeline.from_notebook(path, strict=False) if _STEP_MARK in path.read_bytes() else None
-    except (MlopsError, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a scan of the root: a notebook it cannot parse is not a pipeline
         pipeline = None
     if pipeline is not None and not pipeline.steps:
         pipeline = None
     _PARSED[path] = (stamp, pipeline)
+    while len(_PARSED) > _PARSED_MAX:
+        _PARSED.popitem(last=False)
     return pipeline
 
 
@@ -126,7 +145,11 @@ def _notebooks(root: Path) -> list[Path]:
     for folder, dirs, files in os.walk(root):
         depth = len(Path(folder).parts) - base
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_FOLDERS and depth < SEARCH_DEPTH)
-        found.extend(Path(folder, f) for f in sorted(files) if f.endswith(".ipynb") and not f.startswith("."))
+        for name in sorted(files):
+            if name.endswith(".ipynb") and not name.startswith("."):
+                path = Path(folder, name)
+                if not path.is_symlink() or root in path.resolve().parents:  # no link out of the root
+                    found.append(path)
         if len(found) >= SEARCH_LIMIT:
             break
     return found[:SEARCH_LIMIT]
@@ -172,7 +195,8 @@ def pipelines(project, root: str | os.PathLike) -> list[dict]:
 
 def dag(project, root: str | os.PathLike, path: str) -> dict:
     """The pipeline of the notebook ``path`` (relative to ``root``) with each step's last status: from the latest
-    run of the pipeline, ``never`` for a step it did not record. Steps carry ``status``, ``why``, ``step_run``,
+    step run of the pipeline's latest runs (``never`` for a step none recorded; ``pending`` for a step the headless run
+    in progress has not reached). Steps carry ``status``, ``why``, ``step_run``,
     ``duration`` and ``error`` besides their inputs, outputs and upstream steps.
 
     Raises:
@@ -188,15 +212,21 @@ def dag(project, root: str | os.PathLike, path: str) -> dict:
     last = None
     latest: dict[str, Any] = {}
     if project.metadata_path.exists():
-        runs = project.metadata.list_runs(1, pipeline=pipeline.name, kind="pipeline")
-        if runs:
-            last = project.metadata.get_run(runs[0].id)
-            for step_run in last.step_runs:
-                latest[step_run.step] = step_run
+        runs = project.metadata.list_runs(STATUS_RUNS, pipeline=pipeline.name, kind="pipeline", details=True)
+        last = runs[0] if runs else None
+        for record in runs:  # newest first: each step's latest step run, in whichever run it was
+            for step_run in reversed(record.step_runs):
+                latest.setdefault(step_run.step, step_run)
+    # a headless run in progress will reach its other steps; a session's manual run stays open while a person works
+    in_progress = last is not None and last.status == "running" and last.executor != "interactive"
     for step in data["steps"]:
         step_run = latest.get(step["name"])
+        if in_progress and (step_run is None or step_run.run_id != last.id):
+            step_run, status = None, "pending"  # the run in progress has not reached it yet
+        else:
+            status = step_run.status if step_run else "never"
         step.update(
-            status=step_run.status if step_run else "never",
+            status=status,
             why=step_run.why if step_run else None,
             step_run=step_run.id if step_run else None,
             duration=step_run.duration if step_run else None,
@@ -234,6 +264,8 @@ def run(project, run_id: str, root: str | os.PathLike | None = None) -> dict:
     if not project.metadata_path.exists():
         raise NotFoundError(f"run {run_id!r} does not exist; this project has no runs yet")
     record = project.metadata.get_run(run_id)
+    if record.status == "running" and project.metadata.reap():  # its process died: say so now, not at next open
+        record = project.metadata.get_run(run_id)
     data = record.to_dict()
     data["expected_steps"] = None
     if record.kind == "pipeline" and record.notebook:
@@ -250,6 +282,8 @@ def executed_notebook(project, run_id: str) -> bytes:
     Raises:
         NotFoundError: no such run, or it kept no executed notebook.
     """
+    if not project.metadata_path.exists():
+        raise NotFoundError(f"run {run_id!r} does not exist; this project has no runs yet")
     record = project.metadata.get_run(run_id)
     if record.executed_notebook is None:
         raise NotFoundError(f"run {record.id} kept no executed notebook (only headless notebook runs keep one)")
@@ -267,6 +301,8 @@ def lineage(project, node: str, direction: str = "both", depth: int | None = Non
     """
     if direction not in ("up", "down", "both"):
         raise MlopsError(f"direction {direction!r} must be up, down or both")
+    if not project.metadata_path.exists():
+        raise NotFoundError(f"{node} is not known: this project has recorded nothing yet")
     if node.startswith("request:"):
         from ..serving.batch import request_lineage
 
@@ -319,6 +355,8 @@ def features(project, now: datetime | None = None) -> list[dict]:
 
 def feature_stats(project, view: str) -> dict:
     """One view's statistics (per feature: counts, moments, histogram), as ``mlops-nb features stats --json``."""
+    if not project.features_path.exists():
+        raise NotFoundError(f"unknown feature view {view!r}: this project has no feature store yet")
     return jsonable(project.features.stats_dict(view))
 
 
@@ -348,18 +386,23 @@ def versions(project, name: str) -> list[dict]:
     Raises:
         ModelNotFoundError: no such model.
     """
+    from ..exceptions import ModelNotFoundError
     from ..promotion import models as registered
 
+    if not _registry_ready(project):
+        raise ModelNotFoundError(f"no registered model {name!r}: this project has no model registry yet")
     return jsonable(registered(name, project=project))
 
 
-def deployments(project) -> list[dict]:
-    """The live deployments: address, versions served, health, requests and errors."""
+def deployments(project, timeout: float = 1.0) -> list[dict]:
+    """The live deployments: address, versions served, health, requests and errors (a supervisor that does not
+    answer within ``timeout`` seconds is ``answering: False``)."""
     from ..serving.rollout import deployments_dir, status
 
     if not deployments_dir(project).is_dir():
         return []
-    return jsonable(status(project=project))
+    found = status(project=project, timeout=timeout)
+    return jsonable([{k: v for k, v in d.items() if k != "token"} for d in found])
 
 
 def monitoring(project, name: str, alerts: int = 20) -> dict:

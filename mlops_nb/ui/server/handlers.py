@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,9 @@ RESOURCE = "mlops"
 _STORE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-store")  # short store reads, one at a time
 # the registry on a thread of its own: MLflow's first import (seconds) never holds up the polls of runs and DAGs
 _REGISTRY = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-registry")
+# deployments answer over HTTP (a supervisor that hangs must not hold up the store's reads)
+_SERVICES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-services")
+_NUMBER = re.compile(r"[0-9]{1,9}")
 _RENDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-render")  # notebook HTML, off the store thread
 _LOCAL = threading.local()
 
@@ -58,6 +62,10 @@ class _Api(APIHandler):
         """``function(*args, **kwargs)`` on the registry thread (reads and moves of MLflow's registry)."""
         return await asyncio.get_running_loop().run_in_executor(_REGISTRY, lambda: function(*args, **kwargs))
 
+    async def services(self, function, *args, **kwargs):
+        """``function(*args, **kwargs)`` on the thread that asks live services (deployments)."""
+        return await asyncio.get_running_loop().run_in_executor(_SERVICES, lambda: function(*args, **kwargs))
+
     def link(self, *parts: str) -> str:
         """The URL path of an API resource, under the server's base URL."""
         from jupyter_server.utils import url_path_join
@@ -83,7 +91,7 @@ class _Api(APIHandler):
 
     def limit(self, default: int = 20, most: int = 500) -> int:
         text = self.get_argument("limit", str(default))
-        if not text.isdigit() or not 1 <= int(text) <= most:
+        if not _NUMBER.fullmatch(text) or not 1 <= int(text) <= most:
             raise _BadRequest(f"limit={text!r} must be a whole number from 1 to {most}")
         return int(text)
 
@@ -116,6 +124,19 @@ class _BadRequest(Exception):
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())[:500]
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise _BadRequest(f"{what} must be true or false")
+    return value
+
+
+def _note(body: dict) -> str:
+    note = body.get("note", "")
+    if not isinstance(note, str):
+        raise _BadRequest("note must be text")
+    return note
 
 
 def _text(value: Any, what: str) -> str:
@@ -194,6 +215,12 @@ class RunsHandler(_Api):
     @tornado.web.authenticated
     @authorized
     async def post(self):
+        # a run executes the notebook's code: who may run kernels may start one
+        allowed = self.authorizer.is_authorized(self, self.current_user, "execute", "kernels")
+        if asyncio.iscoroutine(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise tornado.web.HTTPError(403, "starting a run needs the permission to execute kernels")
         body = self.body()
         path = _text(body.get("path"), "path (the notebook, relative to the server root)")
         params = body.get("params") or {}
@@ -202,16 +229,16 @@ class RunsHandler(_Api):
         executor = body.get("executor")
         if executor is not None:
             executor = _text(executor, "executor")
-        no_cache = body.get("no_cache", False)
-        if not isinstance(no_cache, bool):
-            raise _BadRequest("no_cache must be true or false")
+        no_cache = _flag(body.get("no_cache", False), "no_cache")
 
         def check() -> Path:
-            full = state.confine(self.root, path)
+            from ...engine.executors import executors
             from ...pipeline.notebook import Pipeline
 
+            full = state.confine(self.root, path)
             pipeline = Pipeline.from_notebook(full)
             pipeline.resolve_params(params)  # a wrong parameter is refused here, not in the run's log
+            executors.get(executor or self.project.settings.executor)  # and an unknown executor
             return full
 
         full = await self.read(check)
@@ -231,7 +258,13 @@ class RunHandler(_Api):
             started = self.mlops["jobs"].status(run_id)
             if started is None:
                 raise
-            data = started
+            if started["status"] == "starting":
+                data = started
+            else:  # its process ended: it may have recorded the run after the read above
+                try:
+                    data = await self.read(state.run, self.project, run_id, self.root)
+                except NotFoundError:
+                    data = started
         data["links"] = {
             "notebook": self.link("runs", data["id"], "notebook") if data.get("executed_notebook") else None
         }
@@ -272,9 +305,10 @@ class LineageHandler(_Api):
     async def get(self, node: str):
         direction = self.get_argument("direction", "both")
         depth = self.get_argument("depth", None)
-        if depth is not None and (not depth.isdigit() or int(depth) < 1):
+        if depth is not None and (not _NUMBER.fullmatch(depth) or int(depth) < 1):
             raise _BadRequest(f"depth={depth!r} must be a whole number of 1 or more")
-        graph = await self.read(state.lineage, self.project, node, direction, int(depth) if depth else None)
+        where = self.registry if node.startswith("models:/") else self.read  # an alias is resolved by MLflow
+        graph = await where(state.lineage, self.project, node, direction, int(depth) if depth else None)
         self.reply(graph.to_dict())
 
 
@@ -323,18 +357,16 @@ class VersionActionHandler(_Api):
         from ... import promotion
 
         body = self.body()
-        if not version.isdigit():
+        if not _NUMBER.fullmatch(version):
             raise _BadRequest(f"version {version!r} must be a version number")
-        note = body.get("note", "")
-        if not isinstance(note, str):
-            raise _BadRequest("note must be text")
+        note = _note(body)
         by = self.current_user.username
         if action == "promote":
             alias = _text(body.get("alias", "champion"), "alias")
             gates = body.get("gates")
             if gates is not None and not (isinstance(gates, dict) and all(isinstance(v, str) for v in gates.values())):
                 raise _BadRequest('gates must be an object of metric names and rules, like {"accuracy": ">= 0.9"}')
-            approval = bool(body.get("require_approval", False))
+            approval = _flag(body.get("require_approval", False), "require_approval")
             result = await self.registry(
                 promotion.promote, name, int(version), alias, gates=gates, require_approval=approval, by=by,
                 trigger="rest", project=self.project,
@@ -355,9 +387,7 @@ class RollbackHandler(_Api):
 
         body = self.body()
         alias = _text(body.get("alias", "champion"), "alias")
-        note = body.get("note", "")
-        if not isinstance(note, str):
-            raise _BadRequest("note must be text")
+        note = _note(body)
         result = await self.registry(
             promotion.rollback, name, alias, by=self.current_user.username, note=note, trigger="rest",
             project=self.project,
@@ -371,7 +401,7 @@ class DeploymentsHandler(_Api):
     @tornado.web.authenticated
     @authorized
     async def get(self):
-        self.reply({"deployments": await self.read(state.deployments, self.project)})
+        self.reply({"deployments": await self.services(state.deployments, self.project)})
 
 
 class MonitoringHandler(_Api):

@@ -3,7 +3,8 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { Dag } from './types';
 
-const STEP_LINE = /^\s*%%mlops\s+step\s+([^\s]+)/;
+const STEP_LINE = /^\s*%%mlops\s+step\s+([^\s-][^\s]*)/;
+const STEP_CELL = /^\s*%%mlops\s+step\b/;
 const LABELS: Record<string, string> = {
   succeeded: 'ran',
   cached: 'cached',
@@ -24,7 +25,9 @@ export function stepOf(source: string): string | null {
 /** Put (or update, or remove) a badge on every step cell of ``panel`` from ``dag`` (null: remove all). */
 export function applyBadges(panel: NotebookPanel, dag: Dag | null): void {
   const steps = new Map((dag?.steps ?? []).map(step => [step.name, step]));
-  for (const cell of panel.content.widgets) {
+  // a step line with its options first (`%%mlops step --no-cache load`) is matched by its saved cell number
+  const byCell = new Map((dag?.steps ?? []).map(step => [step.cell, step]));
+  panel.content.widgets.forEach((cell, index) => {
     // the badge sits at the bottom right of the input (the cell toolbar takes the top right of the active cell)
     const node = cell.inputArea?.node ?? cell.node;
     // one badge per cell: a badge put on the cell before its input area was rendered goes
@@ -36,12 +39,14 @@ export function applyBadges(panel: NotebookPanel, dag: Dag | null): void {
         badge.remove();
       }
     }
-    const name = cell.model.type === 'code' ? stepOf(cell.model.sharedModel.getSource()) : null;
-    const step = name ? steps.get(name) : undefined;
+    const source = cell.model.type === 'code' ? cell.model.sharedModel.getSource() : '';
+    const named = stepOf(source);
+    const step = (named ? steps.get(named) : undefined) ?? (STEP_CELL.test(source) ? byCell.get(index + 1) : undefined);
+    const name = step?.name;
     if (!name || !step) {
       old?.remove();
       node.classList.remove('mlops-step-input');
-      continue;
+      return;
     }
     const status = step.status || 'never';
     const why = step.error ? `${step.why ?? ''} ${step.error}`.trim() : step.why ?? '';
@@ -53,7 +58,7 @@ export function applyBadges(panel: NotebookPanel, dag: Dag | null): void {
       old.dataset.step === name &&
       old.title === title
     ) {
-      continue;
+      return;
     }
     const badge = document.createElement('div');
     badge.className = `mlops-badge mlops-badge-${status}`;
@@ -76,5 +81,5 @@ export function applyBadges(panel: NotebookPanel, dag: Dag | null): void {
     } else {
       node.appendChild(badge);
     }
-  }
+  });
 }

@@ -39,12 +39,20 @@ SHOTS = Path("/tmp/mlops-shots")
 #: JupyterLab's news and update checks off (settings overrides).
 OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 
-DEPLOYMENT = {"name": "churn", "model": "churn", "version": 4, "alias": "champion", "url": "http://127.0.0.1:5151",
-              "healthy": True}  # fmt: skip
+# the shapes the API answers: a supervisor's status (serving/router.py Supervisor.status) and state.monitoring
+DEPLOYMENT = {
+    "name": "churn", "pid": 4242, "host": "127.0.0.1", "port": 5151, "url": "http://127.0.0.1:5151",
+    "control_port": 5152, "watch": "champion", "pinned": None,
+    "stable": {"version": 4, "bundle": "ab12cd34", "path": "/tmp/b", "port": 5153, "pid": 4243, "requests": 10,
+               "errors": 0, "inflight": 0, "p50_ms": 1.6, "log": True},
+    "canary": None, "history": [], "last": None, "started": "2026-01-05T09:00:00+00:00",
+}  # fmt: skip
 DRIFT = {
     "model": "churn",
-    "report": {"dataset_drift": True, "drift_share": 0.5, "drifted": ["tenure_months", "monthly_spend"],
-               "created": "2026-01-05T10:00:00Z", "run_id": "20260105-100000-00000000"},
+    "report": {"model": "churn", "version": 4, "since": "2026-01-04T10:00:00+00:00",
+               "until": "2026-01-05T10:00:00+00:00", "dataset_drift": True, "drift_share": 0.5,
+               "drifted": ["tenure_months", "monthly_spend"], "columns": 4, "prediction_drift": True,
+               "performance": {"accuracy": 0.74}, "rows": 1000, "alerts": 1, "run_id": "20260105-100000-00000000"},
     "alerts": [],
     "links": {"report": "/mlops/api/monitoring/churn/report"},
 }  # fmt: skip

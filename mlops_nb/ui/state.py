@@ -264,7 +264,7 @@ def run(project, run_id: str, root: str | os.PathLike | None = None) -> dict:
     if not project.metadata_path.exists():
         raise NotFoundError(f"run {run_id!r} does not exist; this project has no runs yet")
     record = project.metadata.get_run(run_id)
-    if record.status == "running" and project.metadata.reap():  # its process died: say so now, not at next open
+    if record.status == "running" and _gone(record) and project.metadata.reap():  # died: say so now
         record = project.metadata.get_run(run_id)
     data = record.to_dict()
     data["expected_steps"] = None
@@ -274,6 +274,22 @@ def run(project, run_id: str, root: str | os.PathLike | None = None) -> dict:
     if root is not None:
         data["notebook_path"] = relative(root, record.notebook)
     return jsonable(data)
+
+
+def _gone(record) -> bool:
+    """Whether a run's process, on this host, is gone (a cheap check before the store is asked)."""
+    import socket
+
+    import psutil
+
+    if record.host != socket.gethostname() or not record.pid:
+        return False
+    try:
+        return psutil.Process(record.pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 def executed_notebook(project, run_id: str) -> bytes:

@@ -1440,6 +1440,24 @@ class MetadataStore:
             ).fetchall()
             return self._step_runs(con, "id = ?", [rows[0][0]])[0] if rows else None
 
+    def latest_step_runs(self, pipeline: str) -> dict[str, StepRun]:
+        """Each step of ``pipeline`` -> its latest step run in any run of it (the row alone: status, why, times,
+        error, cell; no inputs or outputs): what a DAG coloured by last status shows. One statement, kept while
+        the file is unchanged."""
+        rows = self._cache.read(
+            ("latest_step_runs", pipeline),
+            lambda con: tuple(
+                con.execute(
+                    f"SELECT {', '.join('s.' + c.strip() for c in self._STEP_COLUMNS.split(','))} FROM step_runs s "
+                    "JOIN runs r ON r.id = s.run_id WHERE r.pipeline = ? "
+                    "QUALIFY row_number() OVER (PARTITION BY s.step ORDER BY s.seq DESC) = 1",
+                    [pipeline],
+                ).fetchall()
+            ),
+            copy=False,
+        )
+        return {row[2]: StepRun(*row) for row in rows}
+
     def latest_succeeded(self, pipeline: str, step: str) -> StepRun | None:
         """The latest step run of ``step`` in ``pipeline`` that succeeded (its outputs were computed then)."""
         with self._connect() as con:

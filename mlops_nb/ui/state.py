@@ -35,8 +35,6 @@ _STEP_MARK = b"%%mlops step"
 #: notebook -> ((mtime_ns, size), Pipeline | None): the latest parsed notebooks, while unchanged
 _PARSED: OrderedDict[Path, tuple[tuple[int, int], Any]] = OrderedDict()
 _PARSED_MAX = 256
-#: How many of a pipeline's latest runs give its steps their last status.
-STATUS_RUNS = 10
 
 
 class PathError(MlopsError):
@@ -194,8 +192,8 @@ def pipelines(project, root: str | os.PathLike) -> list[dict]:
 
 
 def dag(project, root: str | os.PathLike, path: str) -> dict:
-    """The pipeline of the notebook ``path`` (relative to ``root``) with each step's last status: from the latest
-    step run of the pipeline's latest runs (``never`` for a step none recorded; ``pending`` for a step the headless run
+    """The pipeline of the notebook ``path`` (relative to ``root``) with each step's last status: from its latest
+    step run in any run of the pipeline (``never`` for a step none recorded; ``pending`` for a step the headless run
     in progress has not reached). Steps carry ``status``, ``why``, ``step_run``,
     ``duration`` and ``error`` besides their inputs, outputs and upstream steps.
 
@@ -212,11 +210,9 @@ def dag(project, root: str | os.PathLike, path: str) -> dict:
     last = None
     latest: dict[str, Any] = {}
     if project.metadata_path.exists():
-        runs = project.metadata.list_runs(STATUS_RUNS, pipeline=pipeline.name, kind="pipeline", details=True)
+        runs = project.metadata.list_runs(1, pipeline=pipeline.name, kind="pipeline")
         last = runs[0] if runs else None
-        for record in runs:  # newest first: each step's latest step run, in whichever run it was
-            for step_run in reversed(record.step_runs):
-                latest.setdefault(step_run.step, step_run)
+        latest = project.metadata.latest_step_runs(pipeline.name)  # each step's, in whichever run it was
     # a headless run in progress will reach its other steps; a session's manual run stays open while a person works
     in_progress = last is not None and last.status == "running" and last.executor != "interactive"
     for step in data["steps"]:

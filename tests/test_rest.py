@@ -380,3 +380,38 @@ def test_a_run_started_over_rest_shows_its_progress(api, rest_project, jp_asynci
     status, dag = api("GET", "pipelines/quickstart.ipynb/dag")
     assert dag["last_run"]["id"] == started["id"] and dag["last_run"]["trigger"] == "rest"
     assert {s["name"]: s["status"] for s in dag["steps"]} == statuses
+
+
+def test_the_latest_monitoring_report_is_summarised_and_served_as_a_page(api, rest_project):
+    project = rest_project["project"]
+    folder = project.mlops_dir / "reports" / "churn"
+    folder.mkdir(parents=True, exist_ok=True)
+    html = folder / "churn-v2-20261201T100000000000.html"
+    html.write_text("<html><body><h1>churn v2</h1><script>alert(1)</script></body></html>")
+    columns = [{"column": "tenure", "drifted": True}, {"column": "plan", "drifted": False}]
+    report = {"model": "churn", "version": 2, "until": "2026-12-01T10:00:00+00:00", "html": str(html),
+              "data_drift": {"dataset_drift": True, "drift_share": 0.5, "columns": columns},
+              "prediction_drift": {"drifted": False}, "performance": {"overall": {"accuracy": 0.8}},
+              "service": {"rows": 100}, "alerts": [], "run_id": "r1"}  # fmt: skip
+    html.with_suffix(".json").write_text(json.dumps(report))
+    store = project.metadata
+    run_id = store.create_run(None, kind="monitor", trigger="api", params={"model": "churn", "report": str(html)})
+    store.finish_run(run_id, "succeeded")
+
+    status, found = api("GET", "monitoring/churn")
+    assert status == 200 and found["links"]["report"] == "/a%40b/mlops/api/monitoring/churn/report"
+    summary = found["report"]
+    assert (summary["dataset_drift"], summary["drifted"], summary["columns"], summary["version"]) == (
+        True, ["tenure"], 2, 2
+    )  # fmt: skip
+    status, page = api("GET", "monitoring/churn/report")
+    assert status == 200 and "<h1>churn v2</h1>" in page
+    assert api.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")  # its script never runs
+
+    outside = project.home / "elsewhere.html"  # a report path that left the reports folder is not served
+    outside.write_text("<p>not a report</p>")
+    outside.with_suffix(".json").write_text(json.dumps({**report, "html": str(outside)}))
+    run_id = store.create_run(None, kind="monitor", trigger="api", params={"model": "churn", "report": str(outside)})
+    store.finish_run(run_id, "succeeded")
+    status, reply = api("GET", "monitoring/churn/report")
+    assert status == 404 and "no monitoring report" in reply["error"]

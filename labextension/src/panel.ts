@@ -30,7 +30,8 @@ class Section {
   private last = '';
 
   constructor(id: string, title: string, extra?: HTMLElement) {
-    this.body = h('div', { class: 'mlops-section-body' });
+    // until its first answer (the registry's first read imports MLflow: seconds)
+    this.body = h('div', { class: 'mlops-section-body' }, h('div', { class: 'mlops-muted mlops-loading' }, 'loading…'));
     this.error = h('div', { class: 'mlops-error', hidden: true });
     this.node = h(
       'section',

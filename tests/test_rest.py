@@ -415,3 +415,33 @@ def test_the_latest_monitoring_report_is_summarised_and_served_as_a_page(api, re
     store.finish_run(run_id, "succeeded")
     status, reply = api("GET", "monitoring/churn/report")
     assert status == 404 and "no monitoring report" in reply["error"]
+
+
+def test_openapi_names_every_query_parameter_and_body_field_the_handlers_read(api):
+    import inspect
+
+    from mlops_nb.ui.server.handlers import ROUTES
+
+    spec = api("GET", "openapi.json")[1]["paths"]
+    checked = 0
+    for pattern, handler in ROUTES:
+        regex = re.compile("^/mlops/api" + pattern + "$")
+        hits = [p for p in spec if regex.match(re.sub(r"\{(\w+)\}", _fill, p))]
+        for method in ("get", "post"):
+            if method not in handler.__dict__:
+                continue
+            source = inspect.getsource(handler.__dict__[method])
+            reads = set(re.findall(r'(?:get_argument|body\.get)\("(\w+)"', source))
+            reads |= {"limit"} if "self.limit(" in source else set()
+            reads |= {"note"} if "_note(body)" in source else set()
+            for names in re.findall(r"for k in \(([^)]*)\)", source):
+                reads |= set(re.findall(r'"(\w+)"', names))
+            described = set()
+            for hit in hits:
+                operation = spec[hit][method]
+                described |= {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+                body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+                described |= set(body.get("schema", {}).get("properties", {}))
+            assert reads <= described, (pattern, method, reads - described)
+            checked += len(reads)
+    assert checked == 17  # runs: limit + 4 filters, 4 body fields; lineage: 2; decisions: 4; rollback: alias, note

@@ -38,6 +38,28 @@ def copy_quickstart(folder: Path) -> Path:
     return folder / "quickstart.ipynb"
 
 
+def quickstart_with_pending_model(folder: Path, mlflow_template: Path) -> dict:
+    """A project that ran the quickstart once and has a model ``churn``: v1 champion, v2 waiting for approval
+    (what the front ends' tests show and steer). Returns ``project``, ``folder``, ``notebook`` and ``run``."""
+    from sklearn.linear_model import LogisticRegression
+
+    import mlops_nb
+    from mlops_nb.project import Project
+
+    notebook = copy_quickstart(folder)
+    project = Project(folder).init()
+    shutil.copy(mlflow_template, project.mlflow_db)
+    run = mlops_nb.run(notebook, project=project, progress=False)
+    assert run.status == "succeeded", run.error
+    X, y = [[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1]
+    for accuracy in (0.8, 0.9):
+        mlops_nb.register_model(LogisticRegression().fit(X, y), "churn", metrics={"accuracy": accuracy},
+                                project=project)  # fmt: skip
+    mlops_nb.promote("churn", 1, "champion", project=project)
+    assert mlops_nb.promote("churn", 2, "champion", require_approval=True, project=project).outcome == "pending"
+    return {"project": project, "folder": folder, "notebook": notebook, "run": run}
+
+
 def run_by_hand(path: Path, extra_env: dict[str, str] | None = None, front_end: str = "jupyterlab") -> list[dict]:
     """Execute every code cell in order on a real kernel, as a user pressing Shift-Enter would.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +17,7 @@ import ipywidgets as widgets
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from nbtools import copy_quickstart
+from nbtools import quickstart_with_pending_model
 
 import mlops_nb
 from mlops_nb.project import Project
@@ -31,21 +30,7 @@ STEPS = ["load", "clean", "features", "split", "train", "evaluate"]
 @pytest.fixture(scope="module")
 def board_project(tmp_path_factory, mlflow_template):
     """A project that ran the quickstart once and has a model ``churn``: v1 champion, v2 waiting for approval."""
-    from sklearn.linear_model import LogisticRegression
-
-    folder = tmp_path_factory.mktemp("dashboard") / "project"
-    notebook = copy_quickstart(folder)
-    project = Project(folder).init()
-    shutil.copy(mlflow_template, project.mlflow_db)
-    run = mlops_nb.run(notebook, project=project, progress=False)
-    assert run.status == "succeeded", run.error
-    X, y = [[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1]
-    for accuracy in (0.8, 0.9):
-        mlops_nb.register_model(LogisticRegression().fit(X, y), "churn", metrics={"accuracy": accuracy},
-                                project=project)  # fmt: skip
-    mlops_nb.promote("churn", 1, "champion", project=project)
-    assert mlops_nb.promote("churn", 2, "champion", require_approval=True, project=project).outcome == "pending"
-    return {"project": project, "folder": folder, "notebook": notebook, "run": run}
+    return quickstart_with_pending_model(tmp_path_factory.mktemp("dashboard") / "project", mlflow_template)
 
 
 def text(widget_or_html) -> str:

@@ -12,7 +12,7 @@ import time
 from urllib.parse import urlencode
 
 import pytest
-from nbtools import copy_quickstart
+from nbtools import quickstart_with_pending_model
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - jp_serverapp, jp_fetch and the fixtures they need
 from tornado.httpclient import AsyncHTTPClient
 from traitlets.config import Config
@@ -25,22 +25,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def rest_project(tmp_path_factory, mlflow_template):
-    """A project that ran the quickstart once and has a model ``churn``: v1 champion, v2 waiting for approval."""
-    from sklearn.linear_model import LogisticRegression
-
-    folder = tmp_path_factory.mktemp("rest") / "project"
-    notebook = copy_quickstart(folder)
-    project = Project(folder).init()
-    shutil.copy(mlflow_template, project.mlflow_db)
-    run = mlops_nb.run(notebook, project=project, progress=False)
-    assert run.status == "succeeded", run.error
-    X, y = [[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1]
-    for accuracy in (0.8, 0.9):
-        mlops_nb.register_model(LogisticRegression().fit(X, y), "churn", metrics={"accuracy": accuracy},
-                                project=project)  # fmt: skip
-    mlops_nb.promote("churn", 1, "champion", project=project)
-    pending = mlops_nb.promote("churn", 2, "champion", require_approval=True, project=project)
-    assert pending.outcome == "pending"
+    """A project that ran the quickstart once and has a model ``churn``: v1 champion, v2 waiting for approval,
+    and a feature view ``activity`` of 40 rows."""
+    made = quickstart_with_pending_model(tmp_path_factory.mktemp("rest") / "project", mlflow_template)
+    project = made["project"]
     import pandas as pd
 
     features = project.features
@@ -48,7 +36,7 @@ def rest_project(tmp_path_factory, mlflow_template):
     features.register_view("activity", "customer", {"spend": "float64"}, ttl="10d")
     events = pd.Timestamp("2026-11-30", tz="UTC") + pd.to_timedelta(range(40), unit="h")
     features.ingest("activity", pd.DataFrame({"customer_id": range(40), "event_ts": events, "spend": range(40)}))
-    return {"project": project, "folder": folder, "run": run}
+    return made
 
 
 @pytest.fixture

@@ -467,9 +467,14 @@ class MetadataStore:
         """One short-lived connection (the protocol of :class:`~mlops_nb.store.dbfile.DuckDBFile`)."""
         return self._db.connect(write=write)
 
-    def reap(self) -> int:
+    def reap(self, run: Run | None = None) -> int:
         """Mark the runs of dead processes ``interrupted`` now, as opening the store does (a long-lived store, such
-        as a server's, calls it for a run it sees running); return how many were marked. A read when none is."""
+        as a server's, calls it for a run it sees running); return how many were marked. A read when none is;
+        with ``run``, nothing at all while that run's process (on this host) lives."""
+        if run is not None and (
+            run.host != socket.gethostname() or not run.pid or _process_started(run.pid) is not None
+        ):
+            return 0
         with self._connect() as con:
             if not self._dead_runs(con):
                 return 0

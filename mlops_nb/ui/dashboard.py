@@ -420,7 +420,6 @@ class Dashboard(widgets.VBox):
         self.submit("pipeline", "drawing the DAG…", lambda: self._guarded(self.pipeline_note, self._show_pipeline))
 
     def _show_pipeline(self) -> None:
-        from ..pipeline.notebook import Pipeline
         from .plots import dag_diagram
 
         place = self._notebook_place()
@@ -431,7 +430,7 @@ class Dashboard(widgets.VBox):
             return
         root, path = place
         data = state.dag(self.project, root, path)
-        pipeline = Pipeline.from_notebook(root / path, strict=False)
+        pipeline = state.parsed(root / path)  # the parse state.dag made and kept
         statuses = {s["name"]: s["status"] for s in data["steps"] if s["status"] != "never"}
         _show_png(self.dag_image, _png(dag_diagram(pipeline, statuses)))
         rows = []
@@ -596,8 +595,8 @@ class Dashboard(widgets.VBox):
         def load() -> None:
             names: list[str] = []
             if self.project.metadata_path.exists():
-                for brief in self.project.metadata.list_runs(OUTPUTS_FROM, kind="pipeline"):
-                    for s in self.project.metadata.get_run(brief.id).step_runs:
+                for record in self.project.metadata.list_runs(OUTPUTS_FROM, kind="pipeline", details=True):
+                    for s in record.step_runs:
                         names.extend(n for n in s.outputs if n not in names)
             self.lineage_node.options = [*names, *getattr(self, "_model_uris", [])]
 

@@ -56,9 +56,7 @@ def jsonable(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
+    if isinstance(value, date):  # datetimes too
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
@@ -112,8 +110,9 @@ def relative(root: str | os.PathLike, path: str | os.PathLike | None) -> str | N
         return None
 
 
-def _pipeline(path: Path):
-    """The parsed pipeline of ``path`` (None: no step cells, or not readable), kept while the file is unchanged."""
+def parsed(path: Path):
+    """The parsed :class:`~mlops_nb.pipeline.notebook.Pipeline` of the notebook ``path`` (None: no step cells, or
+    not readable), kept while the file is unchanged: what every front end draws a DAG from."""
     from ..pipeline.notebook import Pipeline
 
     try:
@@ -177,7 +176,7 @@ def pipelines(project, root: str | os.PathLike) -> list[dict]:
     latest = _latest_runs(project)
     found = []
     for path in _notebooks(root):
-        pipeline = _pipeline(path)
+        pipeline = parsed(path)
         if pipeline is None:
             continue
         found.append(
@@ -201,7 +200,7 @@ def dag(project, root: str | os.PathLike, path: str) -> dict:
         PathError: see :func:`confine`; also when the notebook has no step cells.
     """
     full = confine(root, path)
-    pipeline = _pipeline(full)
+    pipeline = parsed(full)
     if pipeline is None:
         raise PathError(f"{path} has no step cells; mark a cell with %%mlops step NAME to make it a pipeline")
     data = pipeline.to_dict()
@@ -260,32 +259,16 @@ def run(project, run_id: str, root: str | os.PathLike | None = None) -> dict:
     if not project.metadata_path.exists():
         raise NotFoundError(f"run {run_id!r} does not exist; this project has no runs yet")
     record = project.metadata.get_run(run_id)
-    if record.status == "running" and _gone(record) and project.metadata.reap():  # died: say so now
+    if record.status == "running" and project.metadata.reap(record):  # its process died: say so now
         record = project.metadata.get_run(run_id)
     data = record.to_dict()
     data["expected_steps"] = None
     if record.kind == "pipeline" and record.notebook:
-        pipeline = _pipeline(Path(record.notebook))
+        pipeline = parsed(Path(record.notebook))
         data["expected_steps"] = len(pipeline.steps) if pipeline else None
     if root is not None:
         data["notebook_path"] = relative(root, record.notebook)
     return jsonable(data)
-
-
-def _gone(record) -> bool:
-    """Whether a run's process, on this host, is gone (a cheap check before the store is asked)."""
-    import socket
-
-    import psutil
-
-    if record.host != socket.gethostname() or not record.pid:
-        return False
-    try:
-        return psutil.Process(record.pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
 
 
 def executed_notebook(project, run_id: str) -> bytes:

@@ -93,12 +93,6 @@ class Jobs:
         return {"id": run_id, "status": "failed", "kind": "pipeline", "notebook": job["notebook"],
                 "error": _last_line(job["log"]) or f"the run's process ended with code {code}"}  # fmt: skip
 
-    def wait(self, run_id: str, timeout: float | None = None) -> int | None:
-        """Wait for a started run's process to end; its exit code (None: not one of ours)."""
-        with self._lock:
-            job = self._jobs.get(run_id)
-        return job["process"].wait(timeout) if job else None
-
 
 def _last_line(log: Path) -> str:
     try:

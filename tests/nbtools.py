@@ -32,10 +32,10 @@ def copy_quickstart(folder: Path) -> Path:
     """The quickstart notebook with its helper module and data, in a project folder of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pyproject.toml").write_text("[project]\nname = 'qs'\n")
-    for name in ("quickstart.ipynb", "helpers.py"):
+    for name in ("01_quickstart.ipynb", "helpers.py"):
         shutil.copy(ROOT / "notebooks" / name, folder / name)
     shutil.copytree(ROOT / "notebooks" / "data", folder / "data")
-    return folder / "quickstart.ipynb"
+    return folder / "01_quickstart.ipynb"
 
 
 def quickstart_with_pending_model(folder: Path, mlflow_template: Path) -> dict:

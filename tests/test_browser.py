@@ -164,7 +164,7 @@ def _project_with_pending_approval(folder: Path, mlflow_template: Path):
     shutil.copytree(ROOT / "notebooks", folder / "notebooks")
     project = Project(folder).init()
     shutil.copy(mlflow_template, project.mlflow_db)
-    run = mlops_nb.run(folder / "notebooks" / "registry.ipynb", project=project, progress=False)
+    run = mlops_nb.run(folder / "notebooks" / "03_registry_and_approval.ipynb", project=project, progress=False)
     assert run.status == "succeeded", run.error
     champion = project.registry.alias_holder("churn", "champion", metrics=True)
     model = mlops_nb.load_model("churn", "@champion", project=project)
@@ -200,7 +200,7 @@ def test_sidebar_runs_the_pipeline_and_approves_a_model(tmp_path, mlflow_templat
     from mlops_nb.promotion import models
 
     project, champion, candidate = _project_with_pending_approval(tmp_path / "project", mlflow_template)
-    steps = [s.name for s in Pipeline.from_notebook(tmp_path / "project" / "notebooks" / "quickstart.ipynb").steps]
+    steps = [s.name for s in Pipeline.from_notebook(tmp_path / "project" / "notebooks" / "01_quickstart.ipynb").steps]
 
     with jupyter_lab(project.home, tmp_path / "jupyter") as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
@@ -210,7 +210,7 @@ def test_sidebar_runs_the_pipeline_and_approves_a_model(tmp_path, mlflow_templat
         shot = Shots(page, tmp_path / "screenshots")
         sidebar = page.locator("#mlops-sidebar")
         try:
-            page.goto(f"{base}/lab/tree/notebooks/quickstart.ipynb", timeout=60_000)
+            page.goto(f"{base}/lab/tree/notebooks/01_quickstart.ipynb", timeout=60_000)
             page.locator('.jp-SideBar [data-id="mlops-sidebar"]').click(timeout=60_000)  # the MLOps icon
             expect(sidebar).to_be_visible()
             expect(sidebar.locator(".mlops-dag-step")).to_have_count(len(steps), timeout=60_000)

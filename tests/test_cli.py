@@ -116,11 +116,11 @@ def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_p
     assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"  # moved aside, not deleted
     assert out.startswith(f"An earlier demo was in demo-project/: moved aside to {aside[0].name}/")
     folder = tmp_path / "demo-project"
-    assert "quickstart (quickstart.ipynb): 6 steps" in out
+    assert "quickstart (01_quickstart.ipynb): 6 steps" in out
     runs = Project(folder).metadata.list_runs(kind="pipeline")
     assert [r.status for r in runs] == ["succeeded"] * 6
     assert [r.step_counts for r in runs] == [
-        {},  # serving.ipynb: no steps
+        {},  # 04_build_deploy_serve.ipynb: no steps
         {"succeeded": 6},
         {"succeeded": 7},
         {"cached": 4, "succeeded": 2},

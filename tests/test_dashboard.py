@@ -105,9 +105,9 @@ def test_without_a_notebook_the_pipeline_tab_lists_the_pipelines_to_pick(board_p
     board = built(mlops_nb.dashboard())  # the current folder's project
     assert board.project.home == board_project["folder"].resolve()
     listed = text(board.pipelines_table)
-    assert f"quickstart.ipynb quickstart 6 succeeded {board_project['run'].id}" in listed
-    assert board.pipeline_pick.options == (("quickstart.ipynb · 6 steps", "quickstart.ipynb"),)
-    assert board.pipeline_pick.value == "quickstart.ipynb"
+    assert f"01_quickstart.ipynb 01_quickstart 6 succeeded {board_project['run'].id}" in listed
+    assert board.pipeline_pick.options == (("01_quickstart.ipynb · 6 steps", "01_quickstart.ipynb"),)
+    assert board.pipeline_pick.value == "01_quickstart.ipynb"
     pngs(board, board.dag_image)
     assert "train succeeded" in text(board.steps_table)
     board.close()
@@ -141,7 +141,7 @@ def test_filters_change_the_runs_table_and_a_picked_run_shows_its_timeline(board
     lines = text(board.why_lines)
     for name in STEPS:
         assert f"✔ {name} ran (no earlier run) in" in lines, lines
-    assert "→ model:" in lines and f"run {run.id}: quickstart succeeded (trigger api)" in text(board.run_line)
+    assert "→ model:" in lines and f"run {run.id}: 01_quickstart succeeded (trigger api)" in text(board.run_line)
     board.close()
 
 

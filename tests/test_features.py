@@ -724,7 +724,7 @@ def test_features_notebook_runs_headless_then_fully_cached_with_lineage(tmp_path
     shutil.copytree(ROOT / "notebooks", home / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     (home / "pyproject.toml").write_text("[project]\nname = 'features-demo'\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
-    command = [str(Path(sys.executable).parent / "mlops-nb"), "run", "notebooks/features.ipynb"]
+    command = [str(Path(sys.executable).parent / "mlops-nb"), "run", "notebooks/02_feature_store.ipynb"]
     first = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr + first.stdout
     assert "(7 succeeded)" in first.stdout

@@ -296,14 +296,14 @@ def test_killed_driver_is_interrupted_when_next_seen(tmp_path):
     [
         (
             ["-p", "n_row", "5"],
-            "quickstart.ipynb: parameter 'n_row' is not defined in the parameters cell (cell 3); "
+            "01_quickstart.ipynb: parameter 'n_row' is not defined in the parameters cell (cell 3); "
             "defined: C, n_rows, seed, test_size",
         ),
         (
             ["-p", "n_rows", "many"],
-            "quickstart.ipynb: parameter 'n_rows' expects int (default 2000 in cell 3), got 'many'",
+            "01_quickstart.ipynb: parameter 'n_rows' expects int (default 2000 in cell 3), got 'many'",
         ),
-        (["-p", "C", "high"], "quickstart.ipynb: parameter 'C' expects float (default 1.0 in cell 3), got 'high'"),
+        (["-p", "C", "high"], "01_quickstart.ipynb: parameter 'C' expects float (default 1.0 in cell 3), got 'high'"),
     ],
 )
 def test_bad_parameters_record_nothing(tmp_path, args, message):

@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def _registry_project(folder: Path, template: Path | None) -> tuple[Project, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pyproject.toml").write_text("[project]\nname = 'reg'\n")
-    for name in ("registry.ipynb", "helpers.py"):
+    for name in ("03_registry_and_approval.ipynb", "helpers.py"):
         shutil.copy(ROOT / "notebooks" / name, folder / name)
     shutil.copytree(ROOT / "notebooks" / "data", folder / "data")
     project = Project(folder).init()
     if template is not None:
         shutil.copy(template, project.mlflow_db)
-    return project, folder / "registry.ipynb"
+    return project, folder / "03_registry_and_approval.ipynb"
 
 
 def _outputs(notebook) -> str:
@@ -73,7 +73,7 @@ def test_registry_notebook_trains_registers_gates_and_approves(tmp_path, mlflow_
     # lineage tags tie each version to its step run, notebook and data
     tags = versions[1].tags
     assert tags["mlops_nb.run_id"] == run.id and tags["mlops_nb.step"] == "register"
-    assert tags["mlops_nb.notebook"].endswith("registry.ipynb") and len(tags["mlops_nb.notebook_hash"]) == 64
+    assert tags["mlops_nb.notebook"].endswith("03_registry_and_approval.ipynb") and len(tags["mlops_nb.notebook_hash"]) == 64
     inputs = json.loads(tags["mlops_nb.inputs"])
     assert inputs["model"] == run.step("train").outputs["model"].hash
     assert tags["mlops_nb.model_hash"] == run.step("train").outputs["model"].hash  # the very model the step made
@@ -89,7 +89,7 @@ def test_registry_notebook_trains_registers_gates_and_approves(tmp_path, mlflow_
     assert mlflow_run.data.params["C"] == "1.0" and mlflow_run.data.params["n_rows"] == "2000"
     assert set(mlflow_run.data.metrics) == {"accuracy", "roc_auc"}
     assert mlflow_run.data.tags["mlops_nb.run_id"] == run.id
-    assert [a.path for a in client.list_artifacts(versions[1].run_id, "notebook")] == ["notebook/registry.ipynb"]
+    assert [a.path for a in client.list_artifacts(versions[1].run_id, "notebook")] == ["notebook/03_registry_and_approval.ipynb"]
 
     # exact lineage: a version walks back to the raw file, the raw file forward to every version
     up = project.metadata.lineage("models:/churn/3", direction="up")

@@ -78,10 +78,10 @@ def test_every_endpoint_answers_an_authenticated_client(api, rest_project):
     status, found = api("GET", "pipelines")
     assert status == 200
     assert [(p["path"], p["steps"], p["last_run"]["id"]) for p in found["pipelines"]] == [
-        ("quickstart.ipynb", 6, run.id)
+        ("01_quickstart.ipynb", 6, run.id)
     ]
 
-    status, dag = api("GET", "pipelines/quickstart.ipynb/dag")
+    status, dag = api("GET", "pipelines/01_quickstart.ipynb/dag")
     assert status == 200 and [s["name"] for s in dag["steps"]] == ["load", "clean", "features", "split", "train",
                                                                    "evaluate"]  # fmt: skip
     assert {s["status"] for s in dag["steps"]} == {"succeeded"} and all(s["why"] for s in dag["steps"])
@@ -183,14 +183,14 @@ def test_errors_are_one_json_line(api):
         ("GET", "models/nobody/versions", None, 404, "nobody"),
         ("GET", "pipelines/missing.ipynb/dag", None, 404, "does not exist"),
         ("GET", "pipelines/data/raw.csv.ipynb/dag", None, 404, "does not exist"),
-        ("GET", "pipelines/.ipynb_checkpoints/quickstart-checkpoint.ipynb/dag", None, 400, "hidden"),
-        ("POST", "runs", {"path": "quickstart.ipynb", "executor": "nope"}, 400, "nope"),
-        ("POST", "runs", {"path": "quickstart.ipynb", "no_cache": "false"}, 400, "no_cache"),
+        ("GET", "pipelines/.ipynb_checkpoints/01_quickstart-checkpoint.ipynb/dag", None, 400, "hidden"),
+        ("POST", "runs", {"path": "01_quickstart.ipynb", "executor": "nope"}, 400, "nope"),
+        ("POST", "runs", {"path": "01_quickstart.ipynb", "no_cache": "false"}, 400, "no_cache"),
         ("POST", "models/churn/1/promote", {"require_approval": "false"}, 400, "require_approval"),
         ("POST", "models/churn/²/approve", {}, 400, "version"),
         ("POST", "runs", "{not json", 400, "not JSON"),
-        ("POST", "runs", {"path": "quickstart.ipynb", "params": {"nope": 1}}, 400, "nope"),
-        ("POST", "runs", {"path": "quickstart.ipynb", "params": [1]}, 400, "params"),
+        ("POST", "runs", {"path": "01_quickstart.ipynb", "params": {"nope": 1}}, 400, "nope"),
+        ("POST", "runs", {"path": "01_quickstart.ipynb", "params": [1]}, 400, "params"),
         ("POST", "models/churn/1/approve", {"note": 5}, 400, "note"),
         ("POST", "models/churn/1/approve", {}, 400, "pending"),
         ("POST", "models/churn/x/approve", {}, 400, "version"),
@@ -214,7 +214,7 @@ def test_errors_are_one_json_line(api):
 def test_paths_outside_the_root_are_refused(api, rest_project, jp_serverapp, http_server, jp_http_port, jp_base_url,
                                             jp_asyncio_loop):  # fmt: skip
     outside = rest_project["folder"].parent / "secret.ipynb"
-    shutil.copy(rest_project["folder"] / "quickstart.ipynb", outside)
+    shutil.copy(rest_project["folder"] / "01_quickstart.ipynb", outside)
     client = AsyncHTTPClient()
     token = {"Authorization": f"token {jp_serverapp.identity_provider.token}"}
     base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}mlops/api/pipelines/"
@@ -243,7 +243,7 @@ def test_paths_outside_the_root_are_refused(api, rest_project, jp_serverapp, htt
 def _sample(pattern: str) -> str:
     """A concrete path for a route's pattern (its groups filled with plausible values)."""
     samples = iter(["churn", "1", "approve"])
-    text = re.sub(r"\(\.\+\\\.ipynb\)", "quickstart.ipynb", pattern)
+    text = re.sub(r"\(\.\+\\\.ipynb\)", "01_quickstart.ipynb", pattern)
     text = re.sub(r"\((?:[^()]|\([^()]*\))*\)", lambda _m: next(samples), text)
     return text.replace("/?", "").replace("\\", "")
 
@@ -347,7 +347,7 @@ def test_approve_reject_and_rollback_move_aliases_in_mlflow(api, rest_project):
 
 
 def test_a_run_started_over_rest_shows_its_progress(api, rest_project, jp_asyncio_loop):
-    status, started = api("POST", "runs", {"path": "quickstart.ipynb", "params": {"C": 0.5}})
+    status, started = api("POST", "runs", {"path": "01_quickstart.ipynb", "params": {"C": 0.5}})
     assert status == 202 and started["status"] == "starting", started
     seen, deadline = [], time.monotonic() + 150
     while time.monotonic() < deadline:
@@ -365,7 +365,7 @@ def test_a_run_started_over_rest_shows_its_progress(api, rest_project, jp_asynci
     statuses = {s["step"]: s["status"] for s in record["step_runs"]}
     assert statuses["load"] == "cached" and statuses["train"] == "succeeded"  # C changes train, not load
     assert seen[0][0] in ("starting", "running") and any(state == "running" for state, _ in seen), seen
-    status, dag = api("GET", "pipelines/quickstart.ipynb/dag")
+    status, dag = api("GET", "pipelines/01_quickstart.ipynb/dag")
     assert dag["last_run"]["id"] == started["id"] and dag["last_run"]["trigger"] == "rest"
     assert {s["name"]: s["status"] for s in dag["steps"]} == statuses
 

@@ -11,7 +11,7 @@ Example::
 
     import mlops_nb
 
-    board = mlops_nb.dashboard("quickstart.ipynb")   # displays as the widget in a notebook
+    board = mlops_nb.dashboard("01_quickstart.ipynb")   # displays as the widget in a notebook
     board.refresh()                                  # or press its Refresh button
     board.wait()                                     # block until what it loads is shown (for scripts, tests)
 """
@@ -989,7 +989,7 @@ def dashboard(notebook: str | os.PathLike | None = None, *, project=None) -> Das
     Example::
 
         import mlops_nb
-        mlops_nb.dashboard("quickstart.ipynb")   # the last expression of a cell: shown as the widget
+        mlops_nb.dashboard("01_quickstart.ipynb")   # the last expression of a cell: shown as the widget
     """
     from ..project import Project, current_project
 

@@ -12,7 +12,7 @@ Example::
 
     project = Project("demo-project")
     state.runs(project, limit=5)                       # the five latest runs
-    state.dag(project, project.home, "notebooks/quickstart.ipynb")  # steps with their last status
+    state.dag(project, project.home, "notebooks/01_quickstart.ipynb")  # steps with their last status
 """
 
 from __future__ import annotations

@@ -374,7 +374,7 @@ def run(
     Prints a line per step as it ends (why it ran, how long, what it made), then one line for the run; `mlops-nb
     show latest` has the table.
 
-    Example: mlops-nb run notebooks/quickstart.ipynb -p n_rows 500 --executor dag --jobs 2
+    Example: mlops-nb run notebooks/01_quickstart.ipynb -p n_rows 500 --executor dag --jobs 2
     """
     from ...engine.driver import run_notebook
     from ...engine.executors import RunOptions
@@ -415,7 +415,7 @@ def run(
 def dag(notebook: Path, fmt: str, png: Path | None) -> None:
     """Show NOTEBOOK's pipeline: its steps, what each takes from which step, the files and parameters it reads.
 
-    Example: mlops-nb dag notebooks/quickstart.ipynb --format mermaid
+    Example: mlops-nb dag notebooks/01_quickstart.ipynb --format mermaid
     """
     from ...pipeline.notebook import Pipeline
 

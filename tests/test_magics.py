@@ -131,6 +131,8 @@ def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
         ("%mlops run -p n", "argument -p/--param: expected 2 arguments; usage: %mlops run [-p NAME VALUE]..."),
         ("%mlops lineage", "usage: %mlops lineage NAME"),
         ("%mlops end extra", "usage: %mlops end (ends this session's manual run)"),
+        ("%mlops runs many", "usage: %mlops runs [N] (N a number of runs above 0), not 'many'"),
+        ("%mlops runs --limit 0", "usage: %mlops runs [N] (N a number of runs above 0), not '0'"),
     ],
 )
 def test_usage_errors_are_one_line(shell, capsys, cell, message):
@@ -221,7 +223,7 @@ def test_runs_table_shows_parameters_whole(shell, tmp_path, monkeypatch):
     monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
     shell.run_cell(params)
     shell.run_cell("%%mlops step make\nitems = [seed] * 3")
-    frame = shell.run_cell("%mlops runs").result
+    frame = shell.run_cell("%mlops runs --limit 5").result  # as the CLI spells it; `%mlops runs 5` too
     whole = str(frame["params"][0])
     assert len(whole) > 80 and "cosine_with_warm_restarts" in whole and "'seed': 7" in whole
     assert whole in frame._repr_html_().replace("&#x27;", "'") and whole in repr(frame)

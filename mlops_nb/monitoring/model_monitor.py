@@ -415,7 +415,7 @@ def _scorer(project, rows, notes: list[str]):
 
 def _training_metrics(project, name: str, version: int, notes: list[str]) -> dict[str, float]:
     try:
-        return dict(project.registry.version(name, version, metrics=True).metrics or {})
+        return project.registry.version_metrics(name, version)
     except MlopsError as exc:
         notes.append(f"training metrics: {exc.message}")
         return {}

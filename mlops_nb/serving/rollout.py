@@ -84,7 +84,7 @@ def _call(state: dict[str, Any], method: str, route: str, body: dict | None = No
 
 
 def _start_supervisor(project, name: str, *, port: int, host: str, watch: str | None, workers: int,
-                      window: float, poll: float) -> dict[str, Any]:  # fmt: skip
+                      window: float, poll: float, replace: bool = False) -> dict[str, Any]:  # fmt: skip
     """Start a detached supervisor for ``name`` and wait until it listens; return its state."""
     folder = deployments_dir(project)
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,6 +98,8 @@ def _start_supervisor(project, name: str, *, port: int, host: str, watch: str | 
     ]  # fmt: skip
     if watch:
         command += ["--watch", watch]
+    if replace:
+        command.append("--replace")
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -125,6 +127,7 @@ def deploy(
     watch: bool = False,
     workers: int = 1,
     poll: float = 1.0,
+    replace: bool = False,
     project=None,
     trigger: str = "api",
     progress: bool = True,
@@ -142,6 +145,9 @@ def deploy(
         window: seconds to watch the new version (default 2).
         watch: follow the alias: roll out each version it moves to.
         workers: worker processes per scoring server.
+        replace: one scoring server at a time, for a small machine: every rollout of this deployment stops the old
+            server before it starts the new one (requests get 503 meanwhile; a failed start restarts the old one)
+            instead of switching blue/green. Fixed when the deployment starts.
 
     Example::
 
@@ -155,6 +161,9 @@ def deploy(
     alias = spec.lstrip("@") if spec.startswith("@") else ""
     if watch and not alias:
         raise DeployError(f"--watch follows an alias: deploy {model} as NAME@ALIAS (such as churn@champion)")
+    if replace and canary is not None:
+        raise DeployError("--replace runs one server at a time, so there is no old one to split traffic with; "
+                          "drop --canary or --replace")  # fmt: skip
     built = bundle_for(model, project=project, trigger=trigger, progress=progress)
     name = built.model  # a bundle named by its hash deploys under its model's name
     state = _read_state(project, name)
@@ -165,7 +174,7 @@ def deploy(
     if state is None:
         state = _start_supervisor(
             project, name, port=int(port or DEFAULT_PORT), host=host, watch=alias if watch else None,
-            workers=workers, window=2.0 if window is None else float(window), poll=poll,
+            workers=workers, window=2.0 if window is None else float(window), poll=poll, replace=replace,
         )  # fmt: skip
     body = {
         "watch": alias if watch else None,

@@ -322,7 +322,13 @@ class Supervisor:
             result = self._result(spec, "unchanged", started, timings, previous, None)
             return result
         new = None
+        replace = bool(getattr(self.args, "replace", False)) and previous is not None
         try:
+            if replace:  # one server at a time (a small machine): the old one drains and stops first
+                self.stable = None
+                mark = time.perf_counter()
+                await self.stop_server(previous)
+                timings["drain"] = time.perf_counter() - mark
             mark = time.perf_counter()
             new = await self.start_server(spec)
             timings["start"] = time.perf_counter() - mark
@@ -330,13 +336,13 @@ class Supervisor:
             await self.smoke_test(new, manifest)
             timings["smoke"] = time.perf_counter() - mark
             mark = time.perf_counter()
-            if canary > 0 and previous is not None:
+            if canary > 0 and previous is not None and not replace:
                 self.canary, self.canary_share = new, canary / 100.0
                 await self.watch_window(new, window, previous)
                 self.stable, self.canary, self.canary_share = new, None, 0.0
             else:
                 self.stable = new
-                await self.watch_window(new, window, previous)
+                await self.watch_window(new, window, None if replace else previous)
             timings["watch"] = time.perf_counter() - mark
         except Exception as failed:  # noqa: BLE001 - any failed step: the new server goes, traffic stays
             if not isinstance(failed, RolloutFailed):
@@ -349,7 +355,17 @@ class Supervisor:
                 self.stable = previous
             if new is not None:
                 await self.stop_server(new)
-            result = self._result(spec, "rolled_back", started, timings, previous, str(failed))
+            reason = str(failed)
+            if replace:  # the old server was stopped first: start it again
+                try:
+                    self.stable = await self.start_server(
+                        {"version": previous.version, "bundle": previous.bundle, "path": previous.path,
+                         "alias": previous.alias, "build_id": previous.build_id}
+                    )  # fmt: skip
+                except RolloutFailed as again:
+                    self.stable = None
+                    reason += f"; and version {previous.version} could not be restarted: {again}"
+            result = self._result(spec, "rolled_back", started, timings, previous, reason)
             await self._record(spec, result)
             return result
         mark = time.perf_counter()
@@ -363,8 +379,10 @@ class Supervisor:
                     "build_id": previous.build_id,
                 }  # fmt: skip
             )
-            await self.stop_server(previous)
-        timings["drain"] = time.perf_counter() - mark
+            if not replace:
+                await self.stop_server(previous)
+        if not replace:
+            timings["drain"] = time.perf_counter() - mark
         self.pinned = bool(spec.get("pin"))
         self.pinned_from = spec.get("pinned_from") if self.pinned else None
         result = self._result(spec, "deployed", started, timings, previous, None)
@@ -462,6 +480,8 @@ class Supervisor:
                 return
             except TimeoutError:
                 pass
+            if self.lock.locked():  # a rollout is under way (the deploy that started us): look again after it
+                continue
             try:
                 version = await asyncio.to_thread(self._alias_version)
                 serving = self.stable.version if self.stable is not None else None
@@ -676,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to start")
     parser.add_argument("--watch", default=None, help="an alias to follow")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the alias")
+    parser.add_argument("--replace", action="store_true", help="stop the old server before starting the new one")
     args = parser.parse_args(argv)
     args.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:

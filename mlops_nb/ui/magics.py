@@ -270,7 +270,11 @@ class MlopsMagics(Magics, Configurable):
         return _runs_frame([ctx.store.get_run(ctx.run_id)])
 
     def _cmd_runs(self, words: list[str]):
-        """``%mlops runs [N]``: the latest runs as a DataFrame."""
+        """``%mlops runs [N]`` (or ``--limit N``, as the CLI spells it): the latest runs as a DataFrame."""
+        if words[:1] == ["--limit"]:
+            words = words[1:]
+        if len(words) > 1 or (words and not (words[0].isdigit() and int(words[0]) > 0)):
+            raise MagicUsageError(f"usage: %mlops runs [N] (N a number of runs above 0), not {' '.join(words)!r}")
         limit = int(words[0]) if words else 20
         return _runs_frame(self._project().metadata.list_runs(limit))
 

@@ -140,6 +140,10 @@ class ModelRegistry(abc.ABC):
     def version(self, name: str, version: int | str, metrics: bool = False) -> ModelVersion:
         """One version (a number, or ``@ALIAS`` / an alias name)."""
 
+    def version_metrics(self, name: str, version: int) -> dict[str, float]:
+        """A version's metrics (what it was registered with), read as cheaply as the store allows."""
+        return dict(self.version(name, version, metrics=True).metrics or {})
+
     @abc.abstractmethod
     def alias_holder(self, name: str, alias: str, metrics: bool = False) -> ModelVersion | None:
         """The version ``alias`` points at now (with its metrics when asked), or None."""

@@ -597,6 +597,39 @@ class MlflowRegistry(ModelRegistry):
         found = self.alias_holder(name, alias)
         return found.version if found is not None else None
 
+    def version_metrics(self, name: str, version: int) -> dict[str, float]:
+        """See :meth:`ModelRegistry.version_metrics`; a SQLite store is read without importing mlflow."""
+        path = self.sqlite_path
+        if path is not None and path.exists():
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.lock_timeout) as con:
+                    found = con.execute(
+                        "SELECT run_id FROM model_versions WHERE name = ? AND version = ?", [name, int(version)]
+                    ).fetchone()
+                    tags = dict(
+                        con.execute(
+                            "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
+                            [name, int(version)],
+                        ).fetchall()
+                    )
+                    run = (
+                        con.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", [found[0]]).fetchall()
+                        if found is not None and found[0]
+                        else []
+                    )
+                if found is not None:
+                    tagged = {}
+                    for key, value in tags.items():
+                        if key.startswith(METRIC_TAG):
+                            try:
+                                tagged[key[len(METRIC_TAG) :]] = float(value)
+                            except ValueError:
+                                continue  # a tag someone else wrote
+                    return tagged if tagged or tags.get("mlops_nb.model_hash") else {k: float(v) for k, v in run}
+            except sqlite3.Error:
+                pass  # another schema than the one read here: ask MLflow
+        return dict(self.version(name, version, metrics=True).metrics or {})
+
     def exists(self, name: str, version: int) -> bool:
         """See :meth:`ModelRegistry.exists`: a SQLite store is read with ``sqlite3`` and a server over HTTP, so a
         cache check never imports mlflow."""

@@ -440,16 +440,25 @@ def dag(notebook: Path, fmt: str, png: Path | None) -> None:
     help="A new (or empty) folder for the demo project (default: demo-project, an earlier demo there moved aside "
     "to demo-project.<time>).",
 )
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="The Binder path (under a minute, under 1 GB): no quickstart runs, the pipeline in one kernel, one "
+    "scoring server at a time.",
+)
+@click.option("--port", type=int, help="The endpoint's port (default 8080 when it is free, else any free one).")
 @click.pass_context
-def demo(ctx: click.Context, folder: Path | None) -> None:
-    """Run the end-to-end demo in a fresh project folder: data -> features -> model -> evaluation, recorded
-    with artifacts, metadata and lineage; it ends with the commands to look around.
+def demo(ctx: click.Context, folder: Path | None, fast: bool, port: int | None) -> None:
+    """Run the whole lifecycle headless in a fresh project folder: data -> feature store -> training set -> model
+    -> registry (gates, approval) -> build -> deploy -> traffic -> labels -> monitoring -> drift -> alert ->
+    retraining -> approval -> redeployed by the watching deployment. Every stage is a recorded run; it ends with
+    a summary of the runs, where things are, and the commands to look around. The deployment keeps serving.
 
-    Example: mlops-nb demo --dir /tmp/demo
+    Example: mlops-nb demo --dir /tmp/demo --fast
     """
     from ..demo import run_demo
 
-    run_demo(folder, echo=click.echo)
+    run_demo(folder, echo=click.echo, fast=fast, port=port)
 
 
 from .features import features as _features  # noqa: E402 - the groups live in modules of their own

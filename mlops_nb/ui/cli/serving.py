@@ -152,6 +152,8 @@ def labels(ctx: click.Context, file: Path | None, compact: bool, as_json: bool) 
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes per server."
 )
 @click.option("--watch", is_flag=True, help="Follow the alias: roll out every version it moves to.")
+@click.option("--replace", is_flag=True, help="One scoring server at a time (a small machine): stop the old one "
+              "before starting the new one, instead of blue/green. Set when the deployment starts.")  # fmt: skip
 @click.option("--status", "show_status", is_flag=True, help="Show the live deployments (of MODEL, or all).")
 @click.option("--rollback", "do_rollback", is_flag=True, help="Serve the previous version again (pinned until the "
               "alias moves).")  # fmt: skip
@@ -159,8 +161,8 @@ def labels(ctx: click.Context, file: Path | None, compact: bool, as_json: bool) 
 @_json_option
 @click.pass_context
 def deploy(ctx: click.Context, model: str | None, port: int | None, host: str, canary: float | None,
-           window: float | None, workers: int, watch: bool, show_status: bool, do_rollback: bool, do_stop: bool,
-           as_json: bool) -> None:  # fmt: skip
+           window: float | None, workers: int, watch: bool, replace: bool, show_status: bool, do_rollback: bool,
+           do_stop: bool, as_json: bool) -> None:  # fmt: skip
     """Deploy a registered model behind a stable address: build, start, health-check, smoke-test, switch, watch,
     drain the old version — or roll back at any failed step.
 
@@ -206,7 +208,8 @@ def deploy(ctx: click.Context, model: str | None, port: int | None, host: str, c
 
         began = time.monotonic()
         result = deploy_model(model, port=port, host=host, canary=canary, window=window, watch=watch,
-                              workers=workers, project=project, trigger="cli", progress=not as_json)  # fmt: skip
+                              workers=workers, replace=replace, project=project, trigger="cli",
+                              progress=not as_json)  # fmt: skip
         result["total_seconds"] = round(time.monotonic() - began, 3)
     if as_json:
         echo_json(result)

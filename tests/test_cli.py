@@ -103,87 +103,113 @@ def test_runs_show_lineage(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_path, monkeypatch):
+def test_demo_runs_the_whole_lifecycle_in_a_fresh_folder_and_says_how_to_explore(tmp_path, monkeypatch):
+    """`make demo`: every stage a recorded run with its trigger, from raw data to the watched redeploy."""
+    from mlops_nb.serving import status, stop
+    from mlops_nb.serving.router import free_port
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", os.defpath)  # the venv is not active: mlops-nb is not on PATH
     earlier = tmp_path / "demo-project"
     (earlier / ".mlops").mkdir(parents=True)  # a demo ran here before
     (earlier / "notes.txt").write_text("mine")
-    result = CliRunner().invoke(cli, ["demo"], obj={})
-    assert result.exit_code == 0, result.output
-    out = result.output
-    aside = [p for p in tmp_path.iterdir() if p.name.startswith("demo-project.")]
-    assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"  # moved aside, not deleted
-    assert out.startswith(f"An earlier demo was in demo-project/: moved aside to {aside[0].name}/")
+    port = free_port()
+    result = CliRunner().invoke(cli, ["demo", "--port", str(port)], obj={})
     folder = tmp_path / "demo-project"
-    assert "quickstart (01_quickstart.ipynb): 6 steps" in out
-    runs = Project(folder).metadata.list_runs(kind="pipeline")
-    assert [r.status for r in runs] == ["succeeded"] * 6
-    assert [r.step_counts for r in runs] == [
-        {},  # 04_build_deploy_serve.ipynb: no steps
-        {"succeeded": 6},
-        {"succeeded": 7},
-        {"cached": 4, "succeeded": 2},
-        {"cached": 6},
-        {"succeeded": 6},
-    ]
-    narration = [line for line in out.splitlines() if line.startswith("   run ")]
-    assert narration[0].endswith("all 6 steps ran (notebook executor), each recorded with why it ran")
-    assert narration[1].endswith("every step was a cache hit, so no kernel started")  # true: nothing ran
-    assert narration[2].endswith("only train, evaluate ran; the other 4 steps were cache hits, loaded instead of run")
-    assert "train     succeeded  " in out and "param C changed" in out
-    assert "5. Metrics of the model: accuracy=" in out
-    assert "data/raw.csv (external)" in out
-    assert "feature views: customer_activity" in out and "feature_view" in out
-    assert (folder / "timeline.png").stat().st_size > 5000
-
-    # the closing lines are commands that work as printed, from where the user stands
-    # the registry stage: gates refuse the weak model, the candidate is approved, MLflow loads the champion
-    assert "refuse   v2: roc_auc" in out and "approve  v3: gates passed; report read" in out
-    assert "predicts as our artifact store's model: True" in out
-    assert "churn champion rolled back to v1 (was v3)" in out and "churn v3 is now champion (was v1)" in out
-    promotions = Project(folder).metadata.list_runs(kind="promotion")
-    assert [(r.params["action"], r.trigger) for r in promotions] == [("promote", "cli"), ("rollback", "cli")]
-
-    # the serving stage: two bundles, v1 deployed, the champion rolled out over it as a canary under traffic, rolled
-    # back; every request logged, labelled, and its lineage reaches the model version
-    assert "9. App build and deployment" in out and "a notebook without steps, executed as papermill would" in out
     project = Project(folder)
-    deploys = project.metadata.list_runs(kind="deploy")
-    assert [(r.params["version"], r.params["outcome"]) for r in reversed(deploys)] == [
-        (1, "deployed"), (3, "deployed"), (1, "deployed")]  # fmt: skip
-    assert len(project.metadata.list_runs(kind="build")) == 2
-    log = project.predictions.read(model="churn")
-    served = log[log["variant"].isin(["stable", "canary"])]
-    assert set(served["version"]) == {1, 3} and {"stable", "canary"} <= set(served["variant"])
-    assert set(served[served["variant"] == "canary"]["version"]) == {3}
-    assert served[served["status"] == 200]["label"].notna().all()
-    assert "predictions have labels; accuracy of what was served: 0." in out
-    assert "mlops-nb lineage request:" in out and "models:/churn/1 (model_version)" in out
-    from mlops_nb.serving import status
+    try:
+        assert result.exit_code == 0, result.output
+        out = result.output
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith("demo-project.")]
+        assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"  # moved aside, not deleted
+        assert out.startswith(f"An earlier demo was in demo-project/: moved aside to {aside[0].name}/")
 
-    assert status(project=project) == []  # nothing left running
+        # 1. the quickstart: cold, all cached (no kernel), one parameter changed; lineage back to the raw file
+        assert "01_quickstart (01_quickstart.ipynb): 6 steps" in out and "report cells: 11, 13, 15, 16" in out
+        narration = [line for line in out.splitlines() if line.startswith("   run ")]
+        assert narration[0].endswith("all 6 steps ran (notebook executor), each recorded with why it ran")
+        assert narration[1].endswith("every step was a cache hit, so no kernel started")
+        assert narration[2].endswith(
+            "only train, evaluate ran; the other 4 steps were cache hits, loaded instead of run"
+        )
+        assert "param C changed" in out and "data/raw.csv (external)" in out
 
-    # the monitoring stage: the served traffic against the training set, no drift, a report, a monitor run
-    assert "10. Monitoring: the served traffic against the training set" in out
-    assert "no dataset drift" in out and "no alert: no rule holds" in out
-    [listed] = project.metadata.list_runs(kind="monitor")
-    monitoring = project.metadata.get_run(listed.id)  # with its metrics
-    assert monitoring.params["verdict"] == "ok" and Path(monitoring.params["report"]).is_file()
-    assert "accuracy" in monitoring.metrics and monitoring.metrics["labelled_rows"] > 0
+        # every stage a recorded run, with its trigger, in this order
+        runs = list(reversed(project.metadata.list_runs(100)))
+        stages = [(r.kind, r.pipeline, r.trigger, r.status) for r in runs]
+        pipelines = [("pipeline", "01_quickstart", "cli", "succeeded")] * 3
+        assert stages == pipelines + [
+            ("pipeline", "02_feature_store", "cli", "succeeded"),  # raw → processed → features → PIT → model → registry
+            ("promotion", None, "approval", "succeeded"),  # v1 passed its gates, waited, approved
+            ("build", None, "cli", "succeeded"),
+            ("deploy", None, "cli", "succeeded"),
+            ("monitor", None, "cli", "succeeded"),  # the usual traffic: no drift, no alert
+            ("monitor", None, "cli", "succeeded"),  # the new population: drift, the alert
+            ("pipeline", "02_feature_store", "drift", "succeeded"),  # the alert's retraining
+            ("promotion", None, "approval", "succeeded"),  # v2 approved
+            ("build", None, "watch", "succeeded"),  # the watching deployment builds v2 ...
+            ("deploy", None, "watch", "succeeded"),  # ... and rolls it out
+        ]
+        trained = project.metadata.get_run(runs[3].id)
+        assert trained.executor == "dag" and [s.status for s in trained.step_runs] == ["succeeded"] * 8
+        usual, drifted = (project.metadata.get_run(r.id) for r in runs[7:9])
+        assert usual.params["verdict"] == "ok" and usual.metrics["labelled_rows"] == 400
+        assert project.metadata.alerts(monitor_run=usual.id) == []
+        [alert] = project.metadata.alerts(monitor_run=drifted.id)
+        retrain = runs[9]
+        assert alert["action_run"] == retrain.id and retrain.fired_by.startswith(alert["id"])
+        why = {s.step: s.why for s in project.metadata.get_run(retrain.id).step_runs}
+        assert why["load"] == "data/arrivals changed" and why["register"].startswith("input ")
+        deploys = [r for r in runs if r.kind == "deploy"]
+        assert [(r.params["version"], r.params["outcome"]) for r in deploys] == [(1, "deployed"), (2, "deployed")]
+        assert deploys[1].fired_by == "churn@champion -> v2"
 
-    closing = out.splitlines()[-14:]
-    assert closing[0].startswith("Explore (mlops-nb is not on your PATH: it is ") and "source " in closing[0]
-    assert closing[1] == "  cd demo-project"
-    commands = [line.strip() for line in closing[2:12]]
-    assert commands[0].endswith("mlops-nb runs") and commands[1].endswith("mlops-nb show latest")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
-    listed = subprocess.run(commands[0], shell=True, cwd=folder, capture_output=True, text=True, env=env)
-    assert listed.returncode == 0, closing
-    every = len(project.metadata.list_runs(100))
-    assert len(listed.stdout.splitlines()) == 1 + min(every, 20) and listed.stdout.startswith("RUN ")
-    shown = subprocess.run(commands[4], shell=True, cwd=folder, capture_output=True, text=True, env=env)
-    assert shown.returncode == 0 and "champion" in shown.stdout and "approved" in shown.stdout, closing
+        # the registry: both versions passed their gates, waited for a person and were approved
+        versions = {v.version: v for v in project.registry.versions("churn")}
+        assert set(versions) == {1, 2} and all(v.approval == "approved" for v in versions.values())
+        assert project.registry.alias_version("churn", "champion") == 2
+        assert "churn v1 approved: now champion" in out and "churn v2 approved: now champion (was v1)" in out
+
+        # the endpoint still serves, now v2, at the same address; every prediction logged, labelled
+        [live] = status("churn", project=project)
+        assert live["stable"]["version"] == 2 and live["port"] == port and live["watch"] == "champion"
+        assert f"20 requests now answered by v2 at the same address http://127.0.0.1:{port}" in out
+        log = project.predictions.read(model="churn")
+        assert set(log["version"]) == {1, 2} and log[log["version"] == 1]["label"].notna().sum() == 800
+        assert (folder / "dag.png").stat().st_size > 5000 and (folder / "timeline.png").stat().st_size > 5000
+
+        # the summary: every run, where things are and how to open them, the peak memory
+        assert f"Summary: {len(runs)} recorded runs, the whole lifecycle in " in out
+        where = out[out.index("Where things are") :]
+        report = drifted.params["report"]
+        assert Path(report).is_file() and f"-m webbrowser {report}" in where
+        assert (
+            "jupyter lab .mlops/artifacts/" in where
+            and "mlflow ui --backend-store-uri sqlite:///.mlops/mlflow.db" in where
+        )
+        curl = next(line for line in where.splitlines() if "curl -s" in line)
+        answered = subprocess.run(curl[curl.index("curl -s") :], shell=True, capture_output=True, text=True, timeout=30)
+        assert answered.returncode == 0 and json.loads(answered.stdout)["predictions"] in ([0], [1]), answered
+        assert "peak memory of all the demo's processes: RSS " in out and "PSS " in out
+
+        # the closing lines are commands that work as printed, from where the user stands
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("Explore"))
+        closing = lines[start : start + 13]
+        assert closing[12].endswith("runs, DAG, approvals") and "lab 01_quickstart.ipynb" in closing[12], closing
+        assert closing[0].startswith("Explore (mlops-nb is not on your PATH: it is ") and "source " in closing[0]
+        assert closing[1] == "  cd demo-project"
+        commands = [line.strip() for line in closing[2:12]]
+        assert commands[0].endswith("mlops-nb runs") and commands[1].endswith("mlops-nb show latest")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_NB_")}
+        listed = subprocess.run(commands[0], shell=True, cwd=folder, capture_output=True, text=True, env=env)
+        assert listed.returncode == 0, closing
+        assert len(listed.stdout.splitlines()) == 1 + min(len(runs), 20) and listed.stdout.startswith("RUN ")
+        shown = subprocess.run(commands[4], shell=True, cwd=folder, capture_output=True, text=True, env=env)
+        assert shown.returncode == 0 and "champion" in shown.stdout and "approved" in shown.stdout, closing
+    finally:
+        for deployment in status(project=project):
+            stop(deployment["name"], project=project)
     again = CliRunner().invoke(cli, ["demo", "--dir", "demo-project"], obj={})  # an explicit --dir is never moved
     assert again.exit_code == 1 and again.output.startswith("Error: demo-project already exists and is not empty")
 

@@ -289,3 +289,47 @@ def test_a_killed_supervisor_takes_its_servers_with_it_and_their_log_is_kept(lif
     again = deploy("iris/1", port=port, window=0.2, project=project, progress=False)
     assert again["outcome"] == "deployed" and again["url"] == result["url"]
     stop("iris", project=project)
+
+
+def test_replace_serves_with_one_server_at_a_time_and_restarts_the_old_one_when_the_new_fails(lifecycle, tmp_path):
+    """`deploy --replace` (the Binder path): each rollout stops the old server before it starts the new one."""
+    import psutil
+
+    project, bundles = lifecycle["project"], lifecycle["bundles"]
+    if _read_state(project, "iris") is not None:
+        stop("iris", project=project)
+    first = deploy("iris/1", port=free_port(), window=0.2, replace=True, project=project, progress=False)
+    assert first["outcome"] == "deployed" and first["version"] == 1
+    with pytest.raises(DeployError, match="--replace runs one server at a time"):
+        deploy("iris/2", canary=20, replace=True, project=project, progress=False)
+    state = _read_state(project, "iris")
+    supervisor = psutil.Process(state["pid"])
+    old = state["stable"]["pid"]
+    servers, watching = [], threading.Event()
+
+    def count():  # how many scoring servers the supervisor runs at once, sampled through the rollout
+        while not watching.is_set():
+            servers.append(sum("serve.py" in " ".join(c.cmdline()) for c in supervisor.children()))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=count)
+    sampler.start()
+    try:
+        second = deploy("iris/2", window=0.2, project=project, progress=False)  # the deployment keeps --replace
+    finally:
+        watching.set()
+        sampler.join()
+    assert second["outcome"] == "deployed" and second["version"] == 2 and not _alive(old)
+    assert max(servers) == 1 and 0 in servers, sorted(set(servers))  # never two; none while the new one starts
+    url = state["url"] + "/invocations"
+    assert requests.post(url, json={"dataframe_records": [ROW]}, timeout=5).headers["x-mlops-version"] == "2"
+
+    broken = tmp_path / "broken"  # a version that crashes on start: the one that served is started again
+    shutil.copytree(bundles[1].path, broken)
+    (broken / "app" / "mlops_nb" / "serving" / "app.py").write_text("raise SystemExit('tampered')\n")
+    result = _call(_read_state(project, "iris"), "POST", "/deploy",
+                   {"version": 1, "bundle": bundles[1].bundle, "path": str(broken)})  # fmt: skip
+    assert result["outcome"] == "rolled_back" and "crashed on start" in result["reason"], result
+    assert result["serving"] == 2 and status("iris", project=project)[0]["stable"]["version"] == 2
+    assert requests.post(url, json={"dataframe_records": [ROW]}, timeout=5).headers["x-mlops-version"] == "2"
+    stop("iris", project=project)

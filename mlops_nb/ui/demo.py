@@ -86,8 +86,9 @@ def fresh_folder(folder: str | os.PathLike | None, echo: Callable[[str], None] =
     return chosen.resolve()
 
 
-def _stop_deployments(folder: Path, echo: Callable[[str], None]) -> None:
-    """Stop what an earlier demo in ``folder`` still serves (its supervisor would outlive the move)."""
+def _stop_deployments(folder: Path, echo: Callable[[str], None], whose: str = "The earlier demo's") -> None:
+    """Stop what a demo in ``folder`` still serves (an earlier one's supervisor would outlive the move; a failed
+    one's would outlive the demo)."""
     if not (folder / ".mlops" / "deployments").is_dir():
         return
     from ..project import Project
@@ -96,7 +97,7 @@ def _stop_deployments(folder: Path, echo: Callable[[str], None]) -> None:
     project = Project(folder)
     for deployment in status(project=project, timeout=2):
         stop(deployment["name"], project=project)
-        echo(f"The earlier demo's deployment {deployment['name']} (port {deployment.get('port')}) was stopped")
+        echo(f"{whose} deployment {deployment['name']} (port {deployment.get('port')}) was stopped")
 
 
 class PeakMemory:
@@ -402,11 +403,7 @@ def run_demo(
     Returns:
         ``folder``, ``url``, ``report`` (the last monitoring report's HTML), ``peak_mb`` and ``runs`` (ids).
     """
-    from ..engine.driver import run
-    from ..monitoring.alerts import perform_action
     from ..project import Project
-    from ..serving import status
-    from ..serving.router import free_port
 
     started = time.monotonic()
     folder = fresh_folder(folder, echo)
@@ -420,107 +417,122 @@ def run_demo(
     project = Project(folder).init()
     helpers = _helpers(folder)
     echo(f"Project {project.home} (stores in {project.mlops_dir}){'  --fast: the Binder path' if fast else ''}\n")
-    with PeakMemory() as memory:
-        if fast:
-            echo("1. (--fast: the quickstart's cache demo is skipped; 01_quickstart.ipynb shows it)\n")
-        else:
-            memory.stage = "1 (quickstart)"
-            _quickstart(project, folder, echo)
+    try:
+        with PeakMemory() as memory:
+            drifted, trained, url = _lifecycle(project, folder, helpers, memory, echo, fast=fast, port=port)
+    except BaseException:  # a demo that fails half-way leaves no server behind
+        _stop_deployments(folder, echo, "The demo did not finish: its")
+        raise
+    return _summary(project, folder, url, drifted["html"], trained, memory, started, echo, fast)
 
-        memory.stage = "2 (training pipeline, approval)"
-        pipeline = folder / NOTEBOOKS[1]
-        executor = "notebook" if fast else "dag"
-        echo(
-            "2. The training pipeline: raw data → processed → feature store → point-in-time training set → train → "
-            "evaluate → registry"
+
+def _lifecycle(project, folder: Path, helpers, memory: PeakMemory, echo: Callable[[str], None], *, fast: bool,
+               port: int | None):  # fmt: skip
+    """Stages 1-6 of :func:`run_demo`; returns the drift monitoring report, the first training run and the URL."""
+    from ..engine.driver import run
+    from ..monitoring.alerts import perform_action
+    from ..serving import status
+    from ..serving.router import free_port
+
+    if fast:
+        echo("1. (--fast: the quickstart's cache demo is skipped; 01_quickstart.ipynb shows it)\n")
+    else:
+        memory.stage = "1 (quickstart)"
+        _quickstart(project, folder, echo)
+
+    memory.stage = "2 (training pipeline, approval)"
+    pipeline = folder / NOTEBOOKS[1]
+    executor = "notebook" if fast else "dag"
+    echo(
+        "2. The training pipeline: raw data → processed → feature store → point-in-time training set → train → "
+        "evaluate → registry"
+    )
+    echo(f"   mlops-nb run {pipeline.name} -p require_approval True --executor {executor}")
+    trained = run(
+        pipeline, {"require_approval": True}, executor, project=project, trigger="cli", progress=False
+    )  # fmt: skip
+    echo(_what_ran(trained))
+    echo(_steps_table(trained))
+    if not fast:  # pictures (matplotlib: the Binder path leaves them to the notebooks)
+        from ..pipeline.notebook import Pipeline
+        from .plots import dag_diagram, timeline
+
+        statuses = {s.step: s.status for s in trained.step_runs}
+        dag_diagram(Pipeline.from_notebook(pipeline), statuses).savefig(
+            folder / "dag.png", dpi=110, bbox_inches="tight"
         )
-        echo(f"   mlops-nb run {pipeline.name} -p require_approval True --executor {executor}")
-        trained = run(
-            pipeline, {"require_approval": True}, executor, project=project, trigger="cli", progress=False
-        )  # fmt: skip
-        echo(_what_ran(trained))
-        echo(_steps_table(trained))
-        if not fast:  # pictures (matplotlib: the Binder path leaves them to the notebooks)
-            from ..pipeline.notebook import Pipeline
-            from .plots import dag_diagram, timeline
+        timeline(trained).savefig(folder / "timeline.png", dpi=110, bbox_inches="tight")
+        echo("   pictures: dag.png (the pipeline, coloured by status), timeline.png (its steps in time)")
+    views = project.features.list_views()
+    echo(f"   feature store: {', '.join(views['view'])} ({int(views['rows'].sum())} rows)")
+    released = project.artifacts.get(trained.step("register").outputs["released"])
+    echo(f"   registry (.mlops/mlflow.db): {MODEL} v{released['version']} {released['outcome']}: passed its gates, "
+         "waits for a person")  # fmt: skip
+    first = _approve(folder, released, echo)
 
-            statuses = {s.step: s.status for s in trained.step_runs}
-            dag_diagram(Pipeline.from_notebook(pipeline), statuses).savefig(
-                folder / "dag.png", dpi=110, bbox_inches="tight"
-            )
-            timeline(trained).savefig(folder / "timeline.png", dpi=110, bbox_inches="tight")
-            echo("   pictures: dag.png (the pipeline, coloured by status), timeline.png (its steps in time)")
-        views = project.features.list_views()
-        echo(f"   feature store: {', '.join(views['view'])} ({int(views['rows'].sum())} rows)")
-        released = project.artifacts.get(trained.step("register").outputs["released"])
-        echo(f"   registry (.mlops/mlflow.db): {MODEL} v{released['version']} {released['outcome']}: passed its gates, "
-             "waits for a person")  # fmt: skip
-        first = _approve(folder, released, echo)
+    memory.stage = "3 (build, deploy, traffic)"
+    echo("\n3. App build and deployment (127.0.0.1), following the alias")
+    port = port or (8080 if _free(8080) else free_port())
+    how = (
+        "one scoring server at a time (--fast)"
+        if fast
+        else "blue/green: the new server takes traffic only once healthy"
+    )
+    args = ["deploy", f"{MODEL}@champion", "--port", str(port), "--watch"] + (["--replace"] if fast else [])
+    echo(f"   mlops-nb {' '.join(args)}   (builds the app bundle first; {how})")
+    echo("   " + _cli(folder, *args).splitlines()[-1])
+    [live] = status(MODEL, project=project)
+    memory.also.add(int(live["pid"]))  # the supervisor runs in a session of its own: count it and its servers
+    url = live["url"]
+    n = 200 if fast else 400
+    raw = helpers.pd.read_csv(folder / "data" / "raw.csv")
+    usual_since = time.time()
+    ids, versions, labels = _traffic(url, raw.sample(n, random_state=13), helpers)
+    echo(f"   traffic: {len(ids)} requests from the customers it was trained on, answered by v{versions[-1]}")
+    _label(project, ids, labels, echo)
 
-        memory.stage = "3 (build, deploy, traffic)"
-        echo("\n3. App build and deployment (127.0.0.1), following the alias")
-        port = port or (8080 if _free(8080) else free_port())
-        how = (
-            "one scoring server at a time (--fast)"
-            if fast
-            else "blue/green: the new server takes traffic only once healthy"
-        )
-        args = ["deploy", f"{MODEL}@champion", "--port", str(port), "--watch"] + (["--replace"] if fast else [])
-        echo(f"   mlops-nb {' '.join(args)}   (builds the app bundle first; {how})")
-        echo("   " + _cli(folder, *args).splitlines()[-1])
-        [live] = status(MODEL, project=project)
-        memory.also.add(int(live["pid"]))  # the supervisor runs in a session of its own: count it and its servers
-        url = live["url"]
-        n = 200 if fast else 400
-        raw = helpers.pd.read_csv(folder / "data" / "raw.csv")
-        usual_since = time.time()
-        ids, versions, labels = _traffic(url, raw.sample(n, random_state=13), helpers)
-        echo(f"   traffic: {len(ids)} requests from the customers it was trained on, answered by v{versions[-1]}")
-        _label(project, ids, labels, echo)
+    memory.stage = "4 (monitoring)"
+    echo("\n4. Monitoring: the served traffic against the version's training set")
+    usual = _monitor(folder, project, time.time() - usual_since, echo)
+    if not usual["alerts"]:
+        echo("   no rule holds, so nothing is retrained (the rule fires above a drift share of 0.3)")
 
-        memory.stage = "4 (monitoring)"
-        echo("\n4. Monitoring: the served traffic against the version's training set")
-        usual = _monitor(folder, project, time.time() - usual_since, echo)
-        if not usual["alerts"]:
-            echo("   no rule holds, so nothing is retrained (the rule fires above a drift share of 0.3)")
+    memory.stage = "5 (drift, alert, retraining)"
+    echo("\n5. Drift injected: a different population arrives (more spend and support calls, shorter tenures)")
+    arrivals = folder / "data" / "arrivals" / "customers-2024-07.csv"
+    arrived = helpers.customers(n, seed=12, first_id=20_000, drift=0.8)
+    arrived.to_csv(arrivals, index=False)
+    echo(f"   new data: {arrivals.relative_to(folder)} ({len(arrived)} customers)")
+    drift_since = time.time()
+    ids, versions, labels = _traffic(url, arrived, helpers)
+    echo(f"   traffic: {len(ids)} requests from the new population")
+    _label(project, ids, labels, echo)
+    drifted = _monitor(folder, project, time.time() - drift_since, echo)
+    retrain = None
+    for alert in drifted["alerts"]:
+        echo(f"   alert {alert['id']}: {alert['rule']} ({alert['metric']} = {alert['value']:.2f}) → "
+             f"{alert['action']}")  # fmt: skip
+        perform_action(alert=alert, project=project)  # the retraining run, trigger drift, fired by the alert
+        [done] = project.metadata.alerts(monitor_run=drifted["run_id"], limit=1)
+        echo(f"   the alert's action: {done['outcome']}")
+        retrain = project.metadata.get_run(done["action_run"]) if done.get("action_run") else None
+    if retrain is not None:
+        echo(_what_ran(retrain))
+        why = {s.step: s.why for s in retrain.step_runs}
+        echo(f"   why it retrained: load {why.get('load')}; register {why.get('register')}")
 
-        memory.stage = "5 (drift, alert, retraining)"
-        echo("\n5. Drift injected: a different population arrives (more spend and support calls, shorter tenures)")
-        arrivals = folder / "data" / "arrivals" / "customers-2024-07.csv"
-        arrived = helpers.customers(n, seed=12, first_id=20_000, drift=0.8)
-        arrived.to_csv(arrivals, index=False)
-        echo(f"   new data: {arrivals.relative_to(folder)} ({len(arrived)} customers)")
-        drift_since = time.time()
-        ids, versions, labels = _traffic(url, arrived, helpers)
-        echo(f"   traffic: {len(ids)} requests from the new population")
-        _label(project, ids, labels, echo)
-        drifted = _monitor(folder, project, time.time() - drift_since, echo)
-        retrain = None
-        for alert in drifted["alerts"]:
-            echo(f"   alert {alert['id']}: {alert['rule']} ({alert['metric']} = {alert['value']:.2f}) → "
-                 f"{alert['action']}")  # fmt: skip
-            perform_action(alert=alert, project=project)  # the retraining run, trigger drift, fired by the alert
-            [done] = project.metadata.alerts(monitor_run=drifted["run_id"], limit=1)
-            echo(f"   the alert's action: {done['outcome']}")
-            retrain = project.metadata.get_run(done["action_run"]) if done.get("action_run") else None
-        if retrain is not None:
-            echo(_what_ran(retrain))
-            why = {s.step: s.why for s in retrain.step_runs}
-            echo(f"   why it retrained: load {why.get('load')}; register {why.get('register')}")
+    memory.stage = "6 (approval, watched redeploy)"
+    echo("\n6. The retrained version: gates, approval, and the deployment follows the alias by itself")
+    if retrain is None:
+        from ..exceptions import MlopsError
 
-        memory.stage = "6 (approval, watched redeploy)"
-        echo("\n6. The retrained version: gates, approval, and the deployment follows the alias by itself")
-        if retrain is None:
-            from ..exceptions import MlopsError
-
-            raise MlopsError("the drift alert did not start the retraining run; see mlops-nb runs --kind monitor")
-        second = _approve(folder, project.artifacts.get(retrain.step("register").outputs["released"]), echo)
-        watched = _watched_deploy(project, second)
-        echo(f"   deploy run {watched.id} (trigger watch, fired by {watched.fired_by}): v{first} → v{second}")
-        ids, versions, _ = _traffic(url, arrived.head(20), helpers)
-        echo(f"   {len(ids)} requests now answered by v{sorted(set(versions))[0]} at the same address {url}")
-    summary = _summary(project, folder, url, drifted["html"], trained, memory, started, echo, fast)
-    return summary
+        raise MlopsError("the drift alert did not start the retraining run; see mlops-nb runs --kind monitor")
+    second = _approve(folder, project.artifacts.get(retrain.step("register").outputs["released"]), echo)
+    watched = _watched_deploy(project, second)
+    echo(f"   deploy run {watched.id} (trigger watch, fired by {watched.fired_by}): v{first} → v{second}")
+    ids, versions, _ = _traffic(url, arrived.head(20), helpers)
+    echo(f"   {len(ids)} requests now answered by v{sorted(set(versions))[0]} at the same address {url}")
+    return drifted, trained, url
 
 
 def _summary(project, folder: Path, url: str, report: str, trained, memory: PeakMemory, started: float,

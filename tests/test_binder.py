@@ -439,8 +439,10 @@ def test_notebooks_run_in_the_binder_environment(binder):
         if "port" in _parameters(notebook):  # a free port, not the notebook's default (8080 may be in use here)
             command += ["-p", "port", str(_free_port())]
         start = time.perf_counter()
+        # which notebook the kernel runs: JupyterLab tells the magic on Binder (JPY_SESSION_NAME); here, this does
+        env = binder.env | {"MLOPS_NB_NOTEBOOK": str(notebook)}
         process = subprocess.Popen(
-            [str(part) for part in command], cwd=project, env=binder.env, stdout=subprocess.PIPE,
+            [str(part) for part in command], cwd=project, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         peak = PeakMemory(process.pid)

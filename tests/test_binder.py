@@ -460,3 +460,24 @@ def test_notebooks_run_in_the_binder_environment(binder):
         if process.returncode != 0:
             failures.append(f"{notebook.name} (exit {process.returncode}):\n{_papermill_error(stderr)}")
     assert not failures, "notebooks failed in the Binder environment:\n\n" + "\n\n".join(failures)
+
+
+@pytest.mark.timeout(600)
+def test_the_binder_path_demo_fast_keeps_all_its_processes_under_1_gib(binder):
+    """`mlops-nb demo --fast` in the Binder environment: the whole lifecycle, and the summed peak RSS of all its
+    processes (kernels, supervisor, scoring server, the commands it runs) at most 1 GiB, as it prints."""
+    folder = binder.work / "demo-fast"
+    start = time.perf_counter()
+    done = binder.run([binder.bin / "mlops-nb", "demo", "--fast", "--dir", folder, "--port", _free_port()],
+                      "mlops-nb demo --fast", timeout=400)  # fmt: skip
+    TIMINGS["demo --fast"] = time.perf_counter() - start
+    try:
+        out = done.stdout
+        assert "Summary: 10 recorded runs" in out and "(trigger watch, fired by churn@champion -> v2): v1 → v2" in out
+        line = next(line for line in out.splitlines() if "peak memory of all the demo's processes" in line)
+        print("\n" + line.strip())
+        rss = int(re.search(r"RSS (\d+) MiB, (within|OVER) 1024 MiB", line).group(1))
+        PEAK_MEMORY["demo --fast (summed RSS)"] = rss * 2**20
+        assert rss <= 1024, line
+    finally:
+        binder.run([binder.bin / "mlops-nb", "deploy", "churn", "--stop"], "stop the demo's deployment", cwd=folder)

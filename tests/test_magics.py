@@ -206,6 +206,23 @@ def test_mlops_notebook_refuses_what_is_not_a_notebook(shell, tmp_path):
         assert not result.success and message in str(error)
 
 
+def test_dag_of_a_named_notebook_where_the_kernel_cannot_tell_its_own(shell, tmp_path, monkeypatch):
+    """papermill and nbclient tell the kernel nothing: `%mlops dag NOTEBOOK` names the file instead."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_notebook(tmp_path / "named.ipynb", ["%load_ext mlops_nb", "%%mlops step make\nitems = [1, 2]"])
+    result, error = run(shell, "%mlops dag")
+    assert not result.success and "cannot tell which notebook this kernel runs; name it (%mlops dag" in str(error)
+    dag = shell.run_cell("%mlops dag named.ipynb").result
+    assert repr(dag) == "<DAG of named: 1 steps>" and dag._repr_png_().startswith(b"\x89PNG")
+    for line, message in [
+        ("%mlops dag missing.ipynb", "missing.ipynb is not a notebook file; give the path of a saved .ipynb file"),
+        ("%mlops dag a.ipynb b.ipynb", "usage: %mlops dag [NOTEBOOK.ipynb]"),
+    ]:
+        result, error = run(shell, line)
+        assert not result.success and message in str(error)
+
+
 def test_mlops_run_is_refused_inside_a_headless_run(shell, monkeypatch):
     monkeypatch.setenv("MLOPS_NB_RUN_ID", "20261201-000000-00000000")
     result, error = run(shell, "%mlops run")

@@ -73,7 +73,10 @@ def test_registry_notebook_trains_registers_gates_and_approves(tmp_path, mlflow_
     # lineage tags tie each version to its step run, notebook and data
     tags = versions[1].tags
     assert tags["mlops_nb.run_id"] == run.id and tags["mlops_nb.step"] == "register"
-    assert tags["mlops_nb.notebook"].endswith("03_registry_and_approval.ipynb") and len(tags["mlops_nb.notebook_hash"]) == 64
+    assert (
+        tags["mlops_nb.notebook"].endswith("03_registry_and_approval.ipynb")
+        and len(tags["mlops_nb.notebook_hash"]) == 64
+    )
     inputs = json.loads(tags["mlops_nb.inputs"])
     assert inputs["model"] == run.step("train").outputs["model"].hash
     assert tags["mlops_nb.model_hash"] == run.step("train").outputs["model"].hash  # the very model the step made
@@ -89,7 +92,9 @@ def test_registry_notebook_trains_registers_gates_and_approves(tmp_path, mlflow_
     assert mlflow_run.data.params["C"] == "1.0" and mlflow_run.data.params["n_rows"] == "2000"
     assert set(mlflow_run.data.metrics) == {"accuracy", "roc_auc"}
     assert mlflow_run.data.tags["mlops_nb.run_id"] == run.id
-    assert [a.path for a in client.list_artifacts(versions[1].run_id, "notebook")] == ["notebook/03_registry_and_approval.ipynb"]
+    assert [a.path for a in client.list_artifacts(versions[1].run_id, "notebook")] == [
+        "notebook/03_registry_and_approval.ipynb"
+    ]
 
     # exact lineage: a version walks back to the raw file, the raw file forward to every version
     up = project.metadata.lineage("models:/churn/3", direction="up")

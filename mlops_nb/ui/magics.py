@@ -188,8 +188,8 @@ class MlopsMagics(Magics, Configurable):
         path = notebook_path(self.shell, self._notebook)
         if path is None:
             raise MagicUsageError(
-                "cannot tell which notebook this kernel runs; save the notebook and run it from JupyterLab, or set "
-                "MLOPS_NB_NOTEBOOK to its path"
+                "cannot tell which notebook this kernel runs; name it (%mlops dag NOTEBOOK.ipynb, or once "
+                "%mlops notebook PATH), run it from JupyterLab or with mlops-nb run, or set MLOPS_NB_NOTEBOOK"
             )
         return path
 
@@ -224,12 +224,20 @@ class MlopsMagics(Magics, Configurable):
         return _runs_frame([run])
 
     def _cmd_dag(self, words: list[str]):
-        """``%mlops dag``: the DAG as a picture (top-down, readable at notebook width), coloured by the last
-        run's statuses."""
+        """``%mlops dag [NOTEBOOK]``: the DAG (of this notebook, or of NOTEBOOK) as a picture (top-down, readable at
+        notebook width), coloured by the last run's statuses. Naming the file works where the kernel cannot tell
+        its notebook (papermill, nbclient, a console)."""
         from ..pipeline.notebook import Pipeline
         from .plots import Picture, dag_diagram
 
-        path = self._notebook_or_fail()
+        if len(words) > 1:
+            raise MagicUsageError("usage: %mlops dag [NOTEBOOK.ipynb]")
+        if words:
+            path = Path(words[0]).expanduser()
+            if path.suffix != ".ipynb" or not path.is_file():
+                raise MagicUsageError(f"{words[0]} is not a notebook file; give the path of a saved .ipynb file")
+        else:
+            path = self._notebook_or_fail()
         pipeline = Pipeline.from_notebook(path, strict=False)
         statuses = {}
         runs = self.context().store.list_runs(1, pipeline=pipeline.name) if self._ctx else []

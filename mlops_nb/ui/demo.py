@@ -337,10 +337,14 @@ def _monitor(folder: Path, project, seconds: float, echo: Callable[[str], None])
     overall = report["performance"].get("overall") or {}
     echo(f"   {MODEL} v{report['version']}: {verdict} (drift share {report['metrics']['drift_share']:.2f}"
          f"{': ' + ', '.join(drifted) if drifted else ''}); accuracy {overall.get('accuracy', float('nan')):.3f} on "
-         f"{report['performance'].get('labelled', 0)} labelled predictions; {len(report['alerts'])} alerts")  # fmt: skip
+         f"{report['performance'].get('labelled', 0)} labelled predictions; {_alerts(len(report['alerts']))}")  # fmt: skip
     echo(f"   report: {report['html']}")
     report["alerts"] = project.metadata.alerts(monitor_run=report["run_id"], limit=None)
     return report
+
+
+def _alerts(n: int) -> str:
+    return f"{n or 'no'} alert{'s' * (n != 1)}"
 
 
 def _watched_deploy(project, version: int, timeout: float = 120):
@@ -568,7 +572,8 @@ def _summary(project, folder: Path, url: str, report: str, trained, memory: Peak
     echo(f"\nWhere things are (inside {_nearby(folder, Path.cwd())}/; run the commands there):")
     echo(indented(table(where, ["WHAT", "WHERE", "OPEN WITH"])))
     if os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):  # on Binder (or a JupyterHub): the proxied MLflow UI
-        echo("   On Binder, MLflow's UI opens from JupyterLab's launcher (the MLflow tile, at /mlflow/)")
+        echo("   On Binder, the launcher's MLflow tile (/mlflow/) shows the store of the folder JupyterLab started in; "
+             f"this project's is its .mlops/mlflow.db (`mlops-nb models show {MODEL}` lists it)")  # fmt: skip
     echo(f"   The deployment keeps serving (following {MODEL}@champion): {tool('mlops-nb')} deploy {MODEL} --stop")
     echo("   " + memory.line(BINDER_MIB if fast else None) + ("" if fast else "; --fast stays under Binder's 1 GiB"))
     echo("")

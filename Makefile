@@ -50,5 +50,8 @@ chromium:
 bench: setup
 	$(BIN)/python benchmarks/bench_metadata.py --smoke
 
-clean:
+clean:  # a demo's deployment keeps serving: stopped first, or its supervisor would outlive its folder
+	@for d in demo-project demo-project.*; do \
+		if [ -f "$$d/.mlops/deployments/churn.json" ] && [ -x $(BIN)/mlops-nb ]; then \
+			$(BIN)/mlops-nb --home "$$d" deploy churn --stop || true; fi; done
 	rm -rf $(VENV) demo-project demo-project.* .pytest_cache mlops_nb/labextension labextension/lib labextension/node_modules

@@ -299,37 +299,54 @@ def test_replace_serves_with_one_server_at_a_time_and_restarts_the_old_one_when_
     if _read_state(project, "iris") is not None:
         stop("iris", project=project)
     first = deploy("iris/1", port=free_port(), window=0.2, replace=True, project=project, progress=False)
-    assert first["outcome"] == "deployed" and first["version"] == 1
-    with pytest.raises(DeployError, match="--replace runs one server at a time"):
-        deploy("iris/2", canary=20, replace=True, project=project, progress=False)
-    state = _read_state(project, "iris")
-    supervisor = psutil.Process(state["pid"])
-    old = state["stable"]["pid"]
-    servers, watching = [], threading.Event()
-
-    def count():  # how many scoring servers the supervisor runs at once, sampled through the rollout
-        while not watching.is_set():
-            servers.append(sum("serve.py" in " ".join(c.cmdline()) for c in supervisor.children()))
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=count)
-    sampler.start()
     try:
-        second = deploy("iris/2", window=0.2, project=project, progress=False)  # the deployment keeps --replace
-    finally:
-        watching.set()
-        sampler.join()
-    assert second["outcome"] == "deployed" and second["version"] == 2 and not _alive(old)
-    assert max(servers) == 1 and 0 in servers, sorted(set(servers))  # never two; none while the new one starts
-    url = state["url"] + "/invocations"
-    assert requests.post(url, json={"dataframe_records": [ROW]}, timeout=5).headers["x-mlops-version"] == "2"
+        assert first["outcome"] == "deployed" and first["version"] == 1
+        assert status("iris", project=project)[0]["replace"] is True
+        with pytest.raises(DeployError, match="--replace runs one server at a time"):
+            deploy("iris/2", canary=20, replace=True, project=project, progress=False)
+        with pytest.raises(DeployError, match="iris is deployed with --replace .* drop --canary"):
+            deploy("iris/2", canary=20, project=project, progress=False)  # the running deployment's mode holds
+        state = _read_state(project, "iris")
+        supervisor = psutil.Process(state["pid"])
+        old = state["stable"]["pid"]
+        servers, errors, watching = [], [], threading.Event()
 
-    broken = tmp_path / "broken"  # a version that crashes on start: the one that served is started again
-    shutil.copytree(bundles[1].path, broken)
-    (broken / "app" / "mlops_nb" / "serving" / "app.py").write_text("raise SystemExit('tampered')\n")
-    result = _call(_read_state(project, "iris"), "POST", "/deploy",
-                   {"version": 1, "bundle": bundles[1].bundle, "path": str(broken)})  # fmt: skip
-    assert result["outcome"] == "rolled_back" and "crashed on start" in result["reason"], result
-    assert result["serving"] == 2 and status("iris", project=project)[0]["stable"]["version"] == 2
-    assert requests.post(url, json={"dataframe_records": [ROW]}, timeout=5).headers["x-mlops-version"] == "2"
-    stop("iris", project=project)
+        def count():  # how many scoring servers the supervisor runs at once, sampled through the rollout
+            while not watching.is_set():
+                try:
+                    found = 0
+                    for child in supervisor.children():
+                        try:
+                            found += "serve.py" in " ".join(child.cmdline())
+                        except psutil.Error:  # exiting: it is not serving any more
+                            pass
+                    servers.append(found)
+                except Exception as exc:  # noqa: BLE001 - the test fails below with it
+                    errors.append(exc)
+                    return
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=count)
+        sampler.start()
+        try:
+            second = deploy("iris/2", window=0.2, project=project, progress=False)  # the deployment keeps --replace
+        finally:
+            watching.set()
+            sampler.join()
+        assert errors == [] and second["outcome"] == "deployed" and second["version"] == 2 and not _alive(old)
+        assert max(servers) == 1 and 0 in servers, sorted(set(servers))  # never two; none while the new one starts
+        url = state["url"] + "/invocations"
+        assert requests.post(url, json={"dataframe_records": [ROW]}, timeout=5).headers["x-mlops-version"] == "2"
+
+        broken = tmp_path / "broken"  # a version that crashes on start: the one that served is started again
+        shutil.copytree(bundles[1].path, broken)
+        (broken / "app" / "mlops_nb" / "serving" / "app.py").write_text("raise SystemExit('tampered')\n")
+        result = _call(_read_state(project, "iris"), "POST", "/deploy",
+                       {"version": 1, "bundle": bundles[1].bundle, "path": str(broken)})  # fmt: skip
+        assert result["outcome"] == "rolled_back" and "crashed on start" in result["reason"], result
+        assert result["serving"] == 2 and status("iris", project=project)[0]["stable"]["version"] == 2
+        assert requests.post(url, json={"dataframe_records": [ROW]}, timeout=5).headers["x-mlops-version"] == "2"
+        restarted = status("iris", project=project)[0]["stable"]
+        assert _read_state(project, "iris")["stable"]["pid"] == restarted["pid"]  # the state file follows the restart
+    finally:
+        stop("iris", project=project)

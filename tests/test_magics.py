@@ -133,6 +133,7 @@ def test_failed_step_shows_one_line_and_is_recorded(shell, tmp_path, capsys):
         ("%mlops end extra", "usage: %mlops end (ends this session's manual run)"),
         ("%mlops runs many", "usage: %mlops runs [N] (N a number of runs above 0), not 'many'"),
         ("%mlops runs --limit 0", "usage: %mlops runs [N] (N a number of runs above 0), not '0'"),
+        ("%mlops runs --limit", "usage: %mlops runs [N] (N a number of runs above 0), not '--limit'"),
     ],
 )
 def test_usage_errors_are_one_line(shell, capsys, cell, message):

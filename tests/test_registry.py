@@ -71,6 +71,32 @@ def test_register_then_mlflow_loads_the_champion_our_store_holds(registry_projec
     assert [e["action"] for e in project.metadata.model_events("churn")] == ["register", "promote"]
 
 
+def test_version_metrics_read_from_sqlite_are_what_mlflow_says(registry_project):
+    """What monitoring reads without importing MLflow equals MLflow's answer, for our versions and a plain one."""
+    import mlflow
+
+    project = registry_project
+    ours = _register(project, {"accuracy": 0.75, "roc_auc": 0.8}, name="metrics_fast")
+    registry = project.registry
+    assert registry.version_metrics("metrics_fast", ours.version) == {"accuracy": 0.75, "roc_auc": 0.8}
+    assert (
+        registry.version_metrics("metrics_fast", ours.version)
+        == registry.version("metrics_fast", ours.version, metrics=True).metrics
+    )
+    client = mlflow.MlflowClient(project.tracking_uri)  # a version MLflow made alone: its run's metrics
+    experiment = client.create_experiment("plain-metrics")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "f1", 0.5)
+    client.log_metric(run.info.run_id, "f1", 0.6)  # the latest value counts
+    client.create_registered_model("plain_metrics")
+    plain = client.create_model_version("plain_metrics", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    assert registry.version_metrics("plain_metrics", int(plain.version)) == {"f1": 0.6}
+    assert registry.version("plain_metrics", int(plain.version), metrics=True).metrics == {"f1": 0.6}
+    client.delete_model_version("plain_metrics", plain.version)
+    with pytest.raises(mlops_nb.MlopsError):  # a deleted version is not read from the file either
+        registry.version_metrics("plain_metrics", int(plain.version))
+
+
 def test_gates_absolute_and_relative(registry_project):
     project = registry_project
     _register(project, {"accuracy": 0.9, "f1": 0.80})

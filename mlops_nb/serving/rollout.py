@@ -184,10 +184,13 @@ def deploy(
         "path": str(built.path),
         "alias": alias,
         "canary": canary,
+        "replace": replace or None,  # asked of a running deployment: refused unless it already runs that way
         "window": window,
         "trigger": trigger,
     }
     result = _call(state, "POST", "/deploy", body)
+    if result.get("outcome") == "refused":  # flags the running deployment cannot take, or it is stopping
+        raise DeployError(result["reason"])
     result["build_id"] = built.build_id
     result["bundle_path"] = str(built.path)
     return result

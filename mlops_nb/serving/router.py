@@ -76,6 +76,11 @@ class Backend:
         """Where it listens."""
         return f"http://127.0.0.1:{self.port}"
 
+    def spec(self) -> dict[str, Any]:
+        """What starts this bundle again (a rollback's or a restart's spec)."""
+        return {"version": self.version, "bundle": self.bundle, "path": self.path, "alias": self.alias,
+                "build_id": self.build_id}  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict for the status."""
         ordered = sorted(self.latencies)
@@ -317,6 +322,13 @@ class Supervisor:
         window = float(spec.get("window") if spec.get("window") is not None else self.args.window)
         if self.stopping.is_set():
             return {"name": self.name, "outcome": "refused", "reason": f"the deployment of {self.name} is stopping"}
+        one_at_a_time = bool(getattr(self.args, "replace", False))
+        if spec.get("replace") and not one_at_a_time:
+            return {"name": self.name, "outcome": "refused", "reason": f"{self.name} is deployed blue/green; "
+                    f"`mlops-nb deploy {self.name} --stop` first to deploy it with --replace"}  # fmt: skip
+        if canary and one_at_a_time:
+            return {"name": self.name, "outcome": "refused", "reason": f"{self.name} is deployed with --replace (one "
+                    "server at a time): there is no old server to split traffic with; drop --canary"}  # fmt: skip
         manifest = json.loads((Path(spec["path"]) / "manifest.json").read_text(encoding="utf-8"))
         if previous is not None and previous.bundle == spec["bundle"] and not spec.get("force"):
             result = self._result(spec, "unchanged", started, timings, previous, None)
@@ -352,33 +364,22 @@ class Supervisor:
             if self.canary is new:
                 self.canary, self.canary_share = None, 0.0
             if self.stable is new:
-                self.stable = previous
+                self.stable = None if replace else previous  # the old server is gone when it was replaced: 503
             if new is not None:
                 await self.stop_server(new)
             reason = str(failed)
-            if replace:  # the old server was stopped first: start it again
+            if replace:  # the old server was stopped first: start it again (it passed its smoke test before)
                 try:
-                    self.stable = await self.start_server(
-                        {"version": previous.version, "bundle": previous.bundle, "path": previous.path,
-                         "alias": previous.alias, "build_id": previous.build_id}
-                    )  # fmt: skip
+                    self.stable = await self.start_server(previous.spec())
                 except RolloutFailed as again:
-                    self.stable = None
                     reason += f"; and version {previous.version} could not be restarted: {again}"
+                self.write_state()
             result = self._result(spec, "rolled_back", started, timings, previous, reason)
             await self._record(spec, result)
             return result
         mark = time.perf_counter()
         if previous is not None:
-            self.history.append(
-                {
-                    "version": previous.version,
-                    "bundle": previous.bundle,
-                    "path": previous.path,
-                    "alias": previous.alias,
-                    "build_id": previous.build_id,
-                }  # fmt: skip
-            )
+            self.history.append(previous.spec())
             if not replace:
                 await self.stop_server(previous)
         if not replace:
@@ -485,7 +486,13 @@ class Supervisor:
             try:
                 version = await asyncio.to_thread(self._alias_version)
                 serving = self.stable.version if self.stable is not None else None
-                if version is None or version in (serving, failed) or (self.pinned and version == self.pinned_from):
+                failed_here = version == failed and self.stable is not None  # nothing serving: try it again
+                if (
+                    version is None
+                    or version == serving
+                    or failed_here
+                    or (self.pinned and version == self.pinned_from)
+                ):
                     continue
                 spec = await asyncio.to_thread(self._build, version)
                 if spec is None:
@@ -544,6 +551,7 @@ class Supervisor:
             "url": f"http://{self.args.host}:{self.args.port}",
             "control_port": self.control_port,
             "watch": self.watch_alias,
+            "replace": bool(getattr(self.args, "replace", False)),
             "pinned": self.pinned,
             "stable": self.stable.to_dict() if self.stable else None,
             "canary": {**self.canary.to_dict(), "share": self.canary_share} if self.canary else None,

@@ -23,6 +23,7 @@ kernel and replaces the serving version in place (one scoring server at a time i
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import subprocess
@@ -30,7 +31,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+
+from ..exceptions import MlopsError
 
 NOTEBOOKS = (
     "01_quickstart.ipynb",
@@ -52,9 +56,16 @@ def notebooks_folder() -> Path:
     for candidate in (package / "_notebooks", package.parent / "notebooks"):
         if (candidate / NOTEBOOKS[0]).is_file():
             return candidate
-    from ..exceptions import MlopsError
-
     raise MlopsError("the example notebooks are missing from this installation; reinstall mlops-nb")
+
+
+def _fresh_copy(folder: str, names: list[str]) -> set[str]:
+    """What the demo does not copy from the notebooks' folder: checkpoints, bytecode, and data that arrived when
+    05_monitoring_and_retraining.ipynb ran there (the demo's first training must not see it)."""
+    skip = {n for n in names if n in (".ipynb_checkpoints", "__pycache__")}
+    if Path(folder).name == "arrivals":
+        skip |= {n for n in names if n.endswith(".csv")}
+    return skip
 
 
 def fresh_folder(folder: str | os.PathLike | None, echo: Callable[[str], None] = print) -> Path:
@@ -66,7 +77,6 @@ def fresh_folder(folder: str | os.PathLike | None, echo: Callable[[str], None] =
         MlopsError: ``folder`` is a file, or a folder that is not empty.
     """
     from ..core.clock import utcnow
-    from ..exceptions import MlopsError
 
     chosen = Path(folder if folder is not None else DEFAULT_FOLDER).expanduser()
     if chosen.exists() and (not chosen.is_dir() or any(chosen.iterdir())):
@@ -274,8 +284,11 @@ def _traffic(url: str, frame, helpers) -> tuple[list[str], list[int], list]:
     ids, versions = [], []
     with requests.Session() as session:
         for row in X.to_dict(orient="records"):
-            answer = session.post(url + "/invocations", json={"dataframe_records": [row]}, timeout=30)
-            answer.raise_for_status()
+            try:
+                answer = session.post(url + "/invocations", json={"dataframe_records": [row]}, timeout=30)
+                answer.raise_for_status()
+            except requests.RequestException as exc:
+                raise MlopsError(f"the endpoint {url} failed the demo's traffic: {exc}") from None
             ids.append(answer.headers["x-request-id"])
             versions.append(int(answer.headers.get("x-mlops-version") or 0))
     return ids, versions, y.tolist()
@@ -297,10 +310,11 @@ def _label(project, ids: list[str], labels: list, echo: Callable[[str], None]) -
 def _cli(folder: Path, *args: str) -> str:
     """Run ``mlops-nb ARGS`` in the demo project as the user would (its own process, which ends when it is done);
     return what it printed."""
-    from ..exceptions import MlopsError
-
     command = [sys.executable, "-m", "mlops_nb.ui.cli", "--home", str(folder), *args]
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise MlopsError(f"the demo's `mlops-nb {' '.join(args)}` did not end within 300 s") from None
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()[-1]
         raise MlopsError(f"the demo's `mlops-nb {' '.join(args)}` failed: {said}")
@@ -309,8 +323,6 @@ def _cli(folder: Path, *args: str) -> str:
 
 def _approve(folder: Path, released: dict, echo: Callable[[str], None]) -> int:
     """Approve the version the pipeline's ``register`` step left waiting (``released``), as a person would."""
-    from ..exceptions import MlopsError
-
     if released.get("outcome") != "pending":
         raise MlopsError(f"the demo expected {MODEL} v{released.get('version')} to wait for approval; it is "
                          f"{released.get('outcome')}: {released.get('reason', '')}")  # fmt: skip
@@ -321,17 +333,32 @@ def _approve(folder: Path, released: dict, echo: Callable[[str], None]) -> int:
     return version
 
 
-def _monitor(folder: Path, project, seconds: float, echo: Callable[[str], None]) -> dict:
-    """``mlops-nb monitor`` over the last ``seconds`` with the retraining rule, its alerts recorded but their actions
-    left to the caller. Monitoring runs in a process of its own (scikit-learn and SciPy, ~150 MB) that ends before
-    a retraining kernel starts, so that the demo's processes stay under Binder's 1 GB. Returns the report's JSON
-    with its ``alerts`` as recorded."""
+def _monitor(folder: Path, project, since, echo: Callable[[str], None]) -> dict:
+    """``mlops-nb monitor`` over the traffic sent since ``since`` (UTC, naive: the prediction log's clock) with the
+    retraining rule, its alerts recorded but their actions left to the caller. Monitoring runs in a process of its
+    own (scikit-learn and SciPy, ~150 MB) that ends before a retraining kernel starts, so that the demo's processes
+    stay under Binder's 1 GiB. Returns the report's JSON with its ``alerts`` as recorded."""
     import json
 
+    from ..core.clock import utcnow
+
+    until = (utcnow() + timedelta(seconds=1)).replace(microsecond=0)  # whole seconds: the command reads as typed
+    window = f"{math.ceil((until - since).total_seconds())}s"
     rule = f"{RETRAIN_RULE['rule']} => {RETRAIN_RULE['action']}"
-    echo(f"   mlops-nb monitor {MODEL} --window {seconds + 1:.0f}s --rule '{rule}'")
-    report = json.loads(_cli(folder, "monitor", MODEL, "--window", f"{seconds + 1:.0f}s", "--rule", rule,
-                             "--no-actions", "--json"))  # fmt: skip
+    echo(f"   mlops-nb monitor {MODEL} --window {window} --until {until.isoformat()} --rule '{rule}'")
+    args = (
+        "monitor",
+        MODEL,
+        "--window",
+        window,
+        "--until",
+        until.isoformat(),
+        "--rule",
+        rule,
+        "--no-actions",
+        "--json",
+    )
+    report = json.loads(_cli(folder, *args))
     verdict = "DRIFT" if report["data_drift"].get("dataset_drift") else "no dataset drift"
     drifted = [c["column"] for c in report["data_drift"]["columns"] if c.get("drifted")]
     overall = report["performance"].get("overall") or {}
@@ -353,10 +380,10 @@ def _watched_deploy(project, version: int, timeout: float = 120):
     while time.monotonic() < deadline:
         latest = project.metadata.list_runs(1, kind="deploy")
         if latest and latest[0].trigger == "watch" and latest[0].params.get("version") == version:
+            if latest[0].status != "succeeded":
+                raise MlopsError(f"the deployment did not roll out v{version}: {latest[0].error}")
             return latest[0]
         time.sleep(0.3)
-    from ..exceptions import MlopsError
-
     raise MlopsError(f"the deployment did not roll out v{version} within {timeout:.0f} s; see mlops-nb deploy --status")
 
 
@@ -416,7 +443,7 @@ def run_demo(
         notebooks_folder(),
         folder,
         dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+        ignore=_fresh_copy,
     )
     project = Project(folder).init()
     helpers = _helpers(folder)
@@ -424,8 +451,11 @@ def run_demo(
     try:
         with PeakMemory() as memory:
             drifted, trained, url = _lifecycle(project, folder, helpers, memory, echo, fast=fast, port=port)
-    except BaseException:  # a demo that fails half-way leaves no server behind
-        _stop_deployments(folder, echo, "The demo did not finish: its")
+    except BaseException:  # a demo that fails half-way leaves no server behind (and its own error stands)
+        try:
+            _stop_deployments(folder, echo, "The demo did not finish: its")
+        except Exception as exc:  # noqa: BLE001 - said, then the demo's own error is raised
+            echo(f"The demo did not finish, and its deployment could not be stopped: {exc}; mlops-nb deploy --status")
         raise
     return _summary(project, folder, url, drifted["html"], trained, memory, started, echo, fast)
 
@@ -433,6 +463,7 @@ def run_demo(
 def _lifecycle(project, folder: Path, helpers, memory: PeakMemory, echo: Callable[[str], None], *, fast: bool,
                port: int | None):  # fmt: skip
     """Stages 1-6 of :func:`run_demo`; returns the drift monitoring report, the first training run and the URL."""
+    from ..core.clock import utcnow
     from ..engine.driver import run
     from ..monitoring.alerts import perform_action
     from ..serving import status
@@ -485,19 +516,21 @@ def _lifecycle(project, folder: Path, helpers, memory: PeakMemory, echo: Callabl
     args = ["deploy", f"{MODEL}@champion", "--port", str(port), "--watch"] + (["--replace"] if fast else [])
     echo(f"   mlops-nb {' '.join(args)}   (builds the app bundle first; {how})")
     echo("   " + _cli(folder, *args).splitlines()[-1])
-    [live] = status(MODEL, project=project)
+    live = next(iter(status(MODEL, project=project)), None)
+    if live is None:
+        raise MlopsError(f"`mlops-nb deploy` said it deployed {MODEL}, but no deployment of it is live")
     memory.also.add(int(live["pid"]))  # the supervisor runs in a session of its own: count it and its servers
     url = live["url"]
     n = 200 if fast else 400
     raw = helpers.pd.read_csv(folder / "data" / "raw.csv")
-    usual_since = time.time()
+    usual_since = utcnow()
     ids, versions, labels = _traffic(url, raw.sample(n, random_state=13), helpers)
     echo(f"   traffic: {len(ids)} requests from the customers it was trained on, answered by v{versions[-1]}")
     _label(project, ids, labels, echo)
 
     memory.stage = "4 (monitoring)"
     echo("\n4. Monitoring: the served traffic against the version's training set")
-    usual = _monitor(folder, project, time.time() - usual_since, echo)
+    usual = _monitor(folder, project, usual_since, echo)
     if not usual["alerts"]:
         echo("   no rule holds, so nothing is retrained (the rule fires above a drift share of 0.3)")
 
@@ -507,17 +540,17 @@ def _lifecycle(project, folder: Path, helpers, memory: PeakMemory, echo: Callabl
     arrived = helpers.customers(n, seed=12, first_id=20_000, drift=0.8)
     arrived.to_csv(arrivals, index=False)
     echo(f"   new data: {arrivals.relative_to(folder)} ({len(arrived)} customers)")
-    drift_since = time.time()
+    drift_since = utcnow()
     ids, versions, labels = _traffic(url, arrived, helpers)
     echo(f"   traffic: {len(ids)} requests from the new population")
     _label(project, ids, labels, echo)
-    drifted = _monitor(folder, project, time.time() - drift_since, echo)
+    drifted = _monitor(folder, project, drift_since, echo)
     retrain = None
     for alert in drifted["alerts"]:
         echo(f"   alert {alert['id']}: {alert['rule']} ({alert['metric']} = {alert['value']:.2f}) → "
              f"{alert['action']}")  # fmt: skip
         perform_action(alert=alert, project=project)  # the retraining run, trigger drift, fired by the alert
-        [done] = project.metadata.alerts(monitor_run=drifted["run_id"], limit=1)
+        done = next(a for a in project.metadata.alerts(monitor_run=drifted["run_id"]) if a["id"] == alert["id"])
         echo(f"   the alert's action: {done['outcome']}")
         retrain = project.metadata.get_run(done["action_run"]) if done.get("action_run") else None
     if retrain is not None:
@@ -528,14 +561,14 @@ def _lifecycle(project, folder: Path, helpers, memory: PeakMemory, echo: Callabl
     memory.stage = "6 (approval, watched redeploy)"
     echo("\n6. The retrained version: gates, approval, and the deployment follows the alias by itself")
     if retrain is None:
-        from ..exceptions import MlopsError
-
         raise MlopsError("the drift alert did not start the retraining run; see mlops-nb runs --kind monitor")
     second = _approve(folder, project.artifacts.get(retrain.step("register").outputs["released"]), echo)
     watched = _watched_deploy(project, second)
     echo(f"   deploy run {watched.id} (trigger watch, fired by {watched.fired_by}): v{first} → v{second}")
     ids, versions, _ = _traffic(url, arrived.head(20), helpers)
-    echo(f"   {len(ids)} requests now answered by v{sorted(set(versions))[0]} at the same address {url}")
+    if set(versions) != {second}:
+        raise MlopsError(f"after the redeploy {url} answered with versions {sorted(set(versions))}, not v{second}")
+    echo(f"   {len(ids)} requests now answered by v{second} at the same address {url}")
     return drifted, trained, url
 
 
@@ -575,7 +608,7 @@ def _summary(project, folder: Path, url: str, report: str, trained, memory: Peak
         echo("   On Binder, the launcher's MLflow tile (/mlflow/) shows the store of the folder JupyterLab started in; "
              f"this project's is its .mlops/mlflow.db (`mlops-nb models show {MODEL}` lists it)")  # fmt: skip
     echo(f"   The deployment keeps serving (following {MODEL}@champion): {tool('mlops-nb')} deploy {MODEL} --stop")
-    echo("   " + memory.line(BINDER_MIB if fast else None) + ("" if fast else "; --fast stays under Binder's 1 GiB"))
+    echo("   " + memory.line(BINDER_MIB if fast else None))
     echo("")
     for line in explore_commands(folder):
         echo(line)

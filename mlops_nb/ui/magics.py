@@ -239,11 +239,7 @@ class MlopsMagics(Magics, Configurable):
         else:
             path = self._notebook_or_fail()
         pipeline = Pipeline.from_notebook(path, strict=False)
-        statuses = {}
-        runs = self.context().store.list_runs(1, pipeline=pipeline.name) if self._ctx else []
-        if runs:
-            for step_run in self.context().store.get_run(runs[0].id).step_runs:
-                statuses[step_run.step] = step_run.status
+        statuses = {s.step: s.status for s in self._project().metadata.latest_step_runs(pipeline.name).values()}
         return Picture(dag_diagram(pipeline, statuses), f"DAG of {pipeline.name}: {len(pipeline.steps)} steps")
 
     def _cmd_notebook(self, words: list[str]):
@@ -280,7 +276,7 @@ class MlopsMagics(Magics, Configurable):
     def _cmd_runs(self, words: list[str]):
         """``%mlops runs [N]`` (or ``--limit N``, as the CLI spells it): the latest runs as a DataFrame."""
         if words[:1] == ["--limit"]:
-            words = words[1:]
+            words = words[1:] or ["--limit"]  # `--limit` alone: a usage error below
         if len(words) > 1 or (words and not (words[0].isdigit() and int(words[0]) > 0)):
             raise MagicUsageError(f"usage: %mlops runs [N] (N a number of runs above 0), not {' '.join(words)!r}")
         limit = int(words[0]) if words else 20

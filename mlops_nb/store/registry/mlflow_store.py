@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,18 @@ def flavor_of(model: Any) -> str:
         f"cannot register a {type(model).__module__}.{type(model).__qualname__}: it has no predict(); register a "
         "scikit-learn estimator, an object with predict(X), or an mlflow.pyfunc.PythonModel"
     )
+
+
+def _tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The metrics mlops_nb registered a version with: its ``mlops_nb.metric.*`` tags."""
+    found = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG):
+            try:
+                found[key[len(METRIC_TAG) :]] = float(value)
+            except ValueError:
+                continue  # a tag someone else wrote
+    return found
 
 
 class MlflowRegistry(ModelRegistry):
@@ -485,14 +497,9 @@ class MlflowRegistry(ModelRegistry):
 
     def _metrics_of(self, found) -> dict[str, float]:
         """A version's metrics: from its ``mlops_nb.metric.*`` tags (what mlops_nb registered), else its run's."""
-        tagged = {}
-        for key, value in (found.tags or {}).items():
-            if key.startswith(METRIC_TAG):
-                try:
-                    tagged[key[len(METRIC_TAG) :]] = float(value)
-                except ValueError:
-                    continue  # a tag someone else wrote
-        return tagged if tagged or (found.tags or {}).get("mlops_nb.model_hash") else self._metrics(found.run_id)
+        tags = found.tags or {}
+        tagged = _tagged_metrics(tags)
+        return tagged if tagged or tags.get("mlops_nb.model_hash") else self._metrics(found.run_id)
 
     def _metrics(self, run_id: str | None) -> dict[str, float]:
         if not run_id:
@@ -602,30 +609,20 @@ class MlflowRegistry(ModelRegistry):
         path = self.sqlite_path
         if path is not None and path.exists():
             try:
-                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.lock_timeout) as con:
+                with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.lock_timeout)) as con:
                     found = con.execute(
-                        "SELECT run_id FROM model_versions WHERE name = ? AND version = ?", [name, int(version)]
+                        "SELECT run_id FROM model_versions WHERE name = ? AND version = ? "
+                        "AND current_stage != 'Deleted_Internal'",
+                        [name, int(version)],
                     ).fetchone()
-                    tags = dict(
-                        con.execute(
-                            "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
-                            [name, int(version)],
-                        ).fetchall()
-                    )
-                    run = (
-                        con.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", [found[0]]).fetchall()
-                        if found is not None and found[0]
-                        else []
-                    )
-                if found is not None:
-                    tagged = {}
-                    for key, value in tags.items():
-                        if key.startswith(METRIC_TAG):
-                            try:
-                                tagged[key[len(METRIC_TAG) :]] = float(value)
-                            except ValueError:
-                                continue  # a tag someone else wrote
-                    return tagged if tagged or tags.get("mlops_nb.model_hash") else {k: float(v) for k, v in run}
+                    if found is not None:
+                        tags = dict(con.execute("SELECT key, value FROM model_version_tags WHERE name = ? AND "
+                                                "version = ?", [name, int(version)]).fetchall())  # fmt: skip
+                        tagged = _tagged_metrics(tags)
+                        if tagged or tags.get("mlops_nb.model_hash") or not found[0]:
+                            return tagged
+                        run = con.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", [found[0]])
+                        return {key: float(value) for key, value in run.fetchall()}
             except sqlite3.Error:
                 pass  # another schema than the one read here: ask MLflow
         return dict(self.version(name, version, metrics=True).metrics or {})

@@ -443,8 +443,8 @@ def dag(notebook: Path, fmt: str, png: Path | None) -> None:
 @click.option(
     "--fast",
     is_flag=True,
-    help="The Binder path (under a minute, under 1 GB): no quickstart runs, the pipeline in one kernel, one "
-    "scoring server at a time.",
+    help="The Binder path (about a minute, its processes under 1 GiB together): no quickstart runs, the pipeline "
+    "in one kernel, one scoring server at a time.",
 )
 @click.option("--port", type=int, help="The endpoint's port (default 8080 when it is free, else any free one).")
 @click.pass_context

@@ -36,9 +36,25 @@ def _rules(texts: tuple[str, ...]) -> list | None:
     return found
 
 
+def _until(text: str | None):
+    """``--until``: an ISO time as naive UTC (the prediction log's clock), or None for now."""
+    from datetime import UTC, datetime
+
+    from ...exceptions import MonitoringError
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise MonitoringError(f"--until {text!r} is not an ISO time; write it as 2026-12-01T12:00:00") from None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 @click.command()
 @click.argument("model")
 @click.option("--window", help="How far back: 30m, 12h, 1d, 2w (default: [tool.mlops_nb.monitoring] window, else 1d).")
+@click.option("--until", help="Where the window ends: an ISO time, UTC unless it names its zone (default: now).")
 @click.option("--reference", help="The reference: a Parquet/CSV file or a feature view (default: the training set "
               "found through lineage).")  # fmt: skip
 @click.option("--test", help="One drift test for every column: ks, chisquare, z, wasserstein, jensenshannon, psi.")
@@ -56,6 +72,7 @@ def monitor(
     ctx: click.Context,
     model: str,
     window: str | None,
+    until: str | None,
     reference: str | None,
     test: str | None,
     column_tests: tuple[str, ...],
@@ -104,8 +121,9 @@ def monitor(
             except ValueError:
                 raise MonitoringError(f"--column {spec!r}: threshold {threshold!r} is not a number") from None
         overrides[column] = entry
-    report = run_monitor(model, window=window, reference=reference, test=test, overrides=overrides or None,
-                         rules=_rules(rules), actions=not no_actions, trigger=trigger, project=project)  # fmt: skip
+    report = run_monitor(model, window=window, until=_until(until), reference=reference, test=test,
+                         overrides=overrides or None, rules=_rules(rules), actions=not no_actions, trigger=trigger,
+                         project=project)  # fmt: skip
     if as_json:
         echo_json(report.to_dict())
         return

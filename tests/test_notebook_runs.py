@@ -47,7 +47,9 @@ def test_manual_then_headless_is_fully_cached(tmp_path, front_end):
         assert f"✔ {step} ran (no earlier run)" in lines
     assert "→ raw: DataFrame 2000x5" in lines
     assert not [c for c in cells if c["errors"]]
-    assert "'roc_auc'" in cells[-1]["result"][0]  # the report cell after the steps
+    by_index = {c["index"]: c for c in cells}
+    assert "'roc_auc'" in by_index[10]["result"][0]  # the report cell after the steps: `metrics`
+    assert by_index[14]["images"] and by_index[15]["images"]  # `%mlops lineage model`, `%mlops dag`: pictures
 
     store = Project(home).metadata
     manual = store.list_runs(1)[0]

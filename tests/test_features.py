@@ -727,9 +727,9 @@ def test_features_notebook_runs_headless_then_fully_cached_with_lineage(tmp_path
     command = [str(Path(sys.executable).parent / "mlops-nb"), "run", "notebooks/02_feature_store.ipynb"]
     first = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr + first.stdout
-    assert "(7 succeeded)" in first.stdout
+    assert "(8 succeeded)" in first.stdout
     second = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=240)
-    assert second.returncode == 0 and "(7 cached)" in second.stdout, second.stdout
+    assert second.returncode == 0 and "(8 cached)" in second.stdout, second.stdout
 
     project = Project(home)
     run = project.metadata.get_run(project.metadata.list_runs(1)[0].id)

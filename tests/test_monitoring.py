@@ -318,6 +318,11 @@ def test_bad_monitoring_input_is_one_line(monitored, tmp_path):
     assert (
         done.returncode == 1 and done.stderr.startswith("Error: --column 'visits'") and "Traceback" not in done.stderr
     )
+    late = subprocess.run([*CLI, "monitor", "churn/1", "--until", "yesterday"], env=_env(m["home"]),
+                          capture_output=True, text=True)  # fmt: skip
+    assert late.returncode == 1 and late.stderr.strip() == (
+        "Error: --until 'yesterday' is not an ISO time; write it as 2026-12-01T12:00:00"
+    )
 
 
 def test_a_version_registered_outside_a_pipeline_needs_a_reference(monitored, tmp_path):

@@ -168,11 +168,14 @@ class PeakMemory:
         """One line: the peaks in MiB (against ``limit_mb``, when given), and what each process held at the RSS
         peak."""
         mb, pss = self.peak / 2**20, self.peak_pss / 2**20
-        against = "" if limit_mb is None else f", {'within' if mb <= limit_mb else 'OVER'} {limit_mb:.0f} MiB"
+
+        def against(value: float) -> str:
+            return "" if limit_mb is None else f", {'within' if value <= limit_mb else 'OVER'} {limit_mb:.0f} MiB"
+
         parts = ", ".join(f"{what} {rss / 2**20:.0f}" for what, rss in self.processes)
         return (
-            f"peak memory of all the demo's processes: RSS {mb:.0f} MiB{against}, in stage {self.peak_stage or '?'} "
-            f"({parts}); PSS {pss:.0f} MiB"
+            f"peak memory of all the demo's processes: RSS {mb:.0f} MiB{against(mb)}, in stage "
+            f"{self.peak_stage or '?'} ({parts}); PSS {pss:.0f} MiB{against(pss)}"
         )
 
 

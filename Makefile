@@ -34,8 +34,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache  # the layers of DESIGN.md: imports point down only, no cycles
 
+# Two pytest workers, one test file each at a time (module fixtures such as the Binder venv are built once), the
+# longest files first (tests/conftest.py):
+# most tests wait on kernels, servers and subprocesses, so two workers halve the wall time on two cores.
+PYTEST_JOBS ?= 2
+
 test: lint chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 # The browser test drives Debian's Chromium (never `playwright install`): apt installs it when it is absent and we
 # are root or sudo needs no password; otherwise that test is skipped with the reason (it fails under CI=true).

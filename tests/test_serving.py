@@ -524,3 +524,42 @@ def test_label_and_command_line_errors_are_one_line(served, tmp_path):
         done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True)
         assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
         assert done.stderr.strip().startswith("Error:") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_supervisors_record_child_writes_the_deploy_run_and_refuses_a_bad_record_in_one_line(project):
+    """The supervisor never opens DuckDB: a child records each rollout (its step reads the bundle)."""
+    rollout = {
+        "spec": {
+            "version": 3,
+            "bundle": "ab" * 32,
+            "path": str(project.home),
+            "trigger": "watch",
+            "fired_by": "churn@champion -> v3",
+            "build_id": "b1",
+        },  # fmt: skip
+        "result": {
+            "name": "churn",
+            "outcome": "deployed",
+            "version": 3,
+            "bundle": "ab" * 32,
+            "previous": 2,
+            "url": "http://127.0.0.1:1",
+            "reason": None,
+            "canary": None,
+            "started": time.time() - 2,
+            "timings": {"start": 1.0},
+        },  # fmt: skip
+    }
+    record = [sys.executable, "-m", "mlops_nb.serving.record", "--home", str(project.home)]
+    done = subprocess.run(record, input=json.dumps(rollout), capture_output=True, text=True, check=True)
+    run = project.metadata.get_run(done.stdout.strip())
+    assert (run.kind, run.status, run.trigger, run.fired_by) == ("deploy", "succeeded", "watch", "churn@champion -> v3")
+    assert run.params["version"] == 3 and run.params["previous"] == 2 and run.params["build_id"] == "b1"
+    assert run.step("deploy").inputs["bundle"].hash == "ab" * 32
+    before = len(project.metadata.list_runs(None))
+
+    bad = subprocess.run(record, input='{"spec": {}}', capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("the deploy run was not recorded: a bad rollout record")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert len(project.metadata.list_runs(None)) == before

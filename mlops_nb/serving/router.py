@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from ..core.files import last_line
-from .manifest import PARENT_ENV, TOKEN_HEADER, bundle_node
+from .manifest import PARENT_ENV, TOKEN_HEADER
 
 _FORWARD_REQUEST = ("content-type", "x-request-id", "accept")
 ROUTER_MAX_BODY = 64 * 1024 * 1024  # the servers apply their own, smaller limit (and log what they refuse)
@@ -412,42 +412,30 @@ class Supervisor:
         return result
 
     async def _record(self, spec: dict[str, Any], result: dict[str, Any]) -> None:
-        """The rollout as a run of kind ``deploy`` (its step reads the bundle)."""
-
-        def record() -> str:
-            from datetime import UTC, datetime
-
-            ref = bundle_node(spec["bundle"], self.name, spec["version"], Path(spec["path"]))
-
-            status = "succeeded" if result["outcome"] in ("deployed", "unchanged") else "failed"
-            began = datetime.fromtimestamp(result["started"], UTC).replace(tzinfo=None)
-            params = {k: result[k] for k in ("name", "version", "bundle", "previous", "outcome", "url", "canary")}
-            params["timings"] = result["timings"]
-            params["build_id"] = spec.get("build_id")
-            return self.project.metadata.record_run(
-                kind="deploy",
-                status=status,
-                trigger=spec.get("trigger", "api"),
-                fired_by=spec.get("fired_by"),
-                params=params,
-                error=result["reason"],
-                started_at=began,
-                steps=[
-                    {
-                        "step": "deploy",
-                        "status": status,
-                        "inputs": {"bundle": ref},
-                        "error": result["reason"],
-                        "started_at": began,
-                    }
-                ],  # fmt: skip
-            )
-
+        """The rollout as a run of kind ``deploy`` (its step reads the bundle), written by a child process
+        (:mod:`mlops_nb.serving.record`): the supervisor itself never loads DuckDB and stays small."""
+        rollout = json.dumps({"spec": {k: v for k, v in spec.items() if k != "window"}, "result": result}, default=str)
         try:
-            result["run_id"] = await asyncio.to_thread(record)
-        except Exception as exc:  # noqa: BLE001 - a busy store must not undo a rollout; the reason is kept
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mlops_nb.serving.record", "--home", str(self.home),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                out, err = await asyncio.wait_for(child.communicate(rollout.encode()), timeout=120)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+                raise
+        except (OSError, TimeoutError) as exc:  # a busy store must not undo a rollout; the reason is kept
             result["run_id"] = None
-            result["record_error"] = str(exc)
+            result["record_error"] = f"{type(exc).__name__}: {exc}"
+            return
+        if child.returncode == 0:
+            result["run_id"] = out.decode().strip()
+        else:
+            result["run_id"] = None
+            said = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+            result["record_error"] = said[-1][:300] if said else f"exit status {child.returncode}"
 
     async def rollback(self, trigger: str = "cli") -> dict[str, Any]:
         """Deploy the version served before the current one, pinned until the alias moves again."""

@@ -20,6 +20,7 @@ from typing import Any
 from ..core.records import TRIGGERS
 from ..exceptions import ConfigError, MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline
+from ..store.dbfile import release_memory
 from ..store.metadata import git_state
 from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
 from .executors.kernels import require_kernel
@@ -158,6 +159,7 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
         finally:
             store.finish_run(run_id, outcome.status, error=outcome.error, executed_notebook=outcome.executed_notebook)
             emit_post_run(run_id, pipeline.name, outcome.status, options.trigger, outcome.error)
+            release_memory()  # what DuckDB's allocator kept from the run's records and reads goes back
     if outcome.failure is not None:
         outcome.failure.run_id = run_id
         raise outcome.failure

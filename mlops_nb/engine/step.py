@@ -22,6 +22,7 @@ from ..core.hooks import hooks
 from ..core.records import ArtifactRef
 from ..exceptions import MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline, Step
+from ..store.dbfile import release_memory
 from .cache import Decision, decide, keyed
 
 
@@ -344,6 +345,7 @@ def execute_step(
         result = _load_hit(ctx, step, namespace, decision, started, sources)
     else:
         result = _run(ctx, step, namespace, decision, run_body, echo, first)
+    release_memory()  # what DuckDB's allocator kept from the step's reads goes back (a kernel lives on)
     echo(result.line())
     return result
 

@@ -46,6 +46,13 @@ SETTLE_SECONDS = 0.25
 RETRY_CAP_SECONDS = 0.005  # the longest wait between two tries to open a file another process holds (first 0.5 s)
 
 
+def _quiet(con):
+    """``con`` without DuckDB's progress bar, which it draws on stdout for a query over 2 s: into a command's
+    ``--json`` output or a notebook cell's."""
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def memory_connection():
     """This process's in-memory DuckDB connection, which store files are attached to while they are used.
 
@@ -56,7 +63,7 @@ def memory_connection():
         if _memory is None or _memory[0] != os.getpid():
             import duckdb
 
-            _memory = (os.getpid(), duckdb.connect(":memory:"))
+            _memory = (os.getpid(), _quiet(duckdb.connect(":memory:")))
             _in_use.clear()
         return _memory[1]
 
@@ -103,7 +110,7 @@ def memory():
     belong to the connection and go when it is closed. Point-in-time reads and statistics run on these."""
     with _thread_lock:
         con = memory_connection().cursor()
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
     return con
 
 
@@ -206,7 +213,7 @@ class DuckDBFile:
         while True:
             try:
                 if nested:
-                    return duckdb.connect(str(self.path), read_only=read_only)
+                    return _quiet(duckdb.connect(str(self.path), read_only=read_only))
                 memory.execute(statement)
                 memory.execute(f"USE {self.alias}")
                 _in_use.append(self.alias)

@@ -655,22 +655,32 @@ def test_missing_notebook(tmp_path):
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        ("this is not json", "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"),
-        ("", "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"),
-        ('{"metadata": {}}', "KeyError: 'cells'"),
-        ('{"cells": [], "nbformat": 3}', "ValueError: not an nbformat 4 notebook"),
-        ('{"cells": {}, "nbformat": 4}', "ValueError: not an nbformat 4 notebook"),
-        ("[1, 2]", "TypeError: list indices must be integers or slices, not str"),
+        ("this is not json", "not valid JSON (line 1, column 1): Expecting value"),
+        ("", "not valid JSON (line 1, column 1): Expecting value"),
+        ('{"metadata": {}}', "no list of cells"),
+        ('{"cells": [], "nbformat": 3}', "nbformat 3 (an old notebook; JupyterLab saves it as nbformat 4)"),
+        ('{"cells": {}, "nbformat": 4}', "its cells are a JSON dict"),
+        ("[1, 2]", "its top level is a JSON list, not an object"),
+        ('{"cells": [{"cell_type": "code"}], "nbformat": 4}', "cell 1 has no source"),
+        ('{"cells": [{"cell_type": "code", "source": [1]}], "nbformat": 4}',
+         "cell 1 has a source that is not text (a string or a list of strings)"),
+        ('{"cells": ["x = 1"], "nbformat": 4}', "cell 1 is a JSON str, not an object"),
+        ('{"cells": [{"cell_type": "sql", "source": ""}], "nbformat": 4}',
+         "cell 1 has cell_type 'sql', not one of code, markdown, raw"),
     ],
-    ids=["text", "empty", "no-cells", "nbformat-3", "cells-not-a-list", "json-list"],
-)
+    ids=["text", "empty", "no-cells", "nbformat-3", "cells-not-a-list", "json-list", "no-source", "source-ints",
+         "cell-a-string", "unknown-cell-type"],
+)  # fmt: skip
 def test_unreadable_notebook(tmp_path, content, reason):
     path = tmp_path / "broken.ipynb"
     path.write_text(content)
     with pytest.raises(MlopsError) as info:
         Pipeline.from_notebook(path)
     assert not isinstance(info.value, PipelineError)
-    assert str(info.value) == f"{path} is not a readable Jupyter notebook ({reason}); open and save it in Jupyter"
+    assert (
+        str(info.value)
+        == f"{path} is not a Jupyter notebook mlops_nb can read: {reason}; open and save it in JupyterLab"
+    )
 
 
 def test_parse_magic_line():

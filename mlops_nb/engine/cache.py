@@ -8,11 +8,14 @@ the third-party packages it and the setup cells import, and a format version. :f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..core.hashing import canonical, hash_path, sha256
 from ..core.records import ArtifactRef
+from ..exceptions import MlopsError
 from ..pipeline.notebook import FORMAT_VERSION, Pipeline, Step
 from .libraries import versions
 
@@ -134,11 +137,26 @@ class Decision:
     why: str
 
 
+def check_reads(project, pipeline: Pipeline, steps: list[Step] | None = None) -> None:
+    """Refuse a ``--reads`` path that leads out of the project folder (``../../etc/passwd``, an absolute path
+    elsewhere): a step's data belongs to the project. A symlink inside the project may point anywhere."""
+    home = Path(project.home).resolve()
+    for step in pipeline.steps if steps is None else steps:
+        for path in step.reads:
+            full = Path(os.path.normpath(pipeline.folder / path))
+            if not full.is_relative_to(home):
+                raise MlopsError(
+                    f"{pipeline.path.name} step {step.name!r}: --reads {path} is outside the project folder {home}; "
+                    "keep a step's data inside the project (a symlink there may point elsewhere)"
+                )
+
+
 def keyed(
     project, pipeline: Pipeline, step: Step, inputs: dict[str, ArtifactRef], params: dict
 ) -> tuple[dict, str, dict[str, ArtifactRef]]:
     """A step's key parts, cache key, and inputs with its ``--reads`` files: the part of :func:`decide` that reads
     no store (it hashes files, which may be large: do it before opening a store)."""
+    check_reads(project, pipeline, [step])
     libraries = project.settings.library_versions
     parts = key_parts(pipeline, step, {k: v.hash for k, v in inputs.items()}, params, libraries)
     inputs = dict(inputs)

@@ -22,6 +22,7 @@ from ..exceptions import ConfigError, MlopsError, StepFailedError
 from ..pipeline.notebook import Pipeline
 from ..store.dbfile import release_memory
 from ..store.metadata import git_state
+from .cache import check_reads
 from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
 from .executors.kernels import require_kernel
 from .plan import cached_records, fully_cached, plan, prepare, select_steps
@@ -118,6 +119,7 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
         raise ConfigError(f"{project.settings.sources['executor']}: {exc.message}") from None
     executors.check(runner, options)
     selection = select_steps(pipeline, options.from_step, options.to_step, options.only)
+    check_reads(project, pipeline)
     prepared = prepare(project, pipeline, values, selection)  # raises before anything is recorded
     planned = None
     if not options.partial:

@@ -117,7 +117,8 @@ def parse_rule(spec: Any) -> Rule:
         close = difflib.get_close_matches(metric, METRICS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise MonitoringError(
-            f"alert rule {text!r}: unknown metric {metric!r}; {hint}metrics: {', '.join(METRICS)}, drift.COLUMN"
+            f"alert rule {text[:60]!r}: unknown metric {metric[:40]!r}; {hint}`mlops-nb monitor --help` lists the "
+            "metrics (drift_share, accuracy, error_rate, drift.COLUMN, ...)"
         )
     check_action(action)
     return Rule(text.strip(), metric, match.group(2), float(match.group(3)), action, model)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAGIC = "%%mlops"
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+MAX_STEP_NAME = 100
 FORMAT_VERSION = 1  # part of every cache key: bump when the key's meaning changes
 
 
@@ -158,6 +159,8 @@ def parse_magic_line(line: str) -> argparse.Namespace:
         raise ValueError(f"{exc} in `{MAGIC} {line.strip()}`; options: {options}") from None
     if not STEP_NAME.match(args.name):
         raise ValueError(f"step name {args.name!r} must start with a letter and use letters, digits, _ . -")
+    if len(args.name) > MAX_STEP_NAME:
+        raise ValueError(f"step name {args.name[:20]}... is {len(args.name)} characters; keep it to {MAX_STEP_NAME}")
     if args.retries < 0:
         raise ValueError(f"--retries must be 0 or more, not {args.retries}")
     return args
@@ -388,18 +391,13 @@ class Pipeline:
         With ``strict=False`` problems are kept in :attr:`problems` instead (for interactive use).
         """
         path = Path(path)
+        if path.is_dir():
+            raise MlopsError(f"notebook {path} is a folder; give the path of an .ipynb file")
         if not path.is_file():
             raise MlopsError(f"notebook {path} does not exist; check the path")
-        try:  # plain JSON: nbformat's import alone takes ~1 s (jsonschema), too slow for a fully cached run
-            data = json.loads(path.read_text(encoding="utf-8"))
-            cells = data["cells"]
-            if not isinstance(cells, list) or data.get("nbformat", 4) < 4:
-                raise ValueError("not an nbformat 4 notebook")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise MlopsError(
-                f"{path} is not a readable Jupyter notebook ({type(exc).__name__}: {exc}); open and save it in Jupyter"
-            ) from None
-        spec = (data.get("metadata") or {}).get("kernelspec") or {}
+        cells, data = read_cells(path)
+        metadata = data.get("metadata")
+        spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
         return cls(path, cells, strict=strict, kernel=spec.get("name") if isinstance(spec, dict) else None)
 
     def with_cell(self, line: str, body: str) -> Pipeline:
@@ -445,6 +443,8 @@ class Pipeline:
 
     def _where(self, index: int, step: str | None = None) -> str:
         where = f"{self.path.name} cell {index + 1}"
+        if step and len(step) > 40:
+            step = step[:40] + "..."
         return f"{where}, step {step!r}" if step else where
 
     # parsing -----------------------------------------------------------------------------------------------
@@ -482,7 +482,11 @@ class Pipeline:
             except SyntaxError as exc:
                 self._problem(index, f"{self._where(index)}: syntax error on line {exc.lineno}: {exc.msg}; fix it")
                 continue
-            if "parameters" in cell.get("metadata", {}).get("tags", []):
+            if "parameters" in (cell.get("metadata", {}).get("tags") or []):
+                if self.parameters_cell is not None:  # papermill would inject after the first one only
+                    self._problem(index, f"{self._where(index)} is tagged 'parameters', and so is cell "
+                                  f"{self.parameters_cell + 1}; keep the tag on one cell")  # fmt: skip
+                    continue
                 self._parse_parameters(index, code)
                 continue
             if any(n in state.producers for n in analysis.reads) or is_report(code):
@@ -630,11 +634,18 @@ class Pipeline:
         """
         for step in self.steps:
             for path in step.reads:
-                if not (self.folder / path).exists():
+                full = self.folder / path
+                if not full.exists():
                     self._problem(
                         step.cell_index,
                         f"{self._where(step.cell_index, step.name)}: --reads {path} does not exist (relative to "
                         f"{self.folder}); fix the path or create the file",
+                    )
+                elif not (full.is_file() or full.is_dir()):  # hashing /dev/zero or a FIFO never ends
+                    self._problem(
+                        step.cell_index,
+                        f"{self._where(step.cell_index, step.name)}: --reads {path} is not a file or a folder (a "
+                        "device, a pipe or a socket); give a data file or folder",
                     )
         roots = [self.folder]
         self.setup_hash = sha256(canonical(state.setup_sources))
@@ -793,6 +804,60 @@ class Pipeline:
             cells = ", ".join(str(i + 1) for i in self.report_cells)
             lines.append(f"  report cells: {cells} (they show results; no cache key contains them)")
         return "\n".join(lines)
+
+
+CELL_TYPES = ("code", "markdown", "raw")
+
+
+def read_cells(path: Path) -> tuple[list[dict], dict]:
+    """The cells and the whole JSON of the notebook file at ``path``, checked as far as a pipeline needs: nbformat
+    4, each cell an object of a known type whose source is a string or a list of strings. Raises MlopsError with
+    one line naming the file (and the cell, 1-based) and the fix. Plain JSON: nbformat's import alone takes ~1 s
+    (jsonschema), too slow for a fully cached run."""
+    fix = "open and save it in JupyterLab"
+
+    def refuse(problem: str) -> MlopsError:
+        return MlopsError(f"{path} is not a Jupyter notebook mlops_nb can read: {problem}; {fix}")
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise refuse(f"byte {exc.start} is not UTF-8 text") from None
+    except ValueError as exc:
+        at = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
+        raise refuse(f"not valid JSON{at}: {getattr(exc, 'msg', exc)}") from None
+    except OSError as exc:
+        raise MlopsError(f"cannot read notebook {path}: {exc.strerror or exc}") from None
+    if not isinstance(data, dict):
+        raise refuse(f"its top level is a JSON {type(data).__name__}, not an object")
+    version = data.get("nbformat", 4)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise refuse(f"nbformat is {version!r}, not a number")
+    if version < 4:
+        raise refuse(f"nbformat {version} (an old notebook; JupyterLab saves it as nbformat 4)")
+    if version > 4:
+        raise MlopsError(f"{path} is nbformat {version}, newer than the nbformat 4 mlops_nb reads; save it as "
+                         "nbformat 4 or upgrade mlops-nb")  # fmt: skip
+    if not isinstance(data.get("metadata", {}), dict):
+        raise refuse("its metadata is not an object")
+    cells = data.get("cells")
+    if not isinstance(cells, list):
+        raise refuse("no list of cells" if cells is None else f"its cells are a JSON {type(cells).__name__}")
+    if not cells:
+        raise MlopsError(f"{path} has no cells; write the pipeline's cells in it first")
+    for number, cell in enumerate(cells, 1):
+        if not isinstance(cell, dict):
+            raise refuse(f"cell {number} is a JSON {type(cell).__name__}, not an object")
+        kind = cell.get("cell_type")
+        if kind not in CELL_TYPES:
+            raise refuse(f"cell {number} has cell_type {kind!r}, not one of {', '.join(CELL_TYPES)}")
+        source = cell.get("source")
+        if not isinstance(source, str) and not (isinstance(source, list) and all(isinstance(s, str) for s in source)):
+            problem = "no source" if source is None else "a source that is not text (a string or a list of strings)"
+            raise refuse(f"cell {number} has {problem}")
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise refuse(f"cell {number}'s metadata is not an object")
+    return cells, data
 
 
 def _plain_cell(cell: dict) -> dict:

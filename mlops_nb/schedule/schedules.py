@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,10 +107,16 @@ def resolve_on_data(project, on_data: str) -> str:
                     "(a folder: any new file fires) or a view's name"
                 ) from None
         found = candidates[0]
-    try:
-        return str(found.resolve().relative_to(project.home.resolve()))
-    except ValueError:
-        return str(found.resolve())
+    home = project.home.resolve()
+    full = Path(os.path.normpath(found.absolute()))  # lexical: a symlink inside the project may point elsewhere
+    if not full.is_relative_to(home) and found.resolve().is_relative_to(home):
+        full = found.resolve()
+    if not full.is_relative_to(home):
+        raise ScheduleError(f"--on-data {text!r} is outside the project folder {home}; watch data inside the project "
+                            "(a symlink there may point elsewhere)")  # fmt: skip
+    if full.exists() and not (full.is_file() or full.is_dir()):
+        raise ScheduleError(f"--on-data {text!r} is not a file or a folder (a device, a pipe or a socket)")
+    return str(full.relative_to(home))
 
 
 def data_state(project, on_data: str) -> str:

@@ -144,6 +144,8 @@ def labels_from_file(path: str | os.PathLike, *, project=None) -> int:
     missing = [c for c in ("request_id", "label") if c not in frame.columns]
     if missing:
         raise ServingError(f"{path} has no column {missing[0]!r}; give request_id and label (and row) columns")
+    if frame.empty:
+        raise ServingError(f"{path} has no rows; give one request_id,label row per prediction to label")
     rows = frame["row"].tolist() if "row" in frame.columns else None
     return log_labels(frame["request_id"].tolist(), frame["label"].tolist(), rows=rows, project=project)
 

@@ -34,7 +34,7 @@ from typing import Any
 from ..core.records import ArtifactRef
 from ..exceptions import BundleError
 from ..project import current_project
-from ..store.registry import ModelVersion, check_model_name
+from ..store.registry import ModelVersion, check_alias, check_model_name
 from .manifest import ENTRYPOINT, MODEL_FILE, bundle_hash, bundle_node, dumps, open_bundle, sha256_file
 
 FORMAT = 1
@@ -140,7 +140,7 @@ def parse_model_spec(spec: str, default: str | None = "@champion") -> tuple[str,
         text = text[len("models:/") :]
     if "@" in text:
         name, _, alias = text.partition("@")
-        return check_model_name(name), "@" + alias
+        return check_model_name(name), "@" + check_alias(alias)
     match = re.fullmatch(r"(.+?)[/:][vV]?(\d+)", text)
     if match:
         return check_model_name(match.group(1)), match.group(2)

@@ -53,6 +53,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def check_listen(host: str, port: int | None = None) -> None:
+    """Refuse, with one line, a host this machine cannot listen on (``999.1.1.1``, a name that does not resolve,
+    an address of another machine) or a port in use, before anything is built or started."""
+    from ..exceptions import ServingError
+
+    try:
+        family = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise ServingError(f"--host {host!r} is not an address or a host name that resolves ({exc}); the "
+                           "default is 127.0.0.1") from None  # fmt: skip
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port or 0))
+        except OSError as exc:
+            where = f"{host}:{port}" if port else host
+            raise ServingError(
+                f"cannot listen on {where}: {exc.strerror or exc}; pick another --host or --port"
+            ) from None
+
+
 @dataclass
 class Backend:
     """One scoring server behind the router."""

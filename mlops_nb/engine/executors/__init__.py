@@ -80,6 +80,8 @@ class Registry:
             others = [name for name, other in self.items() if not other.unsupported(options)]
             hint = f"; they need --executor {' or '.join(others)}" if others else ""
             raise MlopsError(f"the {runner.name} executor does not take {flags}{hint}")
+        if options.scheduler:
+            check_scheduler(options.scheduler)
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
@@ -111,3 +113,33 @@ executors = Registry()
 """The process's executors."""
 
 __all__ = ["INTERRUPTED", "Interrupted", "Job", "Outcome", "RunOptions", "Runner", "executors"]
+
+
+def check_scheduler(address: str, timeout: float = 10.0) -> None:
+    """Refuse, before a run is recorded, a ``--scheduler`` address that is malformed, does not resolve, or where
+    nothing listens within ``timeout`` seconds (Dask's own connect timeout: a scheduler may be starting)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    fix = "start one with `dask scheduler` and give its address (tcp://HOST:PORT), or leave out --scheduler"
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise MlopsError(f"--scheduler {address!r} is not an address ({exc}); {fix}") from None
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        raise MlopsError(f"--scheduler {address!r} is not an address like tcp://HOST:PORT; {fix}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=min(2.0, timeout)).close()
+            return
+        except ConnectionRefusedError as exc:  # perhaps not listening yet
+            if time.monotonic() >= deadline:
+                raise MlopsError(f"cannot reach the Dask scheduler at {address} within {timeout:.0f} s: "
+                                 f"{exc.strerror}; {fix}") from None  # fmt: skip
+            time.sleep(0.2)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise MlopsError(f"cannot reach the Dask scheduler at {address}: {reason}; {fix}") from None

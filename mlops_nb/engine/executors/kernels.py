@@ -31,10 +31,16 @@ def installed_kernels() -> list[str]:
 
 def require_kernel(pipeline, kernel_name: str | None) -> str:
     """The kernel a headless run of ``pipeline`` starts: ``kernel_name`` (``--kernel``), else the one the notebook's
-    kernelspec names; neither is a :class:`~mlops_nb.exceptions.ConfigError` naming the notebook and ``--kernel``."""
-    if kernel_name or pipeline.kernel:
-        return kernel_name or pipeline.kernel
+    kernelspec names; neither, or one that is not installed, is a :class:`~mlops_nb.exceptions.ConfigError` naming
+    the notebook and ``--kernel`` (raised before the run is recorded)."""
     from ...exceptions import ConfigError
+
+    if kernel_name or pipeline.kernel:
+        name = kernel_name or pipeline.kernel
+        problem = missing_kernel(pipeline.path.name, name)
+        if problem is not None:
+            raise ConfigError(problem)
+        return name
 
     installed = ", ".join(installed_kernels()) or "none"
     raise ConfigError(

@@ -163,6 +163,10 @@ def cast_series(series, dtype: str, *, assume_utc: bool = False, required: bool 
                 bad = notna & ~(np.isfinite(as_float) & (np.floor(as_float) == as_float))
             if bad.any():
                 raise BadRows(bad, f"value {{value}} is not an integer ({dtype})", "round it or fix the dtype")
+            with np.errstate(invalid="ignore"):
+                bad = notna & ~(np.abs(as_float) < _INT_RANGE[dtype])
+            if bad.any():
+                raise BadRows(bad, f"value {{value}} is out of range for {dtype}", "use a wider dtype")
             values = values.astype("Int64")
         if kind == "int":
             limit = _INT_RANGE[dtype]
@@ -171,7 +175,11 @@ def cast_series(series, dtype: str, *, assume_utc: bool = False, required: bool 
             if bad.any():
                 raise BadRows(bad, f"value {{value}} is out of range for {dtype}", "use a wider dtype")
             return pa.array(as_int, type=pa.int64(), from_pandas=True).cast(target)
-        return pa.array(values.astype("float64"), type=pa.float64(), from_pandas=True).cast(target)
+        as_float = values.astype("float64")
+        bad = notna & np.isinf(as_float.to_numpy())
+        if bad.any():  # ±inf would skew every statistic and pass no model's input check
+            raise BadRows(bad, f"value {{value}} is not a finite number ({dtype})", "store a null or drop those rows")
+        return pa.array(as_float, type=pa.float64(), from_pandas=True).cast(target)
     if kind == "bool":
         if pt.is_bool_dtype(series.dtype):
             return pa.array(series, type=target, from_pandas=True)

@@ -17,6 +17,7 @@ from ...core.records import RUN_KINDS, TRIGGERS
 from ...exceptions import MlopsError
 from ...settings import HOME_ENV
 from ..format import duration, echo_json, step_counts, table, when
+from .params import picture_file, positive_seconds
 
 
 class _Group(click.Group):
@@ -96,7 +97,8 @@ def init(ctx: click.Context, folder: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--limit", "-n", default=20, show_default=True, help="Show at most this many runs.")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Show at most this many runs.")  # fmt: skip
 @click.option(
     "--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), help="Only runs with this status."
 )
@@ -160,6 +162,7 @@ def _refs(refs: dict) -> str:
 @click.option(
     "--timeline",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=picture_file,
     help="Also draw the run's timeline (a bar per step run; parallel steps overlap) to this PNG or SVG file.",
 )
 @click.pass_context
@@ -174,8 +177,7 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
     if timeline is not None:
         from ..plots import timeline as draw_timeline
 
-        draw_timeline(record).savefig(timeline, dpi=110, bbox_inches="tight")
-        click.echo(f"Timeline of run {record.id} written to {timeline}", err=True)
+        _save_picture(draw_timeline(record), timeline, "--timeline", f"timeline of run {record.id}", dpi=110)
     if as_json:
         echo_json(record.to_dict())
         return
@@ -217,19 +219,24 @@ def show(ctx: click.Context, run: str, as_json: bool, timeline: Path | None) -> 
 _png_option = click.option(
     "--png",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=picture_file,
     help="Also draw the diagram, top-down, into this PNG file.",
 )
 
 
 def _save_png(figure, path: Path | None) -> None:
     if path is not None:
-        try:
-            figure.savefig(path, dpi=100, bbox_inches="tight")
-        except OSError as exc:
-            raise MlopsError(
-                f"--png {path}: cannot write the diagram ({exc.strerror or exc}); give a file in a folder that exists"
-            ) from None
-        click.echo(f"diagram: {path}", err=True)
+        _save_picture(figure, path, "--png", "diagram")
+
+
+def _save_picture(figure, path: Path, option: str, what: str, dpi: int = 100) -> None:
+    """Write ``figure`` to ``path`` (checked by :func:`~.params.picture_file`) and say so on stderr."""
+    try:
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    except OSError as exc:
+        raise MlopsError(f"{option} {path}: cannot write the {what} ({exc.strerror or exc}); give a file you may "
+                         "write in a folder that exists") from None  # fmt: skip
+    click.echo(f"{what}: {path}", err=True)
 
 
 @cli.command()
@@ -341,7 +348,10 @@ def _read_params_file(path: Path) -> dict:
 )
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (dask; default: a local cluster).")
 @click.option(
-    "--step-timeout", type=float, help="Seconds a step (notebook executor: a cell) may run before it is stopped."
+    "--step-timeout",
+    type=float,
+    callback=positive_seconds,
+    help="Seconds a step (notebook executor: a cell) may run before it is stopped.",
 )
 @click.option(
     "--kernel",

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..format import echo_json, table
+from .params import seconds_or_zero
 
 
 def _project(ctx: click.Context):
@@ -70,7 +71,9 @@ def serve(ctx: click.Context, model: str, host: str, port: int, workers: int, no
     Example: mlops-nb serve churn@champion --port 8080
     """
     from ...serving import bundle_for
+    from ...serving.router import check_listen
 
+    check_listen(host, port)  # before the build: a bad address changes no store
     project = _project(ctx)
     built = bundle_for(model, project=project, trigger="cli")
     alias = model.split("@", 1)[1] if "@" in model else ""
@@ -147,7 +150,12 @@ def labels(ctx: click.Context, file: Path | None, compact: bool, as_json: bool) 
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--canary", type=float, help="Send this percentage of traffic to the new version for the watch "
               "window before switching.")  # fmt: skip
-@click.option("--window", type=float, help="Seconds to watch a new version before the old one stops (default 2).")
+@click.option(
+    "--window",
+    type=float,
+    callback=seconds_or_zero,
+    help="Seconds to watch a new version before the old one stops (default 2).",
+)
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes per server."
 )
@@ -206,6 +214,9 @@ def deploy(ctx: click.Context, model: str | None, port: int | None, host: str, c
     else:
         import time
 
+        from ...serving.router import check_listen
+
+        check_listen(host)  # the host now; the port may be this deployment's own
         began = time.monotonic()
         result = deploy_model(model, port=port, host=host, canary=canary, window=window, watch=watch,
                               workers=workers, replace=replace, project=project, trigger="cli",

@@ -6,8 +6,11 @@ Errors are :class:`~mlops_nb.exceptions.MlopsError`, which the main command grou
 
 from __future__ import annotations
 
+import math
+
 import click
 
+from ...monitoring.alerts import METRICS
 from ..format import echo_json, short, table, when
 
 
@@ -62,7 +65,7 @@ def _until(text: str | None):
               help="A per-column test (and threshold); repeat it.")  # fmt: skip
 @click.option("--rule", "rules", multiple=True, metavar="RULE[=>ACTION]",
               help="An alert rule such as 'drift_share > 0.3' (default: the settings'); '=> run NB' gives its action. "
-              "Repeat it.")  # fmt: skip
+              f"Repeat it. Metrics: {', '.join(METRICS)}, drift.COLUMN.")  # fmt: skip
 @click.option("--no-actions", is_flag=True, help="Record the alerts but do not run their actions.")
 @click.option("--alerts", "show_alerts", is_flag=True, help="List the model's latest alerts instead of monitoring.")
 @click.option("--trigger", default="cli", hidden=True, help="What started the monitoring run.")
@@ -91,6 +94,7 @@ def monitor(
     Example: mlops-nb monitor churn@champion --window 1d --rule 'drift_share > 0.3 => run train.ipynb'
     """
     from ...exceptions import MonitoringError
+    from ...monitoring.drift import TESTS as DRIFT_TESTS
     from ...monitoring.model_monitor import monitor as run_monitor
     from ...monitoring.model_monitor import parse_model
 
@@ -114,12 +118,17 @@ def monitor(
         if not sep or not column or not rest:
             raise MonitoringError(f"--column {spec!r}: write COLUMN=TEST or COLUMN=TEST:THRESHOLD, e.g. age=psi:0.2")
         name_of_test, _, threshold = rest.partition(":")
+        if name_of_test not in DRIFT_TESTS:
+            raise MonitoringError(f"--column {spec!r}: {name_of_test!r} is not a drift test; use one of "
+                                  f"{', '.join(DRIFT_TESTS)}")  # fmt: skip
         entry: dict = {"test": name_of_test}
         if threshold:
             try:
                 entry["threshold"] = float(threshold)
             except ValueError:
-                raise MonitoringError(f"--column {spec!r}: threshold {threshold!r} is not a number") from None
+                entry["threshold"] = math.nan
+            if not math.isfinite(entry["threshold"]):
+                raise MonitoringError(f"--column {spec!r}: threshold {threshold!r} is not a finite number")
         overrides[column] = entry
     report = run_monitor(model, window=window, until=_until(until), reference=reference, test=test,
                          overrides=overrides or None, rules=_rules(rules), actions=not no_actions, trigger=trigger,

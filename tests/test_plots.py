@@ -79,7 +79,7 @@ def test_a_deep_lineage_grows_downward_from_the_cli(tmp_path):
 
     bad = tmp_path / "no-such-folder" / "dag.png"
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "dag", str(nb), "--png", str(bad)], obj={})
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output  # a usage error, before any work
     assert result.output.strip().splitlines()[-1] == (
-        f"Error: --png {bad}: cannot write the diagram (No such file or directory); give a file in a folder that exists"
+        f"Error: Invalid value for '--png': {bad}: the folder {bad.parent} does not exist"
     )

@@ -125,10 +125,12 @@ def check_scheduler(address: str, timeout: float = 10.0) -> None:
     fix = "start one with `dask scheduler` and give its address (tcp://HOST:PORT), or leave out --scheduler"
     try:
         parts = urlsplit(address if "://" in address else f"tcp://{address}")
-        host, port = parts.hostname, parts.port
+        host, port = parts.hostname, parts.port if parts.scheme in ("tcp", "tls") else None
     except ValueError as exc:
         raise MlopsError(f"--scheduler {address!r} is not an address ({exc}); {fix}") from None
-    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+    if parts.scheme not in ("tcp", "tls"):
+        return  # inproc:// (a LocalCluster in this process), ucx://, ws://: Dask's to check
+    if not host or port is None:
         raise MlopsError(f"--scheduler {address!r} is not an address like tcp://HOST:PORT; {fix}")
     deadline = time.monotonic() + timeout
     while True:

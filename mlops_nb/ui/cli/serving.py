@@ -73,7 +73,7 @@ def serve(ctx: click.Context, model: str, host: str, port: int, workers: int, no
     from ...serving import bundle_for
     from ...serving.router import check_listen
 
-    check_listen(host, port)  # before the build: a bad address changes no store
+    check_listen(host)  # before the build: a bad address changes no store (a port in use: the server says so)
     project = _project(ctx)
     built = bundle_for(model, project=project, trigger="cli")
     alias = model.split("@", 1)[1] if "@" in model else ""

@@ -6,6 +6,18 @@ import os
 from pathlib import Path
 
 
+def lexical(path: str | Path) -> Path:
+    """``path`` made absolute with ``..`` folded as text: a symlink is not followed (inside a project, one may
+    point anywhere). What "is this path inside the project" is asked of."""
+    return Path(os.path.normpath(Path(path).absolute()))
+
+
+def is_special(path: Path) -> bool:
+    """Whether ``path`` exists but is neither a file nor a folder: a device, a pipe or a socket, whose reading may
+    never end (hashing /dev/zero)."""
+    return path.exists() and not (path.is_file() or path.is_dir())
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Flush a folder's entries (a rename into it) to disk; a filesystem that cannot is left alone."""
     try:

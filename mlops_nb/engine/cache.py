@@ -8,11 +8,11 @@ the third-party packages it and the setup cells import, and a format version. :f
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.files import lexical
 from ..core.hashing import canonical, hash_path, sha256
 from ..core.records import ArtifactRef
 from ..exceptions import MlopsError
@@ -143,8 +143,7 @@ def check_reads(project, pipeline: Pipeline, steps: list[Step] | None = None) ->
     home = Path(project.home).resolve()
     for step in pipeline.steps if steps is None else steps:
         for path in step.reads:
-            full = Path(os.path.normpath(pipeline.folder / path))
-            if not full.is_relative_to(home):
+            if not lexical(pipeline.folder / path).is_relative_to(home):
                 raise MlopsError(
                     f"{pipeline.path.name} step {step.name!r}: --reads {path} is outside the project folder {home}; "
                     "keep a step's data inside the project (a symlink there may point elsewhere)"

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.files import is_special
 from ..core.hashing import canonical, sha256
 from ..core.records import STATUS_COLOURS
 from ..exceptions import MlopsError, PipelineError
@@ -641,7 +642,7 @@ class Pipeline:
                         f"{self._where(step.cell_index, step.name)}: --reads {path} does not exist (relative to "
                         f"{self.folder}); fix the path or create the file",
                     )
-                elif not (full.is_file() or full.is_dir()):  # hashing /dev/zero or a FIFO never ends
+                elif is_special(full):
                     self._problem(
                         step.cell_index,
                         f"{self._where(step.cell_index, step.name)}: --reads {path} is not a file or a folder (a "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.clock import utcnow
+from ..core.files import is_special, lexical
 from ..exceptions import MlopsError, ScheduleError, StoreError
 from ..project import current_project
 
@@ -108,13 +108,13 @@ def resolve_on_data(project, on_data: str) -> str:
                 ) from None
         found = candidates[0]
     home = project.home.resolve()
-    full = Path(os.path.normpath(found.absolute()))  # lexical: a symlink inside the project may point elsewhere
+    full = lexical(found)
     if not full.is_relative_to(home) and found.resolve().is_relative_to(home):
         full = found.resolve()
     if not full.is_relative_to(home):
         raise ScheduleError(f"--on-data {text!r} is outside the project folder {home}; watch data inside the project "
                             "(a symlink there may point elsewhere)")  # fmt: skip
-    if full.exists() and not (full.is_file() or full.is_dir()):
+    if is_special(full):
         raise ScheduleError(f"--on-data {text!r} is not a file or a folder (a device, a pipe or a socket)")
     return str(full.relative_to(home))
 

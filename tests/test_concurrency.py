@@ -570,7 +570,7 @@ def test_writer_lock_held_by_another_process(tmp_path, spawn):
     with pytest.raises(StoreBusyError) as error:
         store.create_run("blocked")
     elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed < 2.0, elapsed
+    assert 0.45 <= elapsed < 10.0, elapsed  # 0.5 s, not the default: loose above for a loaded machine
     _assert_busy_message(error, path, "another process held its write lock")
     assert store.list_runs() == []
 
@@ -597,7 +597,7 @@ def test_database_held_open_by_another_process(tmp_path, spawn):
         with pytest.raises(StoreBusyError) as error:
             action()
         elapsed = time.monotonic() - started
-        assert 0.3 <= elapsed < 2.0, elapsed
+        assert 0.3 <= elapsed < 10.0, elapsed
         _assert_busy_message(error, path, "another process held the database open")
 
     signal_parent(tmp_path, "release")

@@ -558,8 +558,13 @@ def test_the_supervisors_record_child_writes_the_deploy_run_and_refuses_a_bad_re
     assert run.step("deploy").inputs["bundle"].hash == "ab" * 32
     before = len(project.metadata.list_runs(None))
 
-    bad = subprocess.run(record, input='{"spec": {}}', capture_output=True, text=True)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("the deploy run was not recorded: a bad rollout record")
-    assert len(bad.stderr.strip().splitlines()) == 1
+    for given, said in [
+        ('{"spec": {}}', "the rollout record has no 'result'"),
+        ("[1, 2]", "the rollout record is not a JSON object"),
+        ("not json", "the rollout record is not a JSON object"),
+    ]:
+        bad = subprocess.run(record, input=given, capture_output=True, text=True)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr and "Error" not in bad.stderr
+        assert bad.stderr.strip().startswith(f"the deploy run was not recorded: {said}"), bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
     assert len(project.metadata.list_runs(None)) == before

@@ -12,6 +12,17 @@ def lexical(path: str | Path) -> Path:
     return Path(os.path.normpath(Path(path).absolute()))
 
 
+def escapes(path: str | Path, base: str | Path, home: str | Path) -> bool:
+    """Whether a *relative* ``path`` (taken from ``base``) climbs out of ``home`` with ``..``: it holds a ``..`` and
+    both its lexical and its resolved location lie outside. An absolute path is the user's explicit choice (a shared
+    dataset in /data) and never escapes; a symlink inside ``home`` may point anywhere."""
+    if Path(path).is_absolute() or ".." not in Path(path).parts:
+        return False
+    home = Path(home).resolve()
+    full = Path(base) / path
+    return not (lexical(full).is_relative_to(home) or full.resolve().is_relative_to(home))
+
+
 def is_special(path: Path) -> bool:
     """Whether ``path`` exists but is neither a file nor a folder: a device, a pipe or a socket, whose reading may
     never end (hashing /dev/zero)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.files import lexical
+from ..core.files import escapes
 from ..core.hashing import canonical, hash_path, sha256
 from ..core.records import ArtifactRef
 from ..exceptions import MlopsError
@@ -138,15 +138,16 @@ class Decision:
 
 
 def check_reads(project, pipeline: Pipeline, steps: list[Step] | None = None) -> None:
-    """Refuse a ``--reads`` path that leads out of the project folder (``../../etc/passwd``, an absolute path
-    elsewhere): a step's data belongs to the project. A symlink inside the project may point anywhere."""
+    """Refuse a relative ``--reads`` path that climbs out of the project folder with ``..`` (``../../etc/passwd``):
+    a relative path names the project's data. An absolute path is an explicit choice and is kept; a symlink inside
+    the project may point anywhere."""
     home = Path(project.home).resolve()
     for step in pipeline.steps if steps is None else steps:
         for path in step.reads:
-            if not lexical(pipeline.folder / path).is_relative_to(home):
+            if escapes(path, pipeline.folder, home):
                 raise MlopsError(
-                    f"{pipeline.path.name} step {step.name!r}: --reads {path} is outside the project folder {home}; "
-                    "keep a step's data inside the project (a symlink there may point elsewhere)"
+                    f"{pipeline.path.name} step {step.name!r}: --reads {path} climbs out of the project folder "
+                    f"{home}; name data inside the project, or give an absolute path if it truly lives elsewhere"
                 )
 
 

@@ -126,7 +126,8 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
         planned = plan(project, pipeline, values, options.no_cache)
         if fully_cached(pipeline, planned):
             return _record_fully_cached(project, pipeline, planned, values, name, options, begun, git.result())
-    options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name))  # a kernel will start
+    local = not (name == "dask" and options.scheduler)  # a remote cluster's workers start their own kernels
+    options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name, local))  # a kernel will start
     store = project.metadata
     run_id = open_run(
         project,

@@ -150,21 +150,26 @@ def parse_magic_line(line: str) -> argparse.Namespace:
     try:
         words = shlex.split(line)
     except ValueError as exc:
-        raise ValueError(f"cannot parse `{MAGIC} {line}`: {exc}") from None
+        raise ValueError(f"cannot parse `{MAGIC} {_cut(line, 60)}`: {exc}") from None
     if not words or words[0] != "step":
-        raise ValueError(f"`{MAGIC} {line}` is not a step; write `{MAGIC} step NAME [options]`")
+        raise ValueError(f"`{MAGIC} {_cut(line, 60)}` is not a step; write `{MAGIC} step NAME [options]`")
     try:
         args = step_parser().parse_args(words[1:])
     except ArgumentError as exc:
         options = "--inputs, --outputs, --reads, --no-cache, --retries"
-        raise ValueError(f"{exc} in `{MAGIC} {line.strip()}`; options: {options}") from None
+        raise ValueError(f"{_cut(str(exc), 80)} in `{MAGIC} {_cut(line.strip(), 60)}`; options: {options}") from None
     if not STEP_NAME.match(args.name):
-        raise ValueError(f"step name {args.name!r} must start with a letter and use letters, digits, _ . -")
+        raise ValueError(f"step name {_cut(args.name, 40)!r} must start with a letter and use letters, digits, _ . -")
     if len(args.name) > MAX_STEP_NAME:
         raise ValueError(f"step name {args.name[:20]}... is {len(args.name)} characters; keep it to {MAX_STEP_NAME}")
     if args.retries < 0:
         raise ValueError(f"--retries must be 0 or more, not {args.retries}")
     return args
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (``...`` marks the cut): what a one-line error quotes of user input."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _step_name(line: str) -> str | None:
@@ -444,8 +449,7 @@ class Pipeline:
 
     def _where(self, index: int, step: str | None = None) -> str:
         where = f"{self.path.name} cell {index + 1}"
-        if step and len(step) > 40:
-            step = step[:40] + "..."
+        step = _cut(step, 40) if step else step
         return f"{where}, step {step!r}" if step else where
 
     # parsing -----------------------------------------------------------------------------------------------
@@ -826,14 +830,16 @@ def read_cells(path: Path) -> tuple[list[dict], dict]:
         raise refuse(f"byte {exc.start} is not UTF-8 text") from None
     except ValueError as exc:
         at = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
-        raise refuse(f"not valid JSON{at}: {getattr(exc, 'msg', exc)}") from None
+        raise refuse(f"not valid JSON{at}: {_cut(str(getattr(exc, 'msg', exc)), 80)}") from None
+    except RecursionError:
+        raise refuse("its JSON is nested too deeply") from None
     except OSError as exc:
         raise MlopsError(f"cannot read notebook {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise refuse(f"its top level is a JSON {type(data).__name__}, not an object")
     version = data.get("nbformat", 4)
     if not isinstance(version, int) or isinstance(version, bool):
-        raise refuse(f"nbformat is {version!r}, not a number")
+        raise refuse(f"nbformat is {_cut(repr(version), 40)}, not a number")
     if version < 4:
         raise refuse(f"nbformat {version} (an old notebook; JupyterLab saves it as nbformat 4)")
     if version > 4:
@@ -851,7 +857,7 @@ def read_cells(path: Path) -> tuple[list[dict], dict]:
             raise refuse(f"cell {number} is a JSON {type(cell).__name__}, not an object")
         kind = cell.get("cell_type")
         if kind not in CELL_TYPES:
-            raise refuse(f"cell {number} has cell_type {kind!r}, not one of {', '.join(CELL_TYPES)}")
+            raise refuse(f"cell {number} has cell_type {_cut(repr(kind), 40)}, not one of {', '.join(CELL_TYPES)}")
         source = cell.get("source")
         if not isinstance(source, str) and not (isinstance(source, list) and all(isinstance(s, str) for s in source)):
             problem = "no source" if source is None else "a source that is not text (a string or a list of strings)"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.clock import utcnow
-from ..core.files import is_special, lexical
+from ..core.files import escapes, is_special, lexical
 from ..exceptions import MlopsError, ScheduleError, StoreError
 from ..project import current_project
 
@@ -93,30 +93,30 @@ def resolve_on_data(project, on_data: str) -> str:
     text = str(on_data).strip()
     if not text:
         raise ScheduleError("--on-data needs a path (a file or folder) or a feature view's name")
-    candidates = [Path(text)] if Path(text).is_absolute() else [Path.cwd() / text, project.home / text]
-    found = next((c for c in candidates if c.exists()), None)
-    if found is None:
+    bases = [Path("/")] if Path(text).is_absolute() else [Path.cwd(), project.home]
+    base = next((b for b in bases if (b / text).exists()), None)
+    if base is None:
         try:
             project.features.get_view(text)
             return f"view:{text}"
         except MlopsError:
             if not ("/" in text or Path(text).suffix):
-                where = " or ".join(dict.fromkeys(str(c.parent) for c in candidates))
+                where = " or ".join(dict.fromkeys(str((b / text).parent) for b in bases))
                 raise ScheduleError(
                     f"--on-data {text!r} is neither a file or folder (in {where}) nor a feature view; give a path "
                     "(a folder: any new file fires) or a view's name"
                 ) from None
-        found = candidates[0]
-    home = project.home.resolve()
+        base = bases[0]
+    found, home = base / text, project.home.resolve()
+    if escapes(text, base, home):
+        raise ScheduleError(f"--on-data {text!r} climbs out of the project folder {home}; watch data inside the "
+                            "project, or give an absolute path if it truly lives elsewhere")  # fmt: skip
     full = lexical(found)
     if not full.is_relative_to(home) and found.resolve().is_relative_to(home):
         full = found.resolve()
-    if not full.is_relative_to(home):
-        raise ScheduleError(f"--on-data {text!r} is outside the project folder {home}; watch data inside the project "
-                            "(a symlink there may point elsewhere)")  # fmt: skip
     if is_special(full):
         raise ScheduleError(f"--on-data {text!r} is not a file or a folder (a device, a pipe or a socket)")
-    return str(full.relative_to(home))
+    return str(full.relative_to(home)) if full.is_relative_to(home) else str(full)
 
 
 def data_state(project, on_data: str) -> str:

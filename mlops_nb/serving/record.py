@@ -58,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     except MlopsError as exc:
         print(f"the deploy run was not recorded: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, KeyError, TypeError) as exc:
-        print(f"the deploy run was not recorded: a bad rollout record ({type(exc).__name__}: {exc})", file=sys.stderr)
+    except KeyError as exc:
+        print(f"the deploy run was not recorded: the rollout record has no {exc.args[0]!r}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, AttributeError) as exc:
+        print(f"the deploy run was not recorded: the rollout record is not a JSON object with spec and result "
+              f"as the supervisor writes them ({str(exc)[:120]})", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

@@ -56,13 +56,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_listen(host: str, port: int | None = None) -> None:
     """Refuse, with one line, a host this machine cannot listen on (``999.1.1.1``, a name that does not resolve,
     an address of another machine) or a port in use, before anything is built or started."""
+    from ..core.net import host_problem
     from ..exceptions import ServingError
 
+    if not host.strip():
+        raise ServingError("--host is empty; give an address (the default is 127.0.0.1; 0.0.0.0 listens on every "
+                           "interface)")  # fmt: skip
     try:
         family = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0][0]
     except (socket.gaierror, UnicodeError, ValueError) as exc:
-        raise ServingError(f"--host {host!r} is not an address or a host name that resolves ({exc}); the "
-                           "default is 127.0.0.1") from None  # fmt: skip
+        raise ServingError(f"--host {host!r} is not an address or a host name that resolves ({host_problem(exc)}); "
+                           "the default is 127.0.0.1") from None  # fmt: skip
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -443,16 +447,22 @@ class Supervisor:
             )  # fmt: skip
             try:
                 out, err = await asyncio.wait_for(child.communicate(rollout.encode()), timeout=120)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
+            except BaseException:  # the time ran out, or the rollout was cancelled: the child goes with it
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await asyncio.shield(child.wait())
                 raise
-        except (OSError, TimeoutError) as exc:  # a busy store must not undo a rollout; the reason is kept
+        except TimeoutError:  # a busy store must not undo a rollout; the reason is kept
             result["run_id"] = None
-            result["record_error"] = f"{type(exc).__name__}: {exc}"
+            result["record_error"] = "the record took over 120 s (the metadata store stayed busy) and was stopped"
             return
-        if child.returncode == 0:
-            result["run_id"] = out.decode().strip()
+        except OSError as exc:
+            result["run_id"] = None
+            result["record_error"] = f"could not start the record process: {exc.strerror or exc}"
+            return
+        said = [line.strip() for line in out.decode(errors="replace").splitlines() if line.strip()]
+        if child.returncode == 0 and said:
+            result["run_id"] = said[-1]  # the last line: anything a library printed first is not the id
         else:
             result["run_id"] = None
             said = [line for line in err.decode(errors="replace").splitlines() if line.strip()]

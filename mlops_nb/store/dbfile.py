@@ -93,14 +93,19 @@ def release_memory(grown: int = 32 << 20) -> None:
             return
         if _resident_bytes() - _released_at[0] < grown:
             return
+        import duckdb
+
         con = _memory[1]
         try:
-            con.execute("SET allocator_flush_threshold = '0MB'")
-            con.execute("SET allocator_bulk_deallocation_flush_threshold = '0MB'")
-            con.execute("SELECT 1").fetchall()  # the flush happens when a task ends
-        finally:
-            con.execute("RESET allocator_flush_threshold")
-            con.execute("RESET allocator_bulk_deallocation_flush_threshold")
+            try:
+                con.execute("SET allocator_flush_threshold = '0MB'")
+                con.execute("SET allocator_bulk_deallocation_flush_threshold = '0MB'")
+                con.execute("SELECT 1").fetchall()  # the flush happens when a task ends
+            finally:
+                con.execute("RESET allocator_flush_threshold")
+                con.execute("RESET allocator_bulk_deallocation_flush_threshold")
+        except duckdb.Error:  # a housekeeping step: a DuckDB that cannot (closed, interrupted) keeps its memory
+            pass
         _released_at[0] = _resident_bytes()
 
 

@@ -90,6 +90,10 @@ def hostile(tmp_path_factory, mlflow_template):
     _cells(bad / "unicode_name.ipynb", [_code("%%mlops step schritt_ä😀\nx = 1")])
     _cells(bad / "empty_name.ipynb", [_code("%%mlops step\nx = 1")])
     _cells(bad / "long_name.ipynb", [_code("%%mlops step " + "a" * 5000 + "\nx = 1")])
+    _cells(bad / "long_bad_name.ipynb", [_code("%%mlops step 1" + "a" * 5000 + "\nx = 1")])
+    _raw(bad / "deep.ipynb", "[" * 200000)
+    _cells(bad / "long_type.ipynb", [{"cell_type": "x" * 5000, "metadata": {}, "source": "x = 1"}])
+    _raw(bad / "long_format.ipynb", json.dumps({"nbformat": "4" * 5000, "cells": [], "metadata": {}}))
     _cells(bad / "bad_flag.ipynb", [_code("%%mlops step a --frobnicate\nx = 1")])
     _cells(bad / "reads_zero.ipynb", [_code("%%mlops step a --reads /dev/zero\nx = 1")])
     _cells(bad / "reads_traversal.ipynb", [_code("%%mlops step a --reads ../../../etc/passwd\nx = 1")])
@@ -138,6 +142,10 @@ CASES = [
     ("nb-missing", ["run", "{bad}/nope.ipynb"], "nope.ipynb"),
     ("nb-not-ipynb", ["run", "{bad}/params.yaml"], "params.yaml"),
     ("nb-duplicate-step", ["run", "{bad}/duplicate.ipynb"], "'a'"),
+    ("nb-long-invalid-step-name", ["dag", "{bad}/long_bad_name.ipynb"], "must start with a letter"),
+    ("nb-nested-too-deeply", ["run", "{bad}/deep.ipynb"], "nested too deeply"),
+    ("nb-long-cell-type", ["run", "{bad}/long_type.ipynb"], "cell_type"),
+    ("nb-long-nbformat", ["dag", "{bad}/long_format.ipynb"], "nbformat"),
     ("nb-sql-in-step-name", ["run", "{bad}/sql_name.ipynb"], "cell 1"),
     ("nb-unicode-step-name", ["run", "{bad}/unicode_name.ipynb"], "step name"),
     ("nb-metadata-a-list", ["dag", "{bad}/metadata_list.ipynb"], "metadata_list.ipynb"),
@@ -164,6 +172,11 @@ CASES = [
     ("run-step-timeout-negative", ["run", "{home}/good.ipynb", "--step-timeout", "-1"], "timeout"),
     ("run-step-timeout-nan", ["run", "{home}/good.ipynb", "--step-timeout", "nan"], "timeout"),
     ("run-unknown-kernel", ["run", "{home}/good.ipynb", "--no-cache", "--kernel", "no-such-kernel"], "no-such-kernel"),
+    (
+        "run-scheduler-empty-label",
+        ["run", "{home}/good.ipynb", "--no-cache", "--executor", "dask", "--scheduler", "tcp://a..b:1"],
+        "a..b",
+    ),
     (
         "run-bad-scheduler",
         ["run", "{home}/good.ipynb", "--no-cache", "--executor", "dask", "--scheduler", "tcp://256.1.1.1:99999"],
@@ -212,6 +225,8 @@ CASES = [
     ("deploy-canary-nan", ["deploy", "m/1", "--canary", "nan"], "--canary"),
     ("deploy-window-negative", ["deploy", "m/1", "--window", "-5"], "--window"),
     ("serve-host-not-an-address", ["serve", "m/1", "--host", "999.1.1.1"], "999.1.1.1"),
+    ("serve-host-empty-label", ["serve", "m/1", "--host", "a..b"], "a..b"),
+    ("serve-host-empty", ["serve", "m/1", "--host", ""], "--host is empty"),
     ("deploy-host-not-an-address", ["deploy", "m/1", "--host", "no-such-host.invalid"], "no-such-host.invalid"),
     ("score-missing-file", ["score", "m/1", "{bad}/nope.parquet"], "nope.parquet"),
     ("labels-empty", ["labels", "{bad}/labels.csv"], "labels.csv"),

@@ -143,5 +143,7 @@ def check_scheduler(address: str, timeout: float = 10.0) -> None:
                                  f"{exc.strerror}; {fix}") from None  # fmt: skip
             time.sleep(0.2)
         except (OSError, UnicodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            from ...core.net import host_problem
+
+            reason = host_problem(exc)
             raise MlopsError(f"cannot reach the Dask scheduler at {address}: {reason}; {fix}") from None

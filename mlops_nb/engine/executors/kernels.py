@@ -29,15 +29,16 @@ def installed_kernels() -> list[str]:
     return sorted(KernelSpecManager().find_kernel_specs())
 
 
-def require_kernel(pipeline, kernel_name: str | None) -> str:
+def require_kernel(pipeline, kernel_name: str | None, local: bool = True) -> str:
     """The kernel a headless run of ``pipeline`` starts: ``kernel_name`` (``--kernel``), else the one the notebook's
-    kernelspec names; neither, or one that is not installed, is a :class:`~mlops_nb.exceptions.ConfigError` naming
-    the notebook and ``--kernel`` (raised before the run is recorded)."""
+    kernelspec names; neither, or (when it starts here, ``local``) one that is not installed, is a
+    :class:`~mlops_nb.exceptions.ConfigError` naming the notebook and ``--kernel`` (raised before the run is
+    recorded). A remote Dask cluster's workers start their own kernels: theirs to have, not this machine's."""
     from ...exceptions import ConfigError
 
     if kernel_name or pipeline.kernel:
         name = kernel_name or pipeline.kernel
-        problem = missing_kernel(pipeline.path.name, name)
+        problem = missing_kernel(pipeline.path.name, name) if local else None
         if problem is not None:
             raise ConfigError(problem)
         return name

@@ -53,8 +53,8 @@ class NotebookRunner(Runner):
                 env[PLAN_ENV] = str(output.parent / "plan.json")
             with _environment(env):
                 papermill.execute_notebook(
-                    str(path),
-                    str(output),
+                    _literal(path),  # papermill formats paths with the parameters: `{x}.ipynb` must stay itself
+                    _literal(output),
                     parameters=job.given,
                     engine_name=_engine(),
                     progress_bar=False,
@@ -89,6 +89,11 @@ class NotebookRunner(Runner):
                 outcome.failure = StepFailedError(where, f.step, f.cell_index, f.ename, f.evalue)
             outcome.error = outcome.failure.message
         return outcome
+
+
+def _literal(path: Path) -> str:
+    """``path`` as papermill reads it literally: it fills ``{name}`` in paths from the parameters."""
+    return str(path).replace("{", "{{").replace("}", "}}")
 
 
 def record_planned(job: Job, path: Path) -> dict[str, dict]:
@@ -245,6 +250,16 @@ def _failure(pipeline, store, run_id: str, exc, cell_index: int) -> StepFailedEr
         cell = s.cell_index if s.cell_index is not None else cell_index
         return StepFailedError(
             f"step {s.step!r} (cell {cell + 1}) failed: {s.error}", s.step, cell, exc.ename, exc.evalue
+        )
+    step = next((st for st in pipeline.steps if st.cell_index == cell_index), None)
+    if step is not None:  # a step cell failed before its magic ran: IPython does not know %%mlops
+        return StepFailedError(
+            f"step {step.name!r} (cell {cell_index + 1}) of {pipeline.path.name} did not start: the %%mlops magic "
+            "is not loaded; run `%load_ext mlops_nb` in a cell above the first step",
+            step.name,
+            cell_index,
+            exc.ename,
+            exc.evalue,
         )
     return StepFailedError(
         f"cell {cell_index + 1} of {pipeline.path.name} (not a step) failed: {exc.ename}: {exc.evalue}",

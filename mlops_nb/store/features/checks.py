@@ -163,13 +163,18 @@ def cast_series(series, dtype: str, *, assume_utc: bool = False, required: bool 
                 bad = notna & ~(np.isfinite(as_float) & (np.floor(as_float) == as_float))
             if bad.any():
                 raise BadRows(bad, f"value {{value}} is not an integer ({dtype})", "round it or fix the dtype")
+            limit = _INT_RANGE[dtype]
             with np.errstate(invalid="ignore"):
-                bad = notna & ~(np.abs(as_float) < _INT_RANGE[dtype])
+                bad = notna & ~((as_float >= -limit) & (as_float < limit))
             if bad.any():
                 raise BadRows(bad, f"value {{value}} is out of range for {dtype}", "use a wider dtype")
             values = values.astype("Int64")
         if kind == "int":
             limit = _INT_RANGE[dtype]
+            if pt.is_unsigned_integer_dtype(values.dtype):  # uint64 holds values int64 cannot: check before the cast
+                bad = notna & (values.to_numpy(dtype="uint64", na_value=0) >= np.uint64(limit))
+                if bad.any():
+                    raise BadRows(bad, f"value {{value}} is out of range for {dtype}", "use a wider dtype")
             as_int = values.astype("Int64")
             bad = (notna & ((as_int < -limit) | (as_int >= limit)).fillna(False).to_numpy()).astype(bool)
             if bad.any():

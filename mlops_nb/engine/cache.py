@@ -101,8 +101,14 @@ def unusable(project, hit, step: Step) -> str | None:
     """Why a cached step run's outputs cannot stand in for running ``step``, or None when they can: every output
     must be recorded and still stored (what it wrote to other stores too, such as feature segments), and no input
     from another store may have changed."""
-    if any(n not in hit.outputs or not project.artifacts.exists(hit.outputs[n]) for n in step.outputs):
+    if any(n not in hit.outputs for n in step.outputs):
         return "cached outputs missing"
+    for name in step.outputs:  # a stat each: the full hash is checked when a later step loads it
+        damage = project.artifacts.damage(hit.outputs[name])
+        if damage == "missing":
+            return "cached outputs missing"
+        if damage:
+            return f"cached output {name} is {damage}"
     # written to another store: still there? (a view may have grown since); parts (a view's segment) first, the
     # most precise reason, and in a fixed order whatever order the records come in
     for name, ref in sorted(hit.outputs.items(), key=lambda item: ("#" not in item[0], item[0])):

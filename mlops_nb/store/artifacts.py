@@ -387,6 +387,12 @@ class SerializerRegistry:
 serializers = SerializerRegistry()
 
 
+def _same_bytes(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (read back: cheaper than writing it again)."""
+    with open(path, "rb") as handle:
+        return handle.read() == data
+
+
 def describe(obj: Any) -> str:
     """A short human description of any object, as the serializer that would store it puts it."""
     for serializer in serializers.candidates(obj):
@@ -494,8 +500,8 @@ class ArtifactStore:
 
     def _write_local(self, final: str, data: bytes) -> None:
         try:
-            if os.path.getsize(final) == len(data):
-                return  # identical content is stored once
+            if os.path.getsize(final) == len(data) and _same_bytes(final, data):
+                return  # identical content is stored once (a damaged copy of equal size is replaced)
         except OSError:
             pass
         folder = os.path.dirname(final)
@@ -602,6 +608,26 @@ class ArtifactStore:
             return False
         path = self._path(ref.hash, ref.kind)
         return os.path.exists(path) if self._local else self._fs.exists(path)
+
+    def damage(self, ref: ArtifactRef, full: bool = False) -> str | None:
+        """What is wrong with a stored artifact, or None when it is whole: missing, a size other than recorded,
+        or (with ``full``: reads it all) bytes whose sha256 is not its hash. A cache hit asks for the size (a
+        stat); :meth:`read_bytes` always checks the hash."""
+        path = self._path(ref.hash, ref.kind)
+        try:
+            size = self._size(path)
+        except (FileNotFoundError, OSError):
+            return "missing"
+        if ref.size and size != ref.size:  # 0: not recorded (nothing we store is empty)
+            return f"damaged ({size} bytes, {ref.size} when stored)"
+        if full:
+            digest = hashlib.sha256()
+            with open(path, "rb") if self._local else self._fs.open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != ref.hash:
+                return f"damaged (its sha256 is {digest.hexdigest()[:12]})"
+        return None
 
     def read_bytes(self, ref_or_hash: ArtifactRef | str) -> bytes:
         """The verified bytes of an artifact. Raises :class:`ArtifactCorruptedError` on a hash mismatch."""

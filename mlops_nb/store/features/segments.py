@@ -19,6 +19,8 @@ be a plain ASOF join.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from ...core.files import fsync_rename
 from ...core.hashing import sha256_file
+from ...exceptions import ArtifactCorruptedError
 from ..dbfile import memory
 from .checks import arrow_type, quote
 from .records import FeatureView, Segment, naive_utc
@@ -63,6 +66,43 @@ def _copy(mem, relation: str, folder: Path) -> tuple[Path, str]:
     tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
     mem.execute(f"COPY {relation} TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)")
     return tmp, sha256_file(tmp)
+
+
+# Integrity ----------------------------------------------------------------------------------------------------------
+_verified: set[tuple] = set()  # (path, hash, inode, mtime, size) of segment files this process has hashed
+_verified_lock = threading.Lock()
+
+
+def check_segment_file(view: str, seq: int, path: Path, digest: str, size: int | None, full: bool = False) -> None:
+    """Refuse, with one line naming the view, the segment and the file, a segment (or ties) file that is missing,
+    whose size is not the catalog's, or (on this process's first read of it, or with ``full``) whose sha256 is not
+    the catalog's. DuckDB reading a damaged Parquet file may fail obscurely, or worse, read wrong values."""
+    fix = "restore the file from a backup or ingest its data again (`mlops-nb verify` lists every damaged file)"
+    where = f"feature view {view!r} segment {seq} file {path}"
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise ArtifactCorruptedError(f"{where} is missing; {fix}") from None
+    if size is not None and st.st_size != size:
+        raise ArtifactCorruptedError(f"{where} is damaged ({st.st_size} bytes, the catalog recorded {size}); {fix}")
+    key = (str(path), digest, st.st_ino, st.st_mtime_ns, st.st_size)
+    if not full and key in _verified:
+        return
+    actual = sha256_file(path)
+    if actual != digest:
+        raise ArtifactCorruptedError(f"{where} is damaged (its sha256 is {actual[:12]}, the catalog recorded "
+                                     f"{digest[:12]}); {fix}")  # fmt: skip
+    with _verified_lock:
+        _verified.add(key)
+
+
+def check_segments(segments: list[Segment], full: bool = False) -> None:
+    """:func:`check_segment_file` for each segment and its ties file (the ties file's size is not recorded: it
+    is hashed on first read)."""
+    for s in segments:
+        check_segment_file(s.view, s.seq, s.path, s.hash, s.size, full)
+        if s.ties_path is not None:
+            check_segment_file(s.view, s.seq, s.ties_path, s.ties_hash, None, full)
 
 
 # Writing ------------------------------------------------------------------------------------------------------------
@@ -109,6 +149,7 @@ def _pair_rows(mem, older: list[Segment], key_ts: list[str], ts: str, created_co
     Its columns: ``__seq`` (the older row's segment), the keys and event time, ``__oc`` and ``__nc`` (the older and
     the new row's creation times) and ``__r`` (the new row's position).
     """
+    check_segments(older)
     lo, hi = mem.execute(f"SELECT min({quote(ts)}), max({quote(ts)}) FROM new_rows").fetchall()[0]
     older = [s for s in older if s.min_ts <= naive_utc(hi) and s.max_ts >= naive_utc(lo)]
     if older:
@@ -203,6 +244,7 @@ def visible_sql(mem, index: int, v: FeatureView, segments: list[Segment], as_of:
     if as_of is not None:  # a segment all created after as_of is skipped unread
         limit = naive_utc(as_of)
         segments = [s for s in segments if s.min_created is not None and s.min_created <= limit]
+    check_segments(segments)
     created = quote(v.created_timestamp) if v.created_timestamp else "_created"
 
     def cols(prefix: str) -> str:

@@ -104,6 +104,7 @@ def unusable(project, hit, step: Step) -> str | None:
     if any(n not in hit.outputs for n in step.outputs):
         return "cached outputs missing"
     for name in step.outputs:  # a stat each: the full hash is checked when a later step loads it
+        project.artifacts.touch(hit.outputs[name])  # first: a gc from now on keeps it (its grace period)
         damage = project.artifacts.damage(hit.outputs[name])
         if damage == "missing":
             return "cached outputs missing"

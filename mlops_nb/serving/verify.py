@@ -85,6 +85,19 @@ def _artifacts(project, report: Verification, progress) -> None:
             elif digest in recorded and recorded[digest][1] and entry.stat().st_size != recorded[digest][1]:
                 report.problems.append(f"artifact {entry.path} has {entry.stat().st_size} bytes, the metadata "
                                        f"store recorded {recorded[digest][1]}")  # fmt: skip
+    last_gc = project.mlops_dir / "gc.json"
+    if last_gc.exists():  # what a gc removed is gone by design: only what it keeps must be there
+        import json
+        from datetime import datetime
+
+        from .gc import referenced
+
+        try:
+            cutoff = datetime.fromisoformat(json.loads(last_gc.read_text())["cutoff"])
+            keep = referenced(project, cutoff)
+            recorded = {h: v for h, v in recorded.items() if h in keep}
+        except (OSError, ValueError, KeyError, TypeError):
+            report.problems.append(f"{last_gc} (what the last gc kept) cannot be read; run `mlops-nb gc` again")
     for digest, (kind, _) in sorted(recorded.items()):
         report.count("recorded artifacts")
         if digest not in seen:

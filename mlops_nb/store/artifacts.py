@@ -609,6 +609,15 @@ class ArtifactStore:
         path = self._path(ref.hash, ref.kind)
         return os.path.exists(path) if self._local else self._fs.exists(path)
 
+    def touch(self, ref: ArtifactRef) -> None:
+        """Mark a stored artifact as just used (its file time: ``mlops-nb gc`` never removes a file younger than
+        its grace period), before a cache hit reuses it. A missing file is left missing. Local roots only."""
+        if self._local:
+            try:
+                os.utime(self._path(ref.hash, ref.kind))
+            except OSError:
+                pass
+
     def damage(self, ref: ArtifactRef, full: bool = False) -> str | None:
         """What is wrong with a stored artifact, or None when it is whole: missing, a size other than recorded,
         or (with ``full``: reads it all) bytes whose sha256 is not its hash. A cache hit asks for the size (a

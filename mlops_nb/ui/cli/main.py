@@ -498,6 +498,38 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         click.echo("all whole")
 
 
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    default="30d",
+    show_default=True,
+    help="Runs that started longer ago than this (30d, 12h, 2w) no longer keep their artifacts, unless "
+    "one is its pipeline's latest succeeded run; prediction-log days older than this are removed.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+def gc(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Free the space of stored things nothing kept refers to: artifacts no kept run, model version or bundle
+    references, feature files the catalog does not list, old prediction-log days and killed writers'
+    temporary files. Kept: running runs, runs newer than --older-than, each pipeline's latest succeeded run,
+    every model version and bundle. Files younger than an hour are never removed (a run may be writing them),
+    so it is safe while pipelines run. Run records and the feature views' data are never removed.
+
+    Example: mlops-nb gc --older-than 14d --dry-run
+    """
+    from ...serving.gc import collect, parse_age
+
+    report = collect(_project(ctx), parse_age(older_than), dry_run=dry_run)
+    if as_json:
+        echo_json({"dry_run": dry_run, "removed": report.removed, "freed_bytes": report.freed, "kept": report.kept})
+        return
+    verb = "would remove" if dry_run else "removed"
+    what = ", ".join(f"{n} {kind}" for kind, n in report.removed.items()) or "nothing"
+    click.echo(f"{verb} {what} ({report.freed / 1e6:.1f} MB); kept {report.kept} referenced artifacts")
+
+
 from .features import features as _features  # noqa: E402 - the groups live in modules of their own
 from .models import models as _models  # noqa: E402
 from .serving import build as _build  # noqa: E402

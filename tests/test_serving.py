@@ -241,6 +241,49 @@ def test_bad_requests_get_a_clear_4xx_are_logged_and_the_server_keeps_serving(se
     assert rows["error"].notna().all() and rows["prediction"].isna().all()
 
 
+_ROW = dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))
+HOSTILE_PAYLOADS = [
+    (
+        "nan-value",
+        '{"dataframe_records": [{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}',
+    ),
+    (
+        "infinite-value",
+        '{"dataframe_records": [{"sepal_length": 1e999, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}',
+    ),
+    ("nested-object", json.dumps({"dataframe_records": [{**_ROW, "sepal_length": {"a": [1, 2]}}]})),
+    ("list-value", json.dumps({"dataframe_records": [{**_ROW, "sepal_length": [1.0, 2.0]}]})),
+    ("bool-value", json.dumps({"dataframe_records": [{**_ROW, "sepal_length": True}]})),
+    ("null-value", json.dumps({"dataframe_records": [{**_ROW, "sepal_length": None}]})),
+    ("records-not-a-list", json.dumps({"dataframe_records": "rows"})),
+    ("record-not-an-object", json.dumps({"dataframe_records": [1, 2, 3]})),
+    ("no-records", json.dumps({"dataframe_records": []})),
+    ("split-lengths-differ", json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[1.0, 2.0]]}})),
+    ("split-not-an-object", json.dumps({"dataframe_split": [1, 2]})),
+    ("instances-a-string", json.dumps({"instances": "x"})),
+    ("inputs-ragged", json.dumps({"inputs": [[1.0, 2.0, 3.0, 4.0], [1.0]]})),
+    ("top-level-list", json.dumps([_ROW])),
+    ("top-level-number", "42"),
+    ("deeply-nested", '{"dataframe_records": ' + "[" * 100000 + "]" * 100000 + "}"),
+    ("unicode-columns", json.dumps({"dataframe_records": [{"s\u00e9pal\U0001f600": 1.0}]})),
+    ("ten-thousand-columns", json.dumps({"dataframe_records": [{f"c{i}": 1.0 for i in range(10000)}]})),
+    ("not-utf8", b'{"dataframe_records": [{"\xff\xfe": 1}]}'.replace(b"\\xff\\xfe", b"\xff\xfe")),
+    ("two-shapes", json.dumps({"dataframe_records": [_ROW], "instances": [[1.0, 2.0, 3.0, 4.0]]})),
+]
+
+
+@pytest.mark.parametrize("payload", [p for _, p in HOSTILE_PAYLOADS], ids=[i for i, _ in HOSTILE_PAYLOADS])
+def test_a_hostile_scoring_payload_gets_a_one_line_4xx_and_the_server_keeps_serving(server, payload):
+    answer = requests.post(server.url + "/invocations", data=payload, timeout=30,
+                           headers={"content-type": "application/json"})  # fmt: skip
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    message = answer.json()["message"]
+    assert "\n" not in message and 0 < len(message) <= 300, message
+    assert not re.search(r"\b\w+(Error|Exception)\b|Traceback", message), message
+    good = requests.post(server.url + "/invocations", json={"dataframe_records": [_ROW]}, timeout=10)
+    assert good.status_code == 200  # still serving
+
+
 def test_serve_on_a_busy_port_is_one_line(served):
     import socket
 

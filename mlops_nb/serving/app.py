@@ -230,11 +230,15 @@ class Scorer:
         except Exception as exc:  # noqa: BLE001 - the model's own error, as MLflow reports it
             gaps = [n for n, v in columns.items() if v.dtype.kind == "f" and np.isnan(v).any()]
             hint = f"; column {gaps[0]!r} has missing values" if gaps else "; check the values"
-            raise BadRequest(
-                f"the model failed on this input ({type(exc).__name__}: {_first_line(exc)}){hint}", model=True
-            ) from None
+            raise BadRequest(f"the model failed on this input: {_first_line(exc)[:160]}{hint}", model=True) from None
         out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
         return out, proba
+
+
+def _short(value) -> str:
+    """A request's value as an error quotes it: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def _typed(name: str, kind: str | None, values: list) -> np.ndarray:
@@ -246,16 +250,18 @@ def _typed(name: str, kind: str | None, values: list) -> np.ndarray:
             array = np.asarray(values)
         except (ValueError, TypeError):
             raise BadRequest(f"column {name!r} holds values of mixed shapes") from None
+    if array.ndim != 1:  # a list or table where one value per row belongs
+        raise BadRequest(f"column {name!r} holds lists or arrays; send one value per row")
     dtype = _NUMERIC.get(kind or "")
     if dtype is not None:
         if array.dtype.kind == "O":  # None for missing values
             bad = [v for v in values if v is not None and (not isinstance(v, int | float) or isinstance(v, bool))]
             if bad:
-                raise BadRequest(f"column {name!r} expects {kind} values, got {bad[0]!r}")
+                raise BadRequest(f"column {name!r} expects {kind} values, got {_short(bad[0])}")
             array = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
         if array.dtype.kind not in "fiu":
             bad = values[0] if len(values) else None
-            raise BadRequest(f"column {name!r} expects {kind} values, got {bad!r}")
+            raise BadRequest(f"column {name!r} expects {kind} values, got {_short(bad)}")
         if dtype in (np.int64, np.int32) and array.dtype.kind == "f":
             if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
                 bad = array[~(np.isfinite(array) & (array == np.round(array)))][0]
@@ -269,17 +275,17 @@ def _typed(name: str, kind: str | None, values: list) -> np.ndarray:
     if kind == "string":
         bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
         if bad is not None:
-            raise BadRequest(f"column {name!r} expects string values, got {bad!r}")
+            raise BadRequest(f"column {name!r} expects string values, got {_short(bad)}")
         return np.asarray(values, dtype=object)
     if kind == "boolean":
         if array.dtype.kind != "b":
-            raise BadRequest(f"column {name!r} expects boolean values, got {values[0]!r}")
+            raise BadRequest(f"column {name!r} expects boolean values, got {_short(values[0])}")
         return array
     if kind == "datetime":
         try:
             return pd.to_datetime(pd.Series(values)).to_numpy()
         except (ValueError, TypeError):
-            raise BadRequest(f"column {name!r} expects datetime values, got {values[0]!r}") from None
+            raise BadRequest(f"column {name!r} expects datetime values, got {_short(values[0])}") from None
     return array
 
 

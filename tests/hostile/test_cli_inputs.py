@@ -247,6 +247,10 @@ CASES = [
         "x'; --",
     ),
     ("schedule-remove-unknown", ["schedule", "remove", "nope"], "nope"),
+    # retention
+    ("gc-older-than-negative", ["gc", "--older-than", "-5d"], "-5d"),
+    ("gc-older-than-nan", ["gc", "--older-than", "nan"], "nan"),
+    ("gc-older-than-huge", ["gc", "--older-than", "1e308w"], "1e308w"),
     (
         "schedule-on-data-traversal",
         ["schedule", "add", "{home}/good.ipynb", "--on-data", "../../../etc"],

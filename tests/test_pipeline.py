@@ -558,7 +558,7 @@ BAD = [
         "negative-retries",
         ["%%mlops step a --retries -1\nx = 1"],
         None,
-        "nb.ipynb cell 1, step 'a': --retries must be 0 or more, not -1",
+        "nb.ipynb cell 1, step 'a': --retries must be 0 to 100, not -1",
     ),
     (
         "retries-not-a-number",
@@ -606,7 +606,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         ],
     )
     assert found == [
-        "nb.ipynb cell 1, step 'load': --retries must be 0 or more, not -1",
+        "nb.ipynb cell 1, step 'load': --retries must be 0 to 100, not -1",
         "nb.ipynb cell 3, step 'clean': input 'ghost' is not produced by any earlier step; "
         "produce it in an earlier step or remove it from --inputs",
         f"nb.ipynb cell 4, step 'fit': --reads nowhere.csv does not exist (relative to {tmp_path.resolve()}); "
@@ -692,5 +692,5 @@ def test_parse_magic_line():
         True,
         3,
     )
-    with pytest.raises(ValueError, match=r"^--retries must be 0 or more, not -1$"):
+    with pytest.raises(ValueError, match=r"^--retries must be 0 to 100, not -1$"):
         parse_magic_line("step a --retries -1")

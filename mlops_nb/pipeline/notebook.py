@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 MAGIC = "%%mlops"
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 MAX_STEP_NAME = 100
+MAX_RETRIES = 100
 FORMAT_VERSION = 1  # part of every cache key: bump when the key's meaning changes
 
 
@@ -162,8 +163,8 @@ def parse_magic_line(line: str) -> argparse.Namespace:
         raise ValueError(f"step name {_cut(args.name, 40)!r} must start with a letter and use letters, digits, _ . -")
     if len(args.name) > MAX_STEP_NAME:
         raise ValueError(f"step name {args.name[:20]}... is {len(args.name)} characters; keep it to {MAX_STEP_NAME}")
-    if args.retries < 0:
-        raise ValueError(f"--retries must be 0 or more, not {args.retries}")
+    if not 0 <= args.retries <= MAX_RETRIES:
+        raise ValueError(f"--retries must be 0 to {MAX_RETRIES}, not {str(args.retries)[:20]}")
     return args
 
 

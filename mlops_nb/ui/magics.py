@@ -120,7 +120,10 @@ class MlopsMagics(Magics, Configurable):
         __tracebackhide__ = True
         if cell is not None:
             return self._step(line, cell)
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:  # an unclosed quote
+            raise MagicUsageError(f"cannot parse `%mlops {line[:60]}`: {exc}; close the quote") from None
         if not words:
             raise MagicUsageError(f"%mlops needs a subcommand: {_SUBCOMMANDS}")
         handler = getattr(self, f"_cmd_{words[0]}", None)
@@ -277,8 +280,9 @@ class MlopsMagics(Magics, Configurable):
         """``%mlops runs [N]`` (or ``--limit N``, as the CLI spells it): the latest runs as a DataFrame."""
         if words[:1] == ["--limit"]:
             words = words[1:] or ["--limit"]  # `--limit` alone: a usage error below
-        if len(words) > 1 or (words and not (words[0].isdigit() and int(words[0]) > 0)):
-            raise MagicUsageError(f"usage: %mlops runs [N] (N a number of runs above 0), not {' '.join(words)!r}")
+        if len(words) > 1 or (words and not (words[0].isdigit() and 0 < int(words[0]) <= 1_000_000)):
+            raise MagicUsageError(f"usage: %mlops runs [N] (N a number of runs from 1 to 1000000), not "
+                                  f"{' '.join(words)[:40]!r}")  # fmt: skip
         limit = int(words[0]) if words else 20
         return _runs_frame(self._project().metadata.list_runs(limit))
 

@@ -332,3 +332,37 @@ def test_reused_kernels_start_each_step_from_a_clean_namespace(tmp_path):
     assert statuses(run) == {"a": "succeeded", "b": "succeeded"}
     pid_b, pid_a = Project(tmp_path).artifacts.get(run.step("b").outputs["pb"])
     assert pid_a == pid_b  # the same kernel, reset between the steps
+
+
+_ORPHAN_PARENT = """
+import os, sys, time
+from mlops_nb.engine.executors.template import Template
+t = Template(sys.executable, os.getcwd(), [], dict(os.environ))
+pid = t.spawn(["-f", os.path.join(os.getcwd(), "kernel.json")], os.getcwd(), dict(os.environ))
+if os.fork() == 0:  # a process that outlives the driver, holding a copy of the template's stdin
+    time.sleep(60)
+    os._exit(0)
+print(t._process.pid, pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_kernel_template_even_when_its_stdin_stays_open(tmp_path):
+    """A Dask worker killed mid-step left its kernel template running (its stdin held open by a forked
+    process): the template also watches its parent, and takes the kernels it forked with it."""
+    import psutil
+    from jupyter_client.connect import write_connection_file
+
+    write_connection_file(str(tmp_path / "kernel.json"))
+    driver = subprocess.Popen([sys.executable, "-c", _ORPHAN_PARENT], cwd=tmp_path, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    template_pid, kernel_pid = map(int, driver.stdout.readline().split())
+    template, kernel = psutil.Process(template_pid), psutil.Process(kernel_pid)
+    holder = [c for c in psutil.Process(driver.pid).children() if c.pid != template_pid]
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    gone, alive = psutil.wait_procs([template, kernel], timeout=15)
+    for p in holder:
+        p.kill()
+    assert not alive, [p.pid for p in alive]

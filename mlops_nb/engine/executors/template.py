@@ -10,7 +10,8 @@ their imports are then dictionary look-ups.
 
 Protocol (one JSON object per line): the driver writes ``{"argv", "cwd", "env", "stderr"}``, the template forks and
 answers ``{"pid": N}``. The template reaps its children, and when its stdin closes (the driver exited or closed the
-pool) it kills them and exits, so a killed driver leaves no kernels behind.
+pool) or its parent changes (the driver was killed while a process it forked still holds the stdin open: a Dask
+worker killed mid-step) it kills them and exits, so a killed driver leaves no kernels behind.
 
 Forking is like ``multiprocessing``'s forkserver with preloaded modules. Libraries that start threads or hold devices
 at import (CUDA) are not fork-safe: ``MLOPS_NB_FORK_KERNELS=0`` (or ``fork_kernels = false`` in
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 # what every kernel of the dag/dask executors imports, besides the setup cells' own imports
 # (what IPKernelApp.initialize imports, too: it starts no thread at import)
@@ -204,6 +206,21 @@ def main() -> None:
                 return
             children.discard(pid)
 
+    def stop() -> None:
+        for pid in list(children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(0)  # no interpreter shutdown: tearing the preloaded modules down takes longer than the rest
+
+    def watch(parent: int) -> None:  # stdin stays open while any copy of its write end lives (a process the
+        while True:  # driver forked): a killed driver is also seen as this process being reparented
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                stop()
+
+    threading.Thread(target=watch, args=(os.getppid(),), daemon=True, name="mlops_nb-parent-watch").start()
     gc.freeze()  # the imported objects move out of the collector's sight: a kernel's collections skip them,
     # so forked kernels neither spend time on them nor copy the pages they live on
     signal.signal(signal.SIGCHLD, reap)
@@ -225,12 +242,7 @@ def main() -> None:
         children.add(pid)
         out.write(json.dumps({"pid": pid}).encode() + b"\n")
         out.flush()
-    for pid in list(children):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    os._exit(0)  # no interpreter shutdown: tearing the preloaded modules down takes longer than the rest
+    stop()
 
 
 if __name__ == "__main__":

@@ -57,7 +57,14 @@ def registry_project(project, mlflow_template):
 # The longest test files, longest first. `make test` runs two xdist workers with `--dist loadfile
 # --no-loadscope-reorder`: files are handed out in collection order, so these start first and the short files fill
 # in around them, instead of the Binder file (few tests, six minutes) starting last and running alone.
-LONGEST_FIRST = ["test_binder.py", "test_concurrency.py", "test_notebooks.py", "test_cli.py", "test_deploy_e2e.py"]
+LONGEST_FIRST = [
+    "test_binder.py",
+    "test_kill_points.py",
+    "test_concurrency.py",
+    "test_notebooks.py",
+    "test_cli.py",
+    "test_deploy_e2e.py",
+]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,11 +14,11 @@ It reads everything and writes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.hashing import sha256_file
 from ..exceptions import MlopsError
 
 
@@ -43,14 +43,6 @@ class Verification:
     def count(self, what: str, n: int = 1) -> None:
         """Count ``n`` more things of kind ``what`` as checked."""
         self.checked[what] = self.checked.get(what, 0) + n
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _artifacts(project, report: Verification, progress) -> None:
@@ -79,7 +71,7 @@ def _artifacts(project, report: Verification, progress) -> None:
             seen.add(digest)
             report.count("artifacts")
             progress(1)
-            actual = _sha256(entry.path)
+            actual = sha256_file(entry.path)
             if actual != digest:
                 report.problems.append(f"artifact {entry.path} is damaged: its sha256 is {actual[:12]}")
             elif digest in recorded and recorded[digest][1] and entry.stat().st_size != recorded[digest][1]:
@@ -130,7 +122,7 @@ def _features(project, report: Verification, progress) -> None:
         file = fs.root / path
         if not file.is_file():
             report.problems.append(f"feature view {view!r} online table {file} is missing")
-        elif _sha256(str(file)) != digest:
+        elif sha256_file(file) != digest:
             report.problems.append(f"feature view {view!r} online table {file} is damaged (its sha256 is not the "
                                    "catalog's); materialize the view again")  # fmt: skip
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.files import fsync_dir
+from ..core.hashing import sha256_file
 from ..core.records import ArtifactRef
 from ..exceptions import (
     ArtifactCorruptedError,
@@ -630,12 +631,9 @@ class ArtifactStore:
         if ref.size and size != ref.size:  # 0: not recorded (nothing we store is empty)
             return f"damaged ({size} bytes, {ref.size} when stored)"
         if full:
-            digest = hashlib.sha256()
-            with open(path, "rb") if self._local else self._fs.open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != ref.hash:
-                return f"damaged (its sha256 is {digest.hexdigest()[:12]})"
+            actual = sha256_file(path) if self._local else hashlib.sha256(self._fs.cat_file(path)).hexdigest()
+            if actual != ref.hash:
+                return f"damaged (its sha256 is {actual[:12]})"
         return None
 
     def read_bytes(self, ref_or_hash: ArtifactRef | str) -> bytes:

@@ -89,7 +89,7 @@ def test_gc_at_the_command_line(project):
     assert done.exit_code == 0 and done.output.startswith("would remove nothing"), done.output
     bad = CliRunner().invoke(cli, ["--home", str(project.home), "gc", "--older-than", "soon"])
     assert bad.exit_code == 1 and bad.output.strip() == (
-        "Error: --older-than 'soon' is not an age; give a number and a unit, such as 30d, 12h or 2w"
+        "Error: --older-than 'soon' is not a duration; write it as 30m, 12h, 1d or 2w"
     )
     assert parse_age("2w") == timedelta(days=14) and parse_age("90") == timedelta(days=90)
 

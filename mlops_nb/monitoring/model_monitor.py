@@ -19,34 +19,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..core.clock import iso, utcnow
+from ..core.clock import iso, parse_duration, utcnow
 from ..exceptions import MlopsError, MonitoringError, NotFoundError
 from ..project import current_project
 from .drift import DRIFT_SHARE, DriftResult, data_drift
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_BUCKETS = 12
-_MAX_WINDOW = 3650 * 86400.0
 _LABEL_METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2", "labelled_rows"}
 
 
 def parse_window(text: str | float | timedelta) -> timedelta:
-    """``30m``, ``12h``, ``1d``, ``2w`` or seconds as a :class:`~datetime.timedelta`."""
-    if isinstance(text, timedelta):
-        seconds = text.total_seconds()
-    elif isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        match = _DURATION.match(str(text))
-        if not match:
-            raise MonitoringError(f"window {text!r} is not a duration; write it as 30m, 12h, 1d or 2w")
-        seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
-    if not seconds > 0 or not math.isfinite(seconds):
-        raise MonitoringError(f"window {text!r} must be longer than zero")
-    if seconds > _MAX_WINDOW:
-        raise MonitoringError(f"window {text!r} is longer than 10 years; give a shorter one, e.g. 30d")
-    return timedelta(seconds=seconds)
+    """``30m``, ``12h``, ``1d``, ``2w`` or seconds as a :class:`~datetime.timedelta` (at most 10 years)."""
+    return parse_duration(text, "window", error=MonitoringError, longest=timedelta(days=3650))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ..core.clock import parse_duration
 from ..core.files import fsync_rename
 from ..exceptions import ConfigError
 
@@ -55,16 +56,7 @@ class Collection:
 
 def parse_age(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``2w`` (or a number of days) as a timedelta; anything else is a ConfigError."""
-    units = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-    raw = str(text).strip().lower()
-    number, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in units else (raw, "d")
-    try:
-        value = float(number)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value * units[unit] <= 100 * 365 * 86400:  # nan and inf fail too
-        raise ConfigError(f"--older-than {text!r} is not an age; give a number and a unit, such as 30d, 12h or 2w")
-    return timedelta(seconds=value * units[unit])
+    return parse_duration(text, "--older-than", error=ConfigError, bare_unit="d", zero=True)
 
 
 def referenced(project, cutoff: datetime) -> set[str]:

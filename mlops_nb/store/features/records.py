@@ -6,13 +6,12 @@ Also the small conversions they share (durations, UTC timestamps, ``view:feature
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ...core.clock import iso
+from ...core.clock import iso, parse_duration
 from ...exceptions import ValidationError
 from .checks import check_name
 
@@ -248,49 +247,10 @@ class MaterializeResult:
 
 
 # Conversions ------------------------------------------------------------------------------------------------------
-_UNITS = {
-    "w": "weeks",
-    "week": "weeks",
-    "weeks": "weeks",
-    "d": "days",
-    "day": "days",
-    "days": "days",
-    "h": "hours",
-    "hour": "hours",
-    "hours": "hours",
-    "m": "minutes",
-    "min": "minutes",
-    "minute": "minutes",
-    "minutes": "minutes",
-    "s": "seconds",
-    "sec": "seconds",
-    "second": "seconds",
-    "seconds": "seconds",
-}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
-
-
 def parse_ttl(value: Any) -> timedelta | None:
-    """A TTL from a timedelta, a number of seconds, or a string such as ``"30d"``, ``"12h"`` or ``"90 days"``."""
-    if value is None:
-        return None
-    import pandas as pd
-
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    try:
-        if match and match.group(2).lower() in _UNITS:
-            ttl = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            ttl = timedelta(seconds=float(value))
-        else:
-            ttl = pd.Timedelta(value).to_pytimedelta()
-    except (ValueError, TypeError):
-        raise ValidationError(
-            f"ttl {value!r} is not a duration; give a timedelta, seconds, or a string such as '30d' or '12h'"
-        ) from None
-    if ttl <= timedelta(0):
-        raise ValidationError(f"ttl {value!r} must be positive (or None for no limit)")
-    return ttl
+    """A TTL from a timedelta, a number of seconds, or a string such as ``"30d"``, ``"12h"`` or ``"90 days"``;
+    None is no limit."""
+    return None if value is None else parse_duration(value, "ttl", error=ValidationError)
 
 
 def to_utc(value: Any, what: str) -> datetime:

@@ -1,10 +1,20 @@
 """Helpers for tests that run real notebooks (write one, copy the quickstart, execute cell by cell with nbclient)
-and for tests of old metadata stores."""
+for tests of old metadata stores, and a real Jupyter server on 127.0.0.1 for the front ends' and security tests."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -114,3 +124,89 @@ def store_at_version(path: Path, version: int):
         con.execute(sql)
         con.execute("INSERT INTO schema_version VALUES (?, now())", [number])
     return con
+
+
+# A real Jupyter server ---------------------------------------------------------------------------------------------
+#: JupyterLab's news and update checks off (settings overrides).
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """``(status, body)`` of a GET (HTTP errors are answers too)."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own 127.0.0.1 server
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@contextlib.contextmanager
+def jupyter_app(root: Path, work: Path, *, app: str = "lab", token: str = "") -> Iterator[str]:
+    """A real ``jupyter lab`` (or ``jupyter server``) serving ``root`` on a free 127.0.0.1 port with ``token``
+    (empty: none) and its own config, data, runtime and settings folders (the user's are not read; the venv's
+    share/ and etc/ still are, which is where the installed lab extension and the server extension's config live).
+    Yields the base URL once ``/mlops/api`` answers; the server is stopped (its process group) on exit."""
+    import pytest
+
+    port = free_port()
+    for name in ("config", "data", "runtime", "user-settings", "workspaces", "app-settings"):
+        (work / name).mkdir(parents=True, exist_ok=True)
+    (work / "app-settings" / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "MLOPS_NB_"))}
+    env.update(
+        JUPYTER_CONFIG_DIR=str(work / "config"),
+        JUPYTER_DATA_DIR=str(work / "data"),
+        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(work / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    command = [
+        str(Path(sys.executable).parent / "jupyter"),
+        app,
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+    ]
+    if app == "lab":
+        command.append(f"--LabApp.app_settings_dir={work / 'app-settings'}")
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    auth = {"Authorization": f"token {token}"} if token else {}
+    log = work / "jupyter.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(  # noqa: S603
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"jupyter {app} ended with code {process.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                if http_get(f"{base}/mlops/api", auth)[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter {app} did not serve /mlops/api within 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from nbtools import free_port
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -295,12 +295,6 @@ def test_postbuild_installs_the_repository_from_requirements_alone(binder):
 
 
 # c. the server ---------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _request(url: str, host: str, method: str = "GET", body: dict | None = None, origin: str | None = None):
     """(status, text) of a token-authenticated request that names ``host`` in its Host header."""
     headers = {"Authorization": f"token {TOKEN}", "Host": host}
@@ -340,7 +334,7 @@ def test_labextension_enabled_and_server_serves_mlflow_and_the_api(binder):
     project = binder.work / "server-project"
     project.mkdir()
     (project / "pyproject.toml").write_text('[project]\nname = "binder-server-check"\nversion = "0"\n')
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     host = f"{PUBLIC_HOST}:{port}"
     command = [binder.repo / "binder" / "start", binder.bin / "jupyter", "server", "--no-browser"]
@@ -437,7 +431,7 @@ def test_notebooks_run_in_the_binder_environment(binder):
         command = [binder.python, "-m", "papermill", notebook, out / notebook.name, "--cwd", project]
         command += ["-k", "python3", "--no-progress-bar"]
         if "port" in _parameters(notebook):  # a free port, not the notebook's default (8080 may be in use here)
-            command += ["-p", "port", str(_free_port())]
+            command += ["-p", "port", str(free_port())]
         start = time.perf_counter()
         # which notebook the kernel runs: JupyterLab tells the magic on Binder (JPY_SESSION_NAME); here, this does
         env = binder.env | {"MLOPS_NB_NOTEBOOK": str(notebook)}
@@ -468,7 +462,7 @@ def test_the_binder_path_demo_fast_keeps_all_its_processes_under_1_gib(binder):
     processes (kernels, supervisor, scoring server, the commands it runs) within 1 GiB, as it prints."""
     folder = binder.work / "demo-fast"
     start = time.perf_counter()
-    done = binder.run([binder.bin / "mlops-nb", "demo", "--fast", "--dir", folder, "--port", _free_port()],
+    done = binder.run([binder.bin / "mlops-nb", "demo", "--fast", "--dir", folder, "--port", free_port()],
                       "mlops-nb demo --fast", timeout=400)  # fmt: skip
     TIMINGS["demo --fast"] = time.perf_counter() - start
     try:

@@ -10,20 +10,13 @@ is skipped with the reason, except under CI=true, where it fails. Screenshots go
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nbtools import http_get, jupyter_app
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,8 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SHOTS = Path("/tmp/mlops-shots")
-#: JupyterLab's news and update checks off (settings overrides).
-OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 
 # the shapes the API answers: a supervisor's status (serving/router.py Supervisor.status) and state.monitoring
 DEPLOYMENT = {
@@ -76,81 +67,6 @@ def _browser_or_skip() -> Path:
             pytest.fail(f"browser test cannot run under CI=true: {reason}")
         pytest.skip(reason)
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own 127.0.0.1 server
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-@contextlib.contextmanager
-def jupyter_lab(root: Path, work: Path) -> Iterator[str]:
-    """A `jupyter lab` serving ``root`` on a free 127.0.0.1 port with an empty token and its own config, data,
-    runtime and settings folders (the user's are not read; the venv's share/ and etc/ still are, which is where
-    the installed lab extension and the server extension's config live). Yields the base URL."""
-    port = _free_port()
-    for name in ("config", "data", "runtime", "user-settings", "workspaces", "app-settings"):
-        (work / name).mkdir(parents=True, exist_ok=True)
-    (work / "app-settings" / "overrides.json").write_text(json.dumps(OVERRIDES))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "MLOPS_NB_"))}
-    env.update(
-        JUPYTER_CONFIG_DIR=str(work / "config"),
-        JUPYTER_DATA_DIR=str(work / "data"),
-        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(work / "user-settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    )
-    command = [
-        str(Path(sys.executable).parent / "jupyter"),
-        "lab",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        "--IdentityProvider.token=",
-        f"--ServerApp.root_dir={root}",
-        f"--LabApp.app_settings_dir={work / 'app-settings'}",
-    ]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    log = work / "jupyter.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(  # noqa: S603
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"jupyter lab ended with code {process.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                if _get(f"{base}/mlops/api")[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not serve /mlops/api within 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        status, body = _get(f"{base}/lab/api/extensions")
-        assert status == 200 and b'"mlops-nb"' in body, "the mlops-nb lab extension is not installed in this venv"
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
 
 def _project_with_pending_approval(folder: Path, mlflow_template: Path):
@@ -202,7 +118,9 @@ def test_sidebar_runs_the_pipeline_and_approves_a_model(tmp_path, mlflow_templat
     project, champion, candidate = _project_with_pending_approval(tmp_path / "project", mlflow_template)
     steps = [s.name for s in Pipeline.from_notebook(tmp_path / "project" / "notebooks" / "01_quickstart.ipynb").steps]
 
-    with jupyter_lab(project.home, tmp_path / "jupyter") as base, sync_playwright() as pw:
+    with jupyter_app(project.home, tmp_path / "jupyter") as base, sync_playwright() as pw:
+        status, body = http_get(f"{base}/lab/api/extensions")
+        assert status == 200 and b'"mlops-nb"' in body, "the mlops-nb lab extension is not installed in this venv"
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from nbtools import free_port
 
 import mlops_nb
 from mlops_nb.project import Project
@@ -169,16 +169,10 @@ def test_six_processes_register_into_a_fresh_store_at_once(tmp_path):
     assert len(project.registry.versions("race")) == 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with a SQLite store in a temporary folder."""
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = tmp_path / "server"

@@ -190,6 +190,8 @@ class DagHandler(_Api):
     @tornado.web.authenticated
     @authorized
     async def get(self, path: str):
+        if not path.endswith(".ipynb"):
+            raise _BadRequest(f"{path!r} is not a notebook; give the path of an .ipynb file under the server root")
         self.reply(await self.read(state.dag, self.project, self.root, path))
 
 
@@ -435,7 +437,7 @@ ROUTES: list[tuple[str, type[_Api]]] = [
     ("/?", IndexHandler),
     ("/openapi.json", OpenApiHandler),
     ("/pipelines", PipelinesHandler),
-    (r"/pipelines/(.+\.ipynb)/dag", DagHandler),
+    ("/pipelines/(.+)/dag", DagHandler),
     ("/runs", RunsHandler),
     (f"/runs/{_SEGMENT}", RunHandler),
     (f"/runs/{_SEGMENT}/notebook", RunNotebookHandler),

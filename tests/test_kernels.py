@@ -64,6 +64,8 @@ def test_forked_kernels_are_fresh_isolated_processes(folder):
     with KernelPool(KernelSetup(PREAMBLE, str(folder), {"PROBE_ENV": "given"}), 2) as pool:
         assert pool.template is not None
         first, second, third = probe(pool), probe(pool), probe(pool)
+        assert len(os.listdir(pool.sockets)) >= 3  # a private socket folder per kernel, inside the pool's
+    assert not os.path.exists(pool.sockets)  # closing the pool removes its kernels' socket folders
     template_pid = first["ppid"]
     assert template_pid != os.getpid()  # forked by the template, not started by this process
     assert len({first["pid"], second["pid"], third["pid"]}) == 3  # a kernel per step

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -133,17 +134,18 @@ class KernelSetup:
     fork: bool = True
 
 
-def kernel_config():
-    """traitlets config for a kernel on local IPC sockets in a fresh private folder.
+def kernel_config(parent: str):
+    """traitlets config for a kernel on local IPC sockets in a fresh private folder under ``parent``.
 
     IPC keeps kernels off TCP (and ipykernel's warning about unencrypted TCP off the terminal); a folder per
-    kernel keeps the socket names of kernels started together apart.
+    kernel keeps the socket names of kernels started together apart. ``parent`` is a temporary folder that the
+    caller removes when its kernels are done, so no empty socket folders pile up in the temp folder.
     """
     import tempfile
 
     from traitlets.config import Config
 
-    folder = tempfile.mkdtemp(prefix="mlops-nb-kernel-")
+    folder = tempfile.mkdtemp(prefix="k", dir=parent)
     return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
 
 
@@ -306,7 +308,10 @@ class KernelPool:
     """
 
     def __init__(self, setup: KernelSetup, size: int):
+        import tempfile
+
         self.setup = setup
+        self.sockets = tempfile.mkdtemp(prefix="mlops-nb-kernels-")  # the kernels' IPC sockets; removed on close
         self.template = self._template() if setup.fork else None
         self.ready: queue.Queue[Lane] = queue.Queue()
         self.closing = False
@@ -339,7 +344,7 @@ class KernelPool:
         """A kernel manager for one kernel: forked from the template when there is one."""
         from .forking import ForkingKernelManager
 
-        km = ForkingKernelManager(kernel_name=self.setup.kernel_name, config=kernel_config())
+        km = ForkingKernelManager(kernel_name=self.setup.kernel_name, config=kernel_config(self.sockets))
         km.template = self.template
         return km
 
@@ -380,6 +385,7 @@ class KernelPool:
                     client.km.provisioner.process.kill()
                 except Exception:  # noqa: BLE001 - best effort on the way out
                     pass
+        shutil.rmtree(self.sockets, ignore_errors=True)
 
     def __enter__(self) -> KernelPool:
         return self

@@ -62,7 +62,7 @@ class NotebookRunner(Runner):
                     kernel_name=options.kernel_name,
                     on_cell_complete=_StepReporter(job, bar, planned),
                     execution_timeout=options.step_timeout,
-                    config=kernel_config(),
+                    config=kernel_config(str(output.parent)),
                 )
         except PapermillExecutionError as exc:
             if _cell_raised(output):  # not only the traceback of an attempt that a retry then fixed

@@ -8,7 +8,7 @@ LABEXT := labextension/package.json labextension/tsconfig.json $(wildcard labext
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup demo test lint bench clean chromium
+.PHONY: setup demo test lint bench audit clean chromium
 
 setup: $(STAMP)
 	@$(BIN)/python -m compileall -q mlops_nb  # PYTHONDONTWRITEBYTECODE=1 here: keep our own imports fast too
@@ -51,6 +51,11 @@ chromium:
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$sudo apt-get install -y chromium || { $$sudo apt-get update && $$sudo apt-get install -y chromium; } \
 			|| echo "apt could not install chromium: the browser test will be skipped"; }
+
+# A vulnerability report over the installed dependencies (pip-audit against PyPI's data, then OSV): printed, never
+# failing the build (.ci/audit.py)
+audit: setup
+	$(BIN)/python .ci/audit.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_metadata.py --smoke

@@ -23,6 +23,30 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses (ip, port) that process ``pid`` and its descendants listen on."""
+    import psutil
+
+    root = psutil.Process(pid)
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+    return found
+
+
+def listener_of(port: int) -> int:
+    """The pid of the process listening on TCP ``port`` (any address)."""
+    import psutil
+
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    raise LookupError(f"nothing listens on port {port}")
+
+
 def write_notebook(path: Path, sources: list[str], parameters: int | None = None) -> Path:
     """A notebook of code cells; cell ``parameters`` (an index) is tagged ``parameters``."""
     cells = []
@@ -149,11 +173,14 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
 
 
 @contextlib.contextmanager
-def jupyter_app(root: Path, work: Path, *, app: str = "lab", token: str = "") -> Iterator[str]:
-    """A real ``jupyter lab`` (or ``jupyter server``) serving ``root`` on a free 127.0.0.1 port with ``token``
-    (empty: none) and its own config, data, runtime and settings folders (the user's are not read; the venv's
-    share/ and etc/ still are, which is where the installed lab extension and the server extension's config live).
-    Yields the base URL once ``/mlops/api`` answers; the server is stopped (its process group) on exit."""
+def jupyter_app(
+    root: Path, work: Path, *, app: str = "lab", token: str = "", ip: str | None = "127.0.0.1"
+) -> Iterator[str]:
+    """A real ``jupyter lab`` (or ``jupyter server``) serving ``root`` on a free port of ``ip`` (None: Jupyter's
+    default address) with ``token`` (empty: none) and its own config, data, runtime and settings folders (the user's
+    are not read; the venv's share/ and etc/ still are, which is where the installed lab extension and the server
+    extension's config live). Yields the base URL once ``/mlops/api`` answers; the server is stopped (its process
+    group) on exit."""
     import pytest
 
     port = free_port()
@@ -173,7 +200,7 @@ def jupyter_app(root: Path, work: Path, *, app: str = "lab", token: str = "") ->
         str(Path(sys.executable).parent / "jupyter"),
         app,
         "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
+        *([f"--ServerApp.ip={ip}"] if ip is not None else []),
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",

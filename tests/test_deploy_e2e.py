@@ -191,6 +191,11 @@ def test_canary_rollback_status_and_stop_from_the_command_line(lifecycle):
     state = _read_state(project, "iris")
     if state["stable"]["version"] != 2:
         deploy("iris/2", window=0.2, project=project, progress=False)
+    from nbtools import listening
+
+    addresses = listening(state["pid"])  # the supervisor, its router (stable address and control) and servers
+    assert {("127.0.0.1", state["port"]), ("127.0.0.1", state["control_port"])} <= addresses, addresses
+    assert {ip for ip, _ in addresses} == {"127.0.0.1"}, addresses
     load = Load(state["url"], 100_000, threads=2, pause=0.005).start()
     done = subprocess.run([*CLI, "deploy", "iris/1", "--canary", "50", "--window", "1.5", "--json"], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -205,6 +205,13 @@ def test_health_version_and_metrics(served, server):
     assert "# TYPE mlops_request_seconds histogram" in text and 'mlops_requests_total{status="200"}' in text
 
 
+def test_serve_listens_on_loopback_only_by_default(server):
+    from nbtools import listening
+
+    addresses = listening(server.process.pid)
+    assert (("127.0.0.1", server.port)) in addresses and {ip for ip, _ in addresses} == {"127.0.0.1"}, addresses
+
+
 def test_bad_requests_get_a_clear_4xx_are_logged_and_the_server_keeps_serving(served, server):
     post = server.url + "/invocations"
     good = {"dataframe_records": [dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))]}

@@ -62,9 +62,16 @@ class DaskPool:
             if address:
                 self.client = Client(address, timeout=10)
             else:
-                where = {"host": "127.0.0.1"} if processes else {}  # thread workers talk in-process
+                # thread workers talk in-process; the scheduler's and workers' HTTP servers (dashboard, metrics)
+                # would listen on every interface (0.0.0.0:8787) unless told otherwise: loopback, any free port
+                where = {"host": "127.0.0.1"} if processes else {}
                 self.cluster = LocalCluster(
-                    n_workers=max(1, jobs), threads_per_worker=1, processes=processes, dashboard_address=None, **where
+                    n_workers=max(1, jobs),
+                    threads_per_worker=1,
+                    processes=processes,
+                    dashboard_address="127.0.0.1:0",
+                    worker_dashboard_address="127.0.0.1:0",
+                    **where,
                 )
                 self.client = Client(self.cluster)
         except (OSError, TimeoutError) as exc:

@@ -59,3 +59,22 @@ def fsync_rename(tmp: str | Path, final: str | Path) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, final)
     fsync_dir(os.path.dirname(os.path.abspath(final)))
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full: an ``OSError`` with ENOSPC or EDQUOT, or a
+    library's error (DuckDB, Arrow) that carries the system's message."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def disk_full_message(what: str, folder: str | Path) -> str:
+    """One line for a write that found the disk full: what was not written, where, and how to go on."""
+    return (
+        f"cannot write {what}: the disk is full under {folder} (no space left on device); nothing was written. "
+        "Free some space (`mlops-nb gc` removes what no run, model or bundle keeps) and try again"
+    )

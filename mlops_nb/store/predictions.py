@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..core.files import fsync_dir
+from ..core.files import disk_full, disk_full_message, fsync_dir
 from ..exceptions import NotFoundError, ServingError, StoreBusyError
 
 FEATURE_PREFIX = "in_"
@@ -62,10 +62,16 @@ def _write_segment(folder: Path, table) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / _segment_name(datetime.now(UTC))
     tmp = folder / f".{final.name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+        if disk_full(exc):
+            raise ServingError(disk_full_message(f"{table.num_rows} prediction log rows", folder.parent)) from None
+        raise
     fsync_dir(folder)
     return final
 
@@ -115,8 +121,7 @@ class LogWriter:
             try:
                 self.flush()
                 delay = self.flush_seconds
-            except Exception as exc:  # noqa: BLE001 - a full or read-only disk: keep the rows, retry, say so
-                self.last_error = f"{type(exc).__name__}: {exc}"
+            except Exception:  # noqa: BLE001 - a full or read-only disk: flush kept the rows and last_error says why
                 delay = min(delay * 2, 30.0)
 
     def flush(self) -> int:
@@ -131,7 +136,7 @@ class LogWriter:
             _write_segment(self.folder / rows[0]["ts"].strftime("%Y-%m-%d"), table)
         except Exception as exc:
             self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = str(exc) if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
             with self._lock:  # kept for the next attempt
                 self._rows[:0] = rows
             raise

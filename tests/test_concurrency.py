@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-N_WORKERS, N_RUNS, N_STEPS = 8, 25, 5
+N_WORKERS, N_RUNS, N_STEPS = 8, 10, 5  # 400 step runs written at once; tests/faults/test_soak.py mixes more
 BIG_SIZE = 320 * 2**20  # bytes of the artifact a child is killed while writing
 
 

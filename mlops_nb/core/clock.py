@@ -61,10 +61,14 @@ def parse_duration(
             raise error(f"{what} {value!r} has an unknown unit {match.group(2)!r}; {hint}")
         seconds = float(match.group(1)) * _UNIT_SECONDS[unit]
     elif isinstance(value, str) and value.strip():
+        import warnings
+
         import pandas as pd  # the long forms (``1 days 02:00:00``, ISO 8601 ``PT1H``); imported only for them
 
         try:
-            seconds = pd.Timedelta(value).total_seconds()
+            with warnings.catch_warnings():  # pandas' deprecation of unit spellings is not the user's concern
+                warnings.simplefilter("ignore")
+                seconds = pd.Timedelta(value).total_seconds()
         except (ValueError, TypeError, OverflowError):
             raise error(f"{what} {value!r} is not a duration; {hint}") from None
     else:

@@ -1,8 +1,9 @@
 """Fault injection: ``kill -9`` at seeded random moments inside a pipeline run, a feature ingest, a model
-registration with an alias move, and the prediction-log writer (52 kills in all), then the promises checked:
-every store opens and verifies (no partial artifact, segment or log file), no run stays ``running``, the alias
-points at a version that exists, no process of ours outlives its owner, and a re-run resumes from the cache.
-A table of fault points and what survived is printed (``-s`` shows it)."""
+registration with an alias move, the prediction-log writer and a deployment switch (54 kills in all), then the
+promises checked: every store opens and verifies (no partial artifact, segment or log file), no run stays
+``running``, every alias points at a version that exists, no process of ours outlives its owner, the server that was
+serving still serves (its stable address never stops answering), and a re-run resumes from the cache. A table of
+fault points and what survived is printed (``-s`` shows it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,9 +67,13 @@ while True:
         time.sleep(0.01)
 """,
 }
-KILLS = {"pipeline run": 16, "feature ingest": 14, "registration and alias move": 12, "prediction-log writer": 10}
+# "deployment switch": `mlops-nb deploy iris/N` against the running deployment of iris, killed either in the client
+# (the rollout goes on in the supervisor) or in the new scoring server it starts (the rollout must roll back)
+KILLS = {"pipeline run": 14, "feature ingest": 12, "registration and alias move": 10, "prediction-log writer": 8,
+         "deployment switch": 10}  # fmt: skip
 WINDOW = {"pipeline run": (0.5, 7.0), "feature ingest": (1.0, 5.0), "registration and alias move": (2.0, 9.0),
-          "prediction-log writer": (0.8, 2.5)}  # fmt: skip
+          "prediction-log writer": (0.8, 2.5), "deployment switch": (0.5, 4.0)}  # fmt: skip
+IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,67 @@ def home(tmp_path_factory, mlflow_template):
     fs = project.features
     fs.register_entity("customer", {"customer_id": "int64"})
     fs.register_view("activity", "customer", {"spend": "float64"}, timestamp="ts")
-    return home
+    _deploy_iris(project)
+    yield home
+    from mlops_nb.exceptions import DeployError
+    from mlops_nb.serving import stop
+
+    try:
+        stop("iris", project=project)
+    except DeployError:
+        pass
+
+
+def _deploy_iris(project: Project) -> None:
+    """iris v1 and v2 registered and built; v1 deployed (the supervisor runs detached until the fixture ends)."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    import mlops_nb
+    from mlops_nb.serving import build, deploy
+    from mlops_nb.serving.router import free_port
+
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    x.columns = IRIS
+    for model in (LogisticRegression(max_iter=500), DecisionTreeClassifier(max_depth=2, random_state=0)):
+        v = mlops_nb.register_model(model.fit(x, y), "iris", input_example=x.head(3), project=project)
+        build(f"iris/{v.version}", project=project, progress=False)
+    deploy("iris/1", port=free_port(), window=0.2, project=project, progress=False)
+
+
+class Pinger(threading.Thread):
+    """Asks the stable address for /ping every 20 ms; counts the answers that were not 200."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.failures, self.calls = url + "/ping", [], 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        while not self.halt.is_set():
+            self.calls += 1
+            try:
+                answer = session.get(self.url, timeout=5)
+                if answer.status_code != 200:
+                    self.failures.append(f"/ping gave {answer.status_code}")
+            except requests.RequestException as exc:
+                self.failures.append(f"/ping failed: {exc}"[:200])
+            time.sleep(0.02)
+
+    def stop(self) -> list[str]:
+        self.halt.set()
+        self.join(10)
+        return self.failures
+
+
+def _switch(home: Path, version: int) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "mlops_nb.ui.cli", "--home", str(home), "deploy", f"iris/{version}",
+            "--window", "0.5"]  # fmt: skip
+    return subprocess.Popen(argv, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _start(site: str, home: Path) -> subprocess.Popen:
@@ -100,6 +166,78 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _servers(state: dict) -> list[psutil.Process]:
+    """The scoring servers (app/serve.py) under the deployment's supervisor."""
+    found = []
+    for p in _descendants(state["pid"]):
+        try:
+            if any(part.endswith("serve.py") for part in p.cmdline()):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _settled(home: Path, timeout: float = 60) -> tuple[dict | None, bool]:
+    """The iris deployment's state, and whether it settled within ``timeout``: no rollout in progress (no canary,
+    one scoring server, its stable one)."""
+    from mlops_nb.serving.rollout import _read_state
+
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = _read_state(Project(home), "iris")
+        if state is not None and state.get("canary") is None and state.get("stable"):
+            if [p.pid for p in _servers(state)] == [state["stable"]["pid"]]:
+                return state, True
+        time.sleep(0.2)
+    return state, False
+
+
+def _kill_in_switch(home: Path, delay: float, target: str) -> tuple[list[str], str]:
+    """Start `mlops-nb deploy iris/N` (the other version) and kill -9, after ``delay``, the client or the new
+    scoring server it has the supervisor start; then what broke, and what was killed."""
+    import requests
+
+    state, _ = _settled(home)
+    if state is None:
+        return ["the iris deployment is gone"], "-"
+    version = 3 - int(state["stable"]["version"])
+    pinger = Pinger(state["url"])
+    pinger.start()
+    client = _switch(home, version)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and client.poll() is None:
+        time.sleep(0.02)
+    killed = "nothing (the switch had ended)"
+    if target == "new server":
+        new = [p for p in _servers(state) if p.pid != state["stable"]["pid"]]
+        if new:
+            new[0].kill()
+            killed = "new server"
+    if killed != "new server" and client.poll() is None:
+        client.send_signal(signal.SIGKILL)
+        killed = "client"
+    try:
+        client.wait(90)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        client.wait()
+    after, settled = _settled(home)
+    broken = [f"the stable address: {f}" for f in pinger.stop()[:3]]
+    if not settled:
+        broken.append(f"the deployment did not settle: {after}")
+    elif after["stable"]["version"] not in (1, 2) or after["url"] != state["url"]:
+        broken.append(f"the deployment serves {after['stable']} at {after['url']}")
+    else:
+        try:
+            if requests.get(after["url"] + "/ping", timeout=5).status_code != 200:
+                broken.append("the stable address does not answer /ping")
+        except requests.RequestException as exc:
+            broken.append(f"the stable address does not answer: {exc}")
+    return broken, killed
+
+
 def _check(home: Path) -> list[str]:
     """What a kill broke (empty: nothing)."""
     project = Project(home)
@@ -107,10 +245,11 @@ def _check(home: Path) -> list[str]:
     running = [r.id for r in project.metadata.list_runs(None) if r.status == "running"]
     broken += [f"run {r} still running" for r in running]
     if project.mlflow_db.exists():
-        held = project.registry.alias_version("m", "champion") if project.registry.models() else None
-        versions = {v.version for v in project.registry.versions("m")} if held is not None else set()
-        if held is not None and held not in versions:
-            broken.append(f"champion points at v{held}, which does not exist")
+        for model in project.registry.models():
+            versions = {v.version for v in project.registry.versions(model["name"])}
+            for alias, held in model["aliases"].items():
+                if held not in versions:
+                    broken.append(f"{model['name']}@{alias} points at v{held}, which does not exist")
     log = project.predictions
     try:
         log.read()
@@ -124,11 +263,19 @@ def _check(home: Path) -> list[str]:
 def test_kill_9_at_seeded_points_loses_nothing_and_leaves_no_process(home):
     rng = random.Random(SEED)
     table = []
+    switch_kills: dict[str, int] = {}  # what a deployment switch's kill hit
     for site, kills in KILLS.items():
         survived = 0
-        for _ in range(kills):
-            child = _start(site, home)
+        for i in range(kills):
             delay = rng.uniform(*WINDOW[site])
+            if site == "deployment switch":
+                broken, killed = _kill_in_switch(home, delay, "new server" if i % 2 else "client")
+                switch_kills[killed] = switch_kills.get(killed, 0) + 1
+                broken += _check(home)
+                assert not broken, (site, killed, round(delay, 2), broken)
+                survived += 1
+                continue
+            child = _start(site, home)
             deadline = time.monotonic() + delay
             family: dict[int, psutil.Process] = {}
             while time.monotonic() < deadline and child.poll() is None:
@@ -154,4 +301,6 @@ def test_kill_9_at_seeded_points_loses_nothing_and_leaves_no_process(home):
     print("\n| fault point | kill -9 | survived |\n|---|---|---|")
     for site, kills, survived in table:
         print(f"| {site} | {kills} | {survived} |")
+    print("deployment switch kills: " + ", ".join(f"{what} {n}" for what, n in sorted(switch_kills.items())))
+    assert switch_kills.get("new server", 0) >= 3 and switch_kills.get("client", 0) >= 3, switch_kills
     assert sum(k for _, k, _ in table) >= 50

@@ -60,6 +60,7 @@ def registry_project(project, mlflow_template):
 LONGEST_FIRST = [
     "test_binder.py",
     "test_kill_points.py",
+    "test_soak.py",
     "test_concurrency.py",
     "test_notebooks.py",
     "test_cli.py",

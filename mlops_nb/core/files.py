@@ -75,6 +75,6 @@ def disk_full(exc: BaseException) -> bool:
 def disk_full_message(what: str, folder: str | Path) -> str:
     """One line for a write that found the disk full: what was not written, where, and how to go on."""
     return (
-        f"cannot write {what}: the disk is full under {folder} (no space left on device); nothing was written. "
-        "Free some space (`mlops-nb gc` removes what no run, model or bundle keeps) and try again"
+        f"cannot write {what}: the disk is full under {folder}; free some space (`mlops-nb gc` removes what "
+        "nothing keeps) and try again"
     )

@@ -72,6 +72,60 @@ def copy_quickstart(folder: Path) -> Path:
     return folder / "01_quickstart.ipynb"
 
 
+class ScoringServer:
+    """``mlops-nb serve MODEL [EXTRA...]`` for the project at ``home``, in a child process on a free 127.0.0.1
+    port, started once it answers ``/ping``; its output goes to a temporary file (shown if it fails to start)."""
+
+    def __init__(self, home: Path, model: str, *extra: str):
+        import tempfile
+
+        import requests
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - open while the server runs
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlops_nb.ui.cli", "serve", model, "--port", str(self.port), *extra],
+            env={**os.environ, "MLOPS_NB_HOME": str(home)},
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.output.seek(0)
+                raise AssertionError(f"mlops-nb serve ended: {self.output.read()[-3000:]}")
+            try:
+                if requests.get(self.url + "/ping", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError("mlops-nb serve did not answer /ping within 90 s")
+
+    def stop(self) -> None:
+        """Stop it gracefully (SIGTERM: the prediction log is flushed) and wait for it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+        self.output.close()
+
+
+def pipeline_project(home: Path, cells: list[str], mlflow_template: Path, parameters: int | None = None):
+    """A project at ``home`` (made) with the notebook ``p.ipynb`` of ``cells``, a copy of the migrated MLflow
+    store, and the feature view ``activity`` (``spend`` at ``ts``) of the entity ``customer`` (``customer_id``)."""
+    from mlops_nb.project import Project
+
+    home.mkdir(parents=True, exist_ok=True)
+    project = Project(home).init()
+    shutil.copy(mlflow_template, project.mlflow_db)
+    write_notebook(home / "p.ipynb", cells, parameters=parameters)
+    project.features.register_entity("customer", {"customer_id": "int64"})
+    project.features.register_view("activity", "customer", {"spend": "float64"}, timestamp="ts")
+    return project
+
+
 def quickstart_with_pending_model(folder: Path, mlflow_template: Path) -> dict:
     """A project that ran the quickstart once and has a model ``churn``: v1 champion, v2 waiting for approval
     (what the front ends' tests show and steer). Returns ``project``, ``folder``, ``notebook`` and ``run``."""

@@ -19,7 +19,7 @@ from mlops_nb.serving.verify import verify
 from mlops_nb.ui.cli import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbtools import write_notebook  # noqa: E402
+from nbtools import pipeline_project  # noqa: E402
 
 CELLS = [
     "%load_ext mlops_nb\nimport pandas as pd",
@@ -38,14 +38,9 @@ def template(tmp_path_factory, mlflow_template):
     from mlops_nb.serving.bundle import build
 
     home = tmp_path_factory.mktemp("integrity") / "project"
-    home.mkdir()
-    project = Project(home).init()
-    shutil.copy(mlflow_template, project.mlflow_db)
-    write_notebook(home / "p.ipynb", CELLS)
+    project = pipeline_project(home, CELLS, mlflow_template)
     run(home / "p.ipynb", executor="notebook", project=project, progress=False)
     fs = project.features
-    fs.register_entity("customer", {"customer_id": "int64"})
-    fs.register_view("activity", "customer", {"spend": "float64"}, timestamp="ts")
     ts = pd.to_datetime(["2024-01-01"] * 200, utc=True)
     fs.ingest("activity", pd.DataFrame({"customer_id": range(200), "spend": np.arange(200.0), "ts": ts}))
     fs.ingest("activity", pd.DataFrame({"customer_id": range(100), "spend": np.arange(100.0) + 1, "ts": ts[:100]}))

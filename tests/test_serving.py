@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from nbtools import ScoringServer as Server
 
 from mlops_nb.exceptions import BundleError, NotFoundError, ServingError
 from mlops_nb.project import Project
 from mlops_nb.serving import build, parse_model_spec
 from mlops_nb.serving.manifest import open_bundle
-from mlops_nb.serving.router import free_port
 from mlops_nb.store.predictions import LogWriter, PredictionLog
 
 CLI = [sys.executable, "-m", "mlops_nb.ui.cli"]
@@ -64,35 +64,6 @@ def served(tmp_path_factory, mlflow_template):
 
 def _env(home: Path) -> dict:
     return {**os.environ, "MLOPS_NB_HOME": str(home)}
-
-
-class Server:
-    """``mlops-nb serve`` in a child process on a free port."""
-
-    def __init__(self, home: Path, model: str, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [*CLI, "serve", model, "--port", str(self.port), *extra],
-            env=_env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stdout.read()
-            try:
-                if requests.get(self.url + "/ping", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("the server did not start")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -72,9 +74,22 @@ def disk_full(exc: BaseException) -> bool:
     return "No space left on device" in text or "Disk quota exceeded" in text
 
 
-def disk_full_message(what: str, folder: str | Path) -> str:
-    """One line for a write that found the disk full: what was not written, where, and how to go on."""
-    return (
-        f"cannot write {what}: the disk is full under {folder}; free some space (`mlops-nb gc` removes what "
-        "nothing keeps) and try again"
-    )
+@contextmanager
+def full_disk_as(error: type[Exception], what: str, folder: str | Path) -> Iterator[None]:
+    """Turn a write's "disk full" (:func:`disk_full`) into ``error`` with one line: what was not written, where,
+    and how to go on; any other exception passes unchanged. The caller leaves nothing half-written.
+
+    Example::
+
+        with full_disk_as(ArtifactError, "artifact 'model' (5.0 MB)", root):
+            write(...)
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        raise error(
+            f"cannot write {what}: the disk is full under {folder}; free some space (`mlops-nb gc` removes what "
+            "nothing keeps) and try again"
+        ) from None

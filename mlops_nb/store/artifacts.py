@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core.files import disk_full, disk_full_message, fsync_dir
+from ..core.files import fsync_dir, full_disk_as
 from ..core.hashing import sha256_file
 from ..core.records import ArtifactRef
 from ..exceptions import (
@@ -495,13 +495,8 @@ class ArtifactStore:
         ref = ArtifactRef(digest, kind, len(data), name, summary)
         final = self._path(digest, kind)
         if self._local:
-            try:
+            with full_disk_as(ArtifactError, f"artifact {name or digest[:12]!r} ({len(data) / 1e6:.1f} MB)", self.root):
                 self._write_local(final, data)
-            except OSError as exc:
-                if not disk_full(exc):
-                    raise
-                what = f"artifact {name or digest[:12]!r} ({len(data) / 1e6:.1f} MB)"
-                raise ArtifactError(disk_full_message(what, self.root)) from None
         else:
             self._write_remote(final, data)
         return ArtifactRef(digest, kind, len(data), name, summary, self.uri(ref))

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..core.files import disk_full, disk_full_message, fsync_dir
+from ..core.files import fsync_dir, full_disk_as
 from ..exceptions import NotFoundError, ServingError, StoreBusyError
 
 FEATURE_PREFIX = "in_"
@@ -62,16 +62,15 @@ def _write_segment(folder: Path, table) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / _segment_name(datetime.now(UTC))
     tmp = folder / f".{final.name}.tmp"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)  # nothing half-written stays behind
-        if disk_full(exc):
-            raise ServingError(disk_full_message(f"{table.num_rows} prediction log rows", folder.parent)) from None
-        raise
+    with full_disk_as(ServingError, f"{table.num_rows} prediction log rows", folder.parent):
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+            raise
     fsync_dir(folder)
     return final
 

@@ -8,7 +8,6 @@ fault points and what survived is printed (``-s`` shows it)."""
 from __future__ import annotations
 
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from mlops_nb.project import Project
 from mlops_nb.serving.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nbtools import write_notebook  # noqa: E402
+from nbtools import pipeline_project  # noqa: E402
 
 SEED = 17
 CELLS = [
@@ -79,13 +78,7 @@ IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, mlflow_template):
     home = tmp_path_factory.mktemp("faults") / "project"
-    home.mkdir()
-    project = Project(home).init()
-    shutil.copy(mlflow_template, project.mlflow_db)
-    write_notebook(home / "p.ipynb", CELLS)
-    fs = project.features
-    fs.register_entity("customer", {"customer_id": "int64"})
-    fs.register_view("activity", "customer", {"spend": "float64"}, timestamp="ts")
+    project = pipeline_project(home, CELLS, mlflow_template)
     _deploy_iris(project)
     yield home
     from mlops_nb.exceptions import DeployError

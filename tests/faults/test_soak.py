@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -233,7 +231,7 @@ import pytest  # noqa: E402
 from mlops_nb.project import Project  # noqa: E402
 
 sys.path.insert(0, str(HERE.parents[1]))
-from nbtools import free_port, jupyter_app, write_notebook  # noqa: E402
+from nbtools import ScoringServer, jupyter_app, pipeline_project  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -245,13 +243,8 @@ def home(tmp_path_factory, mlflow_template):
     from mlops_nb.serving import build
 
     home = tmp_path_factory.mktemp("soak") / "project"
-    home.mkdir()
-    project = Project(home).init()
-    shutil.copy(mlflow_template, project.mlflow_db)
-    write_notebook(home / "p.ipynb", CELLS, parameters=1)
+    project = pipeline_project(home, CELLS, mlflow_template, parameters=1)
     fs = project.features
-    fs.register_entity("customer", {"customer_id": "int64"})
-    fs.register_view("activity", "customer", {"spend": "float64"}, timestamp="ts")
     import numpy as np
     import pandas as pd
     from sklearn.datasets import load_iris
@@ -268,28 +261,10 @@ def home(tmp_path_factory, mlflow_template):
     return home
 
 
-def _serve(home: Path) -> tuple[subprocess.Popen, str]:
-    import requests
-
-    port = free_port()
-    env = {**os.environ, "MLOPS_NB_HOME": str(home)}
-    process = subprocess.Popen([sys.executable, "-m", "mlops_nb.ui.cli", "serve", "iris/1", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            if requests.get(url + "/ping", timeout=1).status_code == 200:
-                return process, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("the scoring server did not start")
-
-
 def test_eight_processes_for_two_minutes_lose_nothing_and_show_no_error(home, tmp_path):
     project = Project(home)
-    server, url = _serve(home)
+    server = ScoringServer(home, "iris/1")
+    url = server.url
     out = home / "soak"
     with jupyter_app(home, tmp_path / "jupyter", app="server", token=TOKEN) as base:
         plan = [("run", "run-fresh", "fresh"), ("run", "run-cached", "cached"), ("ingest", "ingest"),
@@ -319,8 +294,7 @@ def test_eight_processes_for_two_minutes_lose_nothing_and_show_no_error(home, tm
             time.sleep(0.5)
         for _, log, _ in children:
             log.close()
-    server.send_signal(signal.SIGTERM)  # a graceful stop flushes the prediction log
-    server.wait(60)
+    server.stop()  # a graceful stop flushes the prediction log
 
     summaries = {name: json.loads((out / f"{name}.json").read_text()) for name, _, _ in children}
     _, alive = psutil.wait_procs(list(family.values()), timeout=15)

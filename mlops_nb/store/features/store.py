@@ -36,7 +36,7 @@ from typing import Any
 
 from ...core import hooks
 from ...core.clock import iso, utcnow
-from ...core.files import disk_full, disk_full_message, fsync_rename
+from ...core.files import fsync_rename, full_disk_as
 from ...core.hashing import sha256_file
 from ...core.records import ArtifactRef
 from ...exceptions import (
@@ -639,13 +639,8 @@ class FeatureStore:
             data = read_data_file(v.name, source)
         table = validate_frame(v, data, allow_extra, assume_utc)
         content_hash = table_hash(table)
-        try:
+        with full_disk_as(FeatureStoreError, f"{table.num_rows} rows of feature view {v.name!r}", self.root / v.name):
             result, segment, segments = self._write_segment(v, table, content_hash, str(source) if source else None)
-        except Exception as exc:
-            if not disk_full(exc):
-                raise
-            what = f"{table.num_rows} rows of feature view {v.name!r}"
-            raise FeatureStoreError(disk_full_message(what, self.root / v.name)) from None
         if hooks.active_step() is not None:  # inside a pipeline step: what it read and wrote
             if source is not None:
                 hooks.record_input(source.name, ArtifactRef.external(source))

@@ -328,7 +328,7 @@ def probe_kernel(root: Path, imports: str, rounds: int = 3) -> dict[str, float]:
         cpu = children_cpu()
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(setup_source(imports))])
         client = NotebookClient(
-            nb, kernel_name="python3", resources={"metadata": {"path": str(folder)}}, config=kernel_config()
+            nb, kernel_name="python3", resources={"metadata": {"path": str(folder)}}, config=kernel_config(str(folder))
         )
         t0 = time.perf_counter()
         with client.setup_kernel(stderr=subprocess.DEVNULL):

@@ -232,13 +232,13 @@ def main() -> None:
                   f"(target >= {target:.0f}x: {verdict}); agreement {row['agreement']:.1%} (target >= 98%: "
                   f"{'met' if row['agreement'] >= 0.98 else 'MISSED'})")  # fmt: skip
         # as ours / theirs, the inverse of the ratios printed above (Evidently / ours, how many times faster)
-        work = f"drift on {args.rows:,} rows x {row['columns']} columns, {row['reference']:,}-row reference"
-        work += f", best of {args.repeats}"
+        case = f"drift on {args.rows:,} rows x {row['columns']} columns, {row['reference']:,}-row reference"
+        case += f", best of {args.repeats}"
         their_best = min(row["evidently_s"])
         results += [
             _results.Result(
                 "monitoring",
-                f"{work}: mlops_nb.monitor",
+                f"{case}: mlops_nb.monitor",
                 "Evidently DataDriftPreset",
                 min(row["monitor_s"]),
                 their_best,
@@ -248,7 +248,7 @@ def main() -> None:
             ),
             _results.Result(
                 "monitoring",
-                f"{work}: data_drift alone",
+                f"{case}: data_drift alone",
                 "Evidently DataDriftPreset",
                 min(row["drift_s"]),
                 their_best,
@@ -256,7 +256,7 @@ def main() -> None:
             ),
             _results.Result(
                 "monitoring",
-                f"{work}: verdicts agreeing",
+                f"{case}: verdicts agreeing",
                 "Evidently's verdicts",
                 row["agreement"] * 100,
                 None,

@@ -433,7 +433,8 @@ def main() -> None:
         print("\ntargets:")
         for label, value, ok in targets:
             print(f"  {label:<28} {value:>7.2f}  {'met' if ok else 'MISSED'}")
-        join = f"point-in-time join, {n_features:,} x {n_entities:,} rows (median of {args.rounds} round{'s' if args.rounds > 1 else ''})"
+        rounds = f"{args.rounds} round" + ("s" if args.rounds > 1 else "")
+        join = f"point-in-time join, {n_features:,} x {n_entities:,} rows (median of {rounds})"
         met = [ok for _, _, ok in targets]
 
         def versus(name: str, key: str, unit: str, target: str, ok: bool, work: str = join) -> _results.Result:

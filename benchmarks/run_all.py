@@ -133,8 +133,9 @@ def run_one(name: str, size: str, timeout: float, logs: Path) -> tuple[list[_res
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
+            failure = f"timed out after {timeout:g} s; its last line: {last_line(err, out)}"  # before it is stopped
             stop(process)
-            return _results.read_results(results), time.perf_counter() - started, f"timed out after {timeout:g} s"
+            return _results.read_results(results), time.perf_counter() - started, failure
         except BaseException:  # Ctrl-C: the benchmark is in a session of its own, so stop it too
             stop(process)
             raise
@@ -241,8 +242,7 @@ def git_commit() -> str:
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    results_md = (HERE / "RESULTS.md").relative_to(ROOT).as_posix()
-    dirty = [line for line in status.splitlines() if line[3:].strip() != results_md]
+    dirty = [line for line in status.splitlines() if line[3:].strip() != "benchmarks/RESULTS.md"]  # rewritten now
     return head + (" + local changes" if dirty else "")
 
 

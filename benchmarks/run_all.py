@@ -185,7 +185,9 @@ def table(rows: list[_results.Result], failures: dict[str, str]) -> str:
             unit = f" {r.unit}" if r.unit else ""
             ours = number(r.ours) + (unit if r.ours is not None else "")
             theirs = number(r.theirs) + (unit if r.theirs is not None else "")
-            ratio = f"{number(r.ratio)}x" if r.ratio is not None else "-"
+            ratio = (
+                "-" if r.ratio is None else (f"{r.ratio:.3f}x" if 0.1 <= abs(r.ratio) < 10 else f"{number(r.ratio)}x")
+            )
             met = "-" if r.met is None else ("yes" if r.met else "NO")
             lines.append(
                 f"| {name} | {cell(r.work)} | {cell(r.peer)} | {ours} | {theirs} | {ratio} | {cell(r.target)} | {met} |"

@@ -57,8 +57,9 @@ chromium:
 audit: setup
 	$(BIN)/python .ci/audit.py
 
+# Every benchmark, one table (benchmarks/RESULTS.md): smoke sizes unless BENCH_SIZE=full (the issues' sizes: long)
 bench: setup
-	$(BIN)/python benchmarks/bench_metadata.py --smoke
+	BENCH_SIZE=$${BENCH_SIZE:-smoke} $(BIN)/python benchmarks/run_all.py
 
 clean:  # a demo's deployment keeps serving: stopped first, or its supervisor would outlive its folder
 	@for d in demo-project demo-project.*; do \

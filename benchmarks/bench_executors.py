@@ -46,6 +46,7 @@ sections times the parts a kernel costs: start, setup cell, ``%reset -f`` + setu
 Examples::
 
     .venv/bin/python benchmarks/bench_executors.py --smoke        # small sizes, light imports: ~30 s
+    BENCH_SIZE=smoke .venv/bin/python benchmarks/bench_executors.py   # the same (--no-smoke: the issue's sizes)
     .venv/bin/python benchmarks/bench_executors.py                # the issue's sizes, both import sets: minutes
     .venv/bin/python benchmarks/bench_executors.py --sections fanout --fanout-work sleep --imports realistic
 """
@@ -68,6 +69,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import _results
 import nbformat
 import numpy as np
 
@@ -365,6 +367,7 @@ class Row:
     variant: str
     seconds: float | None
     ratios: list[tuple[str, str, str]]  # (ratio text, target, met)
+    results: list[_results.Result] = field(default_factory=list)  # the same ratios, for --results
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -455,14 +458,31 @@ def chain_section(args, root: Path, imports: str, reps: int) -> list[Row]:
             else:
                 timed(variant, run_mlops, root, "notebook", make, "chain", "notebook")
 
+    results: dict[str, list[_results.Result]] = {key: [] for key in v}
+
     def r(x: str, y: str, target: bool = False) -> tuple[str, str, str]:
         if x not in v or y not in v:
             return ("", "", "")
         value = ratio(v[x], v[y])
         text = f"{v[x].label}/{v[y].label} = {fmt(value)}"
+        met = None if not target or value is None else value <= CHAIN_TARGET
+        work, peer = f"{section}, {imports} imports: {v[x].label} {v[x].name}", f"{v[y].label} {v[y].name}"
+        results[x].append(
+            _results.Result(
+                "executors",
+                work,
+                peer,
+                v[x].seconds,
+                v[y].seconds,
+                "s",
+                ratio=value,
+                target=f"<= {CHAIN_TARGET:g}x" if target else "",
+                met=met,
+            )
+        )
         if not target:
             return (text, "", "")
-        return (text, f"<= {CHAIN_TARGET:g}", "—" if value is None else ("yes" if value <= CHAIN_TARGET else "NO"))
+        return (text, f"<= {CHAIN_TARGET:g}", "—" if met is None else ("yes" if met else "NO"))
 
     plan = {
         "a": [("baseline", "", "")],
@@ -476,7 +496,8 @@ def chain_section(args, root: Path, imports: str, reps: int) -> list[Row]:
         ratios = [x for x in plan[key] if x[0]]
         if variant.error:
             ratios = [(f"FAILED: {variant.error[:60]}", "", "")]
-        rows.append(Row(section, imports, f"{variant.label} {variant.name}", variant.seconds, ratios))
+            results[key] = [failed_result(section, imports, variant)]
+        rows.append(Row(section, imports, f"{variant.label} {variant.name}", variant.seconds, ratios, results[key]))
     return rows
 
 
@@ -509,20 +530,43 @@ def fanout_section(args, root: Path, imports: str, work: str) -> list[Row]:
                 timed(variant, run_mlops, root, key, make, "fanout", executor, jobs, reuse=reuse)
     rows = []
     for key, variant in v.items():
+        results = []
         if variant.error:
             ratios = [(f"FAILED: {variant.error[:60]}", "", "")]
+            results = [failed_result(section, imports, variant)]
         elif key == "n":
             ratios = [("baseline", "", "")]
         else:
             value = ratio(v["n"], variant)
             text = f"speed-up (n)/{variant.label} = {fmt(value)}x"
+            met = None if key != "k" or value is None else value >= FANOUT_TARGET
             if key == "k":
-                met = "—" if value is None else ("yes" if value >= FANOUT_TARGET else "NO")
-                ratios = [(text, f">= {FANOUT_TARGET:g}x", met)]
+                ratios = [(text, f">= {FANOUT_TARGET:g}x", "—" if met is None else ("yes" if met else "NO"))]
             else:
                 ratios = [(text, "", "")]
-        rows.append(Row(section, imports, f"{variant.label} {variant.name}", variant.seconds, ratios))
+            # ours / theirs is the inverse of the speed-up: the target >= 1.7x is <= 1/1.7 of the notebook's time
+            target = f"<= {1 / FANOUT_TARGET:.2f}x (speed-up >= {FANOUT_TARGET:g}x)" if key == "k" else ""
+            results = [
+                _results.Result(
+                    "executors",
+                    f"{section}, {imports} imports: {variant.label} {variant.name}",
+                    f"{v['n'].label} {v['n'].name}",
+                    variant.seconds,
+                    v["n"].seconds,
+                    "s",
+                    ratio=1 / value if value else None,
+                    target=target,
+                    met=met,
+                )
+            ]
+        rows.append(Row(section, imports, f"{variant.label} {variant.name}", variant.seconds, ratios, results))
     return rows
+
+
+def failed_result(section: str, imports: str, variant: Variant) -> _results.Result:
+    """The --results row of a variant that failed."""
+    work = f"{section}, {imports} imports: {variant.label} {variant.name}"
+    return _results.Result("executors", work, f"FAILED: {variant.error[:60]}", None, None, "s")
 
 
 # Main --------------------------------------------------------------------------------------------------------
@@ -533,9 +577,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--smoke",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=_results.bench_size() == "smoke",
         help="other defaults: a 3-step chain of 0.05 s, 4 fan-out steps of 0.5 s (sleep), light imports, papermill's "
-        "API only (flags given still win): ~30 s",
+        "API only (flags given still win): ~30 s; on by default when BENCH_SIZE=smoke",
     )
     parser.add_argument("--steps", type=int, default=10, help="chain: steps")
     parser.add_argument("--step-seconds", type=float, default=0.1, help="chain: numpy work per step (calibrated)")
@@ -551,6 +596,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="folder for the project folders (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the default temp dir (--out is always kept)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    _results.add_results_option(parser)
     if parser.parse_known_args(argv)[0].smoke:
         parser.set_defaults(**SMOKE)
     args = parser.parse_args(argv)
@@ -648,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     took = time.perf_counter() - started
     print(f"\n== summary (seconds: median of {args.repeat}; benchmark {took:.0f}s; load average {load_average()}) ==")
     print_table(rows)
+    _results.write_results(args.results, [result for row in rows for result in row.results])
     missed = [r for r in rows for x in r.ratios if x[2] == "NO"]
     failed = [r for r in rows if r.seconds is None]
     targets = [x for r in rows for x in r.ratios if x[1]]

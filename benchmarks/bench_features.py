@@ -29,7 +29,8 @@ match is within the TTL and its (key, event time) has no tie), and null where ou
 Targets: ours <= 1.2x (a), >= 3x faster than (b), >= 4x faster than (c), peak RSS <= 1.5x (a); online p50 <= 2 ms.
 
 Sizes (``--size``): ``smoke`` 200k x 20k, 2k keys (seconds); ``medium`` 2M x 200k, 20k keys (a minute or two);
-``full`` 10M x 1M, 100k keys (several minutes). Examples::
+``full`` 10M x 1M, 100k keys (several minutes). The default is ``smoke``, or ``BENCH_SIZE`` when that is set
+(``smoke`` or ``full``); with ``BENCH_SIZE=smoke``, ``--rounds`` defaults to 1. Examples::
 
     .venv/bin/python benchmarks/bench_features.py --size smoke
     .venv/bin/python benchmarks/bench_features.py --size medium --reps 3
@@ -48,6 +49,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _results
 
 SIZES = {
     "smoke": (200_000, 20_000, 2_000),
@@ -323,17 +326,28 @@ def check(out: Path, segment: str) -> list[str]:
 # Driver ------------------------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="smoke", help="dataset size (default smoke)")
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default=_results.bench_size(default="smoke"),
+        help="dataset size (default smoke, or BENCH_SIZE when set: smoke or full)",
+    )
     parser.add_argument("--features", type=int, help="feature rows (overrides --size)")
     parser.add_argument("--entities", type=int, help="label rows (overrides --size)")
     parser.add_argument("--keys", type=int, help="distinct keys (overrides --size)")
     parser.add_argument("--days", type=int, default=100, help="time span of the data in days (default 100)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every method once (median printed)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1 if _results.bench_size() == "smoke" else 3,
+        help="rounds; each runs every method once (median printed; default 3, 1 when BENCH_SIZE=smoke)",
+    )
     parser.add_argument("--reps", type=int, default=2, help="timed repetitions per method and round (best kept)")
     parser.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--online", action="store_true", help=argparse.SUPPRESS)
+    _results.add_results_option(parser)
     args = parser.parse_args()
     if args.method:
         run_method(args.method, args.out, args.reps)
@@ -419,6 +433,34 @@ def main() -> None:
         print("\ntargets:")
         for label, value, ok in targets:
             print(f"  {label:<28} {value:>7.2f}  {'met' if ok else 'MISSED'}")
+        rounds = f"{args.rounds} round" + ("s" if args.rounds > 1 else "")
+        join = f"point-in-time join, {n_features:,} x {n_entities:,} rows (median of {rounds})"
+        met = [ok for _, _, ok in targets]
+
+        def versus(name: str, key: str, unit: str, target: str, ok: bool, work: str = join) -> _results.Result:
+            return _results.Result(
+                "features", work, LABELS[name], base[key], results[name][key], unit, target=target, met=ok
+            )
+
+        _results.write_results(
+            args.results,
+            [
+                versus("asof", "seconds", "s", "<= 1.2x", met[0]),
+                versus("pandas", "seconds", "s", "<= 0.33x (>= 3x faster)", met[1]),
+                versus("feast", "seconds", "s", "<= 0.25x (>= 4x faster)", met[2]),
+                versus("asof", "rss_mb", "MB", "<= 1.5x", met[3], f"peak RSS of the {join}"),
+                _results.Result(
+                    "features",
+                    f"online lookup of 1,000 keys, p50 of 200 ({online['online_keys']:,} keys)",
+                    "-",
+                    online["p50_ms"],
+                    None,
+                    "ms",
+                    target="<= 2 ms",
+                    met=met[4],
+                ),
+            ],
+        )
     finally:
         if not args.keep and not args.out:
             shutil.rmtree(out, ignore_errors=True)

@@ -68,6 +68,7 @@ MLflow keeps the step runs as child runs (tag ``mlflow.parentRunId``) in a secon
 2 search only the pipeline runs. Examples::
 
     .venv/bin/python benchmarks/bench_metadata.py --smoke          # 300 runs, 20 repetitions, 1 polled run
+    BENCH_SIZE=smoke .venv/bin/python benchmarks/bench_metadata.py   # the same (--no-smoke: full size)
     .venv/bin/python benchmarks/bench_metadata.py --repeat 3       # 20,000 runs, 100 repetitions: minutes
     .venv/bin/python benchmarks/bench_metadata.py --runs 5000 --out /tmp/bench --keep --no-poll
 """
@@ -92,6 +93,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _results
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -954,6 +956,39 @@ def poll_row(out: Path, store_path: Path, repeat: int, step_seconds: float, smok
     return result
 
 
+# Results (--results) ------------------------------------------------------------------------------------------
+def query_result(result: Result, runs: int, reps: int) -> _results.Result:
+    """A query's row for ``--results``: the long-lived reader against MLflow, p50 in ms."""
+    peer = "MLflow search_runs" + (", one a step up the tags" if result.query.startswith("lineage") else "")
+    target = "" if result.target is None else f"<= {result.target:g} ms and <= {RATIO_TARGET:.3f}x (>= 7x faster)"
+    return _results.Result(
+        "metadata",
+        f"{result.query} ({result.rows}), p50 of {reps} at {runs:,} runs, long-lived reader",
+        peer,
+        result.p("reader", 50),
+        result.p("theirs", 50),
+        "ms",
+        target=target,
+        met=None if result.target is None else result.met,
+    )
+
+
+def polling_result(polling: PollResult, runs: int) -> _results.Result:
+    """The polling row for ``--results``: the run polled against the run alone (median of the pairs' ratios)."""
+    return _results.Result(
+        "metadata",
+        f"10-step run polled every {POLL_INTERVAL_S:g} s on a {runs:,}-run store, median of {len(polling.alone)} "
+        f"({polling.busy} StoreBusyError)",
+        "the same run, not polled",
+        float(np.median(polling.polled)),
+        float(np.median(polling.alone)),
+        "s",
+        ratio=float(np.median(polling.pair_ratios)),
+        target=f"<= {1 + POLL_SLOWDOWN_TARGET / 100:.2f}x, no StoreBusyError",
+        met=polling.met,
+    )
+
+
 # Main --------------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
@@ -964,7 +999,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="pipeline runs (default 20000; 300 with --smoke)")
     parser.add_argument("--steps-per-run", type=int, default=5, help="step runs per run, chained (default 5)")
     parser.add_argument("--reps", type=int, help="timed repetitions per query (default 100; 20 with --smoke)")
-    parser.add_argument("--smoke", action="store_true", help="a small dataset that runs in seconds")
+    parser.add_argument(
+        "--smoke",
+        action=argparse.BooleanOptionalAction,
+        default=_results.bench_size() == "smoke",
+        help="a small dataset that runs in seconds (default: on when BENCH_SIZE=smoke)",
+    )
     parser.add_argument("--out", type=Path, help="folder for metadata.duckdb and mlflow.db (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the default temp dir (--out is always kept)")
     parser.add_argument(
@@ -981,6 +1021,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-poll", action="store_true", help="leave out the polling row")
     parser.add_argument("--only-poll", action="store_true", help="only the polling row (no MLflow, no query timings)")
     parser.add_argument("--poll-reader", metavar="DB", help=argparse.SUPPRESS)  # the polling child process
+    _results.add_results_option(parser)
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (1 if args.smoke else 3)
     args.runs = args.runs or (300 if args.smoke else 20_000)
@@ -1028,6 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
             polling = poll_row(out, store.path, args.repeat, args.poll_step_seconds, args.smoke)
             print("\nPolling row (a benchmark row, not a test; rough on a shared machine):")
             print(polling.report())
+            _results.write_results(args.results, [polling_result(polling, args.runs)])
             return 1 if args.strict and not polling.met else 0
 
         t0 = time.perf_counter()
@@ -1081,6 +1123,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print("Polling row (a benchmark row, not a test; rough on a shared machine):")
             print(polling.report())
+        rows = [query_result(r, args.runs, args.reps) for r in results]
+        _results.write_results(args.results, rows + ([polling_result(polling, args.runs)] if polling else []))
         missed = [r.query for r in results if not r.met] + (["polling"] if polling and not polling.met else [])
         print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
         return 1 if missed and args.strict else 0

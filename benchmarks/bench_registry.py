@@ -22,7 +22,7 @@ Target: ours / MLflow p50 <= 1.10. Then ``promote(name, version, gates={"f1": ">
 ">= 0.5"})`` ``--reps`` times, each moving ``champion`` to another version (two MLflow reads for the candidate, two
 for the holder, one tag, the alias, and a recorded promotion run): target p50 <= 100 ms.
 
-Usage: ``.venv/bin/python benchmarks/bench_registry.py [--reps 20]``
+Usage: ``.venv/bin/python benchmarks/bench_registry.py [--reps 20] [--results FILE]``
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _results
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -52,6 +54,7 @@ def _row(label: str, values: list[float], base: list[float] | None = None) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=20, help="registrations (and promotions) per side")
+    _results.add_results_option(parser)
     args = parser.parse_args(argv)
 
     import warnings
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_row("MLflow, requirements given (floor)", times["mlflow_pinned"]))
         print(_row("mlops_nb.register_model", times["ours"], times["mlflow"]))
         floor = statistics.median(times["ours"]) / statistics.median(times["mlflow_pinned"])
-        verdict = "met" if statistics.median(times["ours"]) / statistics.median(times["mlflow"]) <= 1.10 else "MISSED"
+        register_met = statistics.median(times["ours"]) / statistics.median(times["mlflow"]) <= 1.10
+        verdict = "met" if register_met else "MISSED"
         print(f"  ours / MLflow p50 (target <= 1.10): {verdict}; ours / MLflow's floor: {floor:.2f}")
 
         versions = [v.version for v in project.registry.versions("ours")]
@@ -145,8 +149,39 @@ def main(argv: list[str] | None = None) -> int:
                 promote_times.append(elapsed)
         print(f"\npromote with two gates (one relative to champion), {args.reps} times")
         print(_row("mlops_nb.promote", promote_times))
-        verdict = "met" if statistics.median(promote_times) <= 0.100 else "MISSED"
+        promote_met = statistics.median(promote_times) <= 0.100
+        verdict = "met" if promote_met else "MISSED"
         print(f"  p50 target <= 100 ms: {verdict}")
+        p50 = {key: statistics.median(values) * 1000 for key, values in times.items()}
+        work = f"register_model, p50 of {args.reps}"
+        _results.write_results(
+            args.results,
+            [
+                _results.Result(
+                    "registry",
+                    work,
+                    "MLflow log_model + register",
+                    p50["ours"],
+                    p50["mlflow"],
+                    "ms",
+                    target="<= 1.10x",
+                    met=register_met,
+                ),
+                _results.Result(
+                    "registry", work, "MLflow, requirements given (its floor)", p50["ours"], p50["mlflow_pinned"], "ms"
+                ),
+                _results.Result(
+                    "registry",
+                    f"promote with two gates, p50 of {args.reps}",
+                    "-",
+                    statistics.median(promote_times) * 1000,
+                    None,
+                    "ms",
+                    target="<= 100 ms",
+                    met=promote_met,
+                ),
+            ],
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -15,7 +15,10 @@ median over median), every repetition, the polls made, their p50/p95, and the an
 
 Target (issue #15): no ``StoreBusyError``, the run <= 5 % slower than unpolled.
 
-Usage: ``.venv/bin/python benchmarks/bench_rest.py [--repeat 3] [--step-seconds 0.3] [--smoke]``
+``--smoke`` (the default when ``BENCH_SIZE=smoke``; ``--no-smoke`` turns it off): one run each way of small steps,
+no calibration and no warm-up run (it shows the benchmark works, not what polling costs).
+
+Usage: ``.venv/bin/python benchmarks/bench_rest.py [--repeat 3] [--step-seconds 0.3] [--smoke] [--results FILE]``
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402
 import bench_notebook as nbb  # noqa: E402 - the notebook and the helpers of the notebook benchmark
 
 POLL_INTERVAL_S = 0.5
@@ -124,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs each way (3)")
     parser.add_argument("--step-seconds", type=float, default=0.3, help="seconds a step takes (0.3)")
-    parser.add_argument("--smoke", action="store_true", help="one small run each way, no calibration")
+    parser.add_argument(
+        "--smoke",
+        action=argparse.BooleanOptionalAction,
+        default=_results.bench_size() == "smoke",
+        help="one small run each way, no calibration (default: on when BENCH_SIZE=smoke)",
+    )
+    _results.add_results_option(parser)
     args = parser.parse_args(argv)
 
     out = Path(tempfile.mkdtemp(prefix="bench-rest-"))
@@ -189,6 +199,22 @@ def main(argv: list[str] | None = None) -> int:
           f" answers not 200: {len(bad)} ({busy} StoreBusyError){': ' + str(bad[:3]) if bad else ''}")  # fmt: skip
     met = busy == 0 and not bad and slowdown <= SLOWDOWN_TARGET
     print(f"  target {'met' if met else 'MISSED'}")
+    _results.write_results(
+        args.results,
+        [
+            _results.Result(
+                "rest",
+                f"10-step run polled every {POLL_INTERVAL_S:g} s, median of {repeat} ({len(bad)} answers not 200)",
+                "the same run, not polled",
+                float(np.median(polled)),
+                float(np.median(alone)),
+                "s",
+                ratio=float(np.median(ratios)),
+                target=f"<= {1 + SLOWDOWN_TARGET / 100:.2f}x, no StoreBusyError",
+                met=met,
+            )
+        ],
+    )
     shutil.rmtree(out, ignore_errors=True)
     return 0 if met or args.smoke else 1
 

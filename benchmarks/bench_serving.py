@@ -20,7 +20,7 @@ ours and the deployment answered.
 Targets (ratios ours / MLflow): p50 <= 0.7 (through the stable address <= 0.85), throughput at concurrency 8
 >= 1.5x, 0 errors, 0 lost log rows.
 
-Usage: ``.venv/bin/python benchmarks/bench_serving.py [--requests 2000] [--repeats 3] [--workers 1]``
+Usage: ``.venv/bin/python benchmarks/bench_serving.py [--requests 2000] [--repeats 3] [--workers 1] [--results FILE]``
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _results
 
 ROW = {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [[5.9, 3.0, 5.1, 1.8]]}
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="whole runs (for the ranges)")
     parser.add_argument("--round", type=int, default=250, help="requests per side before the next side's turn")
     parser.add_argument("--workers", type=int, default=1, help="worker processes of every server")
+    _results.add_results_option(parser)
     args = parser.parse_args(argv)
 
     import warnings
@@ -207,14 +210,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         print("ratio (ours / MLflow), median over repeats [range]:")
-        rows = [
-            ("p50 sequential, mlops-nb serve", summary("ours", 1, "p50"), "<= 0.70"),
-            ("p50 sequential, via deploy router", summary("deploy", 1, "p50"), "<= 0.85"),
-            ("p99 sequential, mlops-nb serve", summary("ours", 1, "p99"), ""),
-            ("p50 concurrency 8, mlops-nb serve", summary("ours", 8, "p50"), ""),
-            ("throughput c=8, mlops-nb serve", summary("ours", 8, "rps"), ">= 1.50"),
-            ("throughput c=8, via deploy router", summary("deploy", 8, "rps"), ""),
+        specs = [  # label, side, concurrency, figure, target
+            ("p50 sequential, mlops-nb serve", "ours", 1, "p50", "<= 0.70"),
+            ("p50 sequential, via deploy router", "deploy", 1, "p50", "<= 0.85"),
+            ("p99 sequential, mlops-nb serve", "ours", 1, "p99", ""),
+            ("p50 concurrency 8, mlops-nb serve", "ours", 8, "p50", ""),
+            ("throughput c=8, mlops-nb serve", "ours", 8, "rps", ">= 1.50"),
+            ("throughput c=8, via deploy router", "deploy", 8, "rps", ""),
         ]
+        rows = [(label, summary(name, c, key), target) for label, name, c, key, target in specs]
         for label, (mid, low, high), target in rows:
             print(f"  {label:<36} {mid:6.2f}  [{low:.2f}-{high:.2f}]  {('target ' + target) if target else ''}")
         for name in ("mlflow", "ours", "deploy"):
@@ -227,6 +231,42 @@ def main(argv: list[str] | None = None) -> int:
                   f"errors {sum(r['errors'] for r in seq + conc)}")  # fmt: skip
         print(f"  prediction log: {len(logged)} rows for {len(sent['ours']) + len(sent['deploy'])} answered requests "
               f"(lost {lost})")  # fmt: skip
+        results = []
+        for (label, name, concurrency, key, target), (_, (mid, _, _), _) in zip(specs, rows, strict=True):
+            scale, unit = (1, "req/s") if key == "rps" else (1000, "ms")
+            ours, theirs = (
+                statistics.median(r[key] for r in figures[(side, concurrency)]) * scale for side in (name, "mlflow")
+            )
+            # the printed targets are on the ratio (ours / MLflow, median over the repeats)
+            met = None if not target else (mid <= float(target[3:]) if target[:2] == "<=" else mid >= float(target[3:]))
+            results.append(
+                _results.Result(
+                    "serving",
+                    f"{label}, {args.requests} requests x {args.repeats}",
+                    "mlflow models serve",
+                    ours,
+                    theirs,
+                    unit,
+                    ratio=mid,
+                    target=f"{target}x" if target else "",
+                    met=met,
+                )
+            )
+        errors = sum(r["errors"] for key, runs in figures.items() if key[0] != "mlflow" for r in runs)
+        answered = len(sent["ours"]) + len(sent["deploy"])
+        results.append(
+            _results.Result(
+                "serving",
+                f"prediction log: rows lost of {answered:,} answered ({errors} errors)",
+                "-",
+                lost,
+                None,
+                "rows",
+                target="0 lost, 0 errors",
+                met=lost == 0 and errors == 0,
+            )
+        )
+        _results.write_results(args.results, results)
         return 0
     finally:
         for process in servers:

@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import nbformat
 
 TARGET_PER_STEP_MS = 35.0
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="10,200", help="comma-separated step counts (default 10,200)")
     parser.add_argument("--repeat", type=int, default=1, help="repetitions of each variant (default 1)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    _results.add_results_option(parser)
     args = parser.parse_args(argv)
     logging.getLogger("papermill").setLevel(logging.WARNING)
     import papermill
@@ -95,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="mlops-nb-steps-"))
     print(f"python {sys.version.split()[0]}, nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
-    rows, missed = [], []
+    rows, missed, results = [], [], []
     medians: dict[int, dict[str, float]] = {}
 
-    def row(label, values, unit, baseline=None, target=None, met=None):
+    def row(label, values, unit, baseline=None, target=None, met=None, peer="-"):
+        """A row of the table; and its Result (ours the median, theirs the baseline) unless ``peer`` is None."""
         median = statistics.median(values)
+        if peer is not None:
+            results.append(
+                _results.Result(
+                    "steps", label, peer, median, baseline, unit, target=f"{target} {unit}" if target else "", met=met
+                )
+            )
         ratio = f"{median / baseline:.3f}" if baseline else "-"
         if met is False:
             missed.append(label)
@@ -144,18 +153,36 @@ def main(argv: list[str] | None = None) -> int:
                     walls.append(seconds)
                     cpus.append(used * 1000 / n)
             base = statistics.median(plain)
-            row(f"N={n} (1) papermill, plain chain", plain, "s")
-            row(f"N={n} (2) notebook executor, cold", cold, "s", base)
-            row(f"N={n} (3) all cached", cached, "s", base)
-            row(f"N={n} (4) dag -j2 chain", chain, "s", base)
-            row(f"N={n} (4) dag -j2 fan-out", fan, "s", base)
+            papermill_label = f"N={n} (1) papermill, plain chain"
+            row(papermill_label, plain, "s", peer=None)  # the baseline: the peer of the rows below
+            row(f"N={n} (2) notebook executor, cold", cold, "s", base, peer=papermill_label)
+            row(f"N={n} (3) all cached", cached, "s", base, peer=papermill_label)
+            row(f"N={n} (4) dag -j2 chain", chain, "s", base, peer=papermill_label)
+            row(f"N={n} (4) dag -j2 fan-out", fan, "s", base, peer=papermill_label)
+            speed_up_met = statistics.median(chain) / statistics.median(fan) >= TARGET_FANOUT if n >= 50 else None
+            speed_ups = [c / f for c, f in zip(chain, fan, strict=True)]
             row(
                 f"N={n}     fan-out speed-up (chain / fan-out)",
-                [c / f for c, f in zip(chain, fan, strict=True)],
+                speed_ups,
                 "x",
                 None,
                 f">= {TARGET_FANOUT}" if n >= 50 else None,
-                statistics.median(chain) / statistics.median(fan) >= TARGET_FANOUT if n >= 50 else None,
+                speed_up_met,
+                peer=None,
+            )
+            # as ours / theirs: the fan-out's time over the chain's, the inverse of the speed-up
+            results.append(
+                _results.Result(
+                    "steps",
+                    f"N={n} (4) dag -j2 fan-out",
+                    f"N={n} (4) dag -j2 chain",
+                    statistics.median(fan),
+                    statistics.median(chain),
+                    "s",
+                    ratio=1 / statistics.median(speed_ups),
+                    target=f"<= {1 / TARGET_FANOUT:.2f}x (speed-up >= {TARGET_FANOUT}x)" if n >= 50 else "",
+                    met=speed_up_met,
+                )
             )
             row(f"N={n}     dag driver CPU (this process)", [c * n / 1000 for c in chain_cpu + fan_cpu], "s")
             medians[n] = {
@@ -189,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 slope("plain"),
                 f"<= {TARGET_CACHED_MS:.0f}",
                 cached <= TARGET_CACHED_MS,
+                peer=f"per step, N={low}->{high}: papermill",
             )
             driver = slope("driver")
             row(
@@ -207,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in [headers, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"load average after: {os.getloadavg()[0]:.2f} (a busy machine skews every row)")
+    _results.write_results(args.results, results)
     if missed:
         print("missed: " + "; ".join(missed))
     return 1 if missed and args.strict else 0

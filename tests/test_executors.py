@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +28,44 @@ def statuses(run) -> dict[str, str]:
 
 def output_hashes(run) -> dict[str, dict[str, str]]:
     return {s.step: {k: r.hash for k, r in s.outputs.items()} for s in run.step_runs}
+
+
+@contextlib.contextmanager
+def dask_cluster(folder: Path, nthreads: int, env: dict | None = None):
+    """A `dask scheduler` on a free loopback port and one `dask worker` (under its nanny); yields the address.
+
+    The scheduler writes its address to a file once it listens: waiting for that file (not a fixed port and a
+    10 s connect timeout) is what keeps this from failing on a busy machine.
+    """
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = folder / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    scheduler = subprocess.Popen(
+        [bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+        + ["--scheduler-file", str(scheduler_file)],
+        **quiet,
+    )
+    processes = [scheduler]
+    try:
+        deadline = time.time() + 120
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert scheduler.poll() is None and time.time() < deadline, "the dask scheduler did not start"
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        processes.insert(0, subprocess.Popen(
+            [bin_dir / "dask", "worker", "--scheduler-file", str(scheduler_file), "--nthreads", str(nthreads)]
+            + ["--no-dashboard", "--host", "127.0.0.1"],
+            **quiet,
+        ))  # fmt: skip
+        yield address
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # a nanny busy restarting its worker may not stop on SIGTERM
+                process.kill()
+                process.wait()
 
 
 def test_three_executors_agree(tmp_path, monkeypatch):
@@ -222,36 +262,10 @@ def test_sigterm_interrupts_the_run(tmp_path, executor):
 
 def test_dask_scheduler_and_worker_processes(tmp_path):
     nb = copy_quickstart(tmp_path / "qs")
-    bin_dir = Path(sys.executable).parent
-    port = 8786 + os.getpid() % 500
-    scheduler = subprocess.Popen(
-        [bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    worker = subprocess.Popen(
-        [
-            bin_dir / "dask",
-            "worker",
-            f"tcp://127.0.0.1:{port}",
-            "--nthreads",
-            "2",
-            "--no-dashboard",
-            "--host",
-            "127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        run = mlops_nb.run(nb, executor="dask", scheduler=f"tcp://127.0.0.1:{port}", jobs=2, progress=False)
-        assert run.status == "succeeded" and set(statuses(run).values()) == {"succeeded"}
-        assert run.executor == "dask"
-    finally:
-        worker.terminate()
-        scheduler.terminate()
-        worker.wait(30)
-        scheduler.wait(30)
+    with dask_cluster(tmp_path, nthreads=2) as address:
+        run = mlops_nb.run(nb, executor="dask", scheduler=address, jobs=2, progress=False)
+    assert run.status == "succeeded" and set(statuses(run).values()) == {"succeeded"}
+    assert run.executor == "dask"
 
 
 KILL_WORKER = """
@@ -267,24 +281,9 @@ def kill_my_worker():
 
 def test_dask_worker_lost_mid_step(tmp_path):
     (tmp_path / "pyproject.toml").write_text("")
-    bin_dir = Path(sys.executable).parent
-    port = 9786 + os.getpid() % 500
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}  # two deaths: KilledWorker
-    scheduler = subprocess.Popen(
-        [bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
     # a nanny restarts its worker when it dies: the lost step then runs again on the new worker
-    worker = subprocess.Popen(
-        [bin_dir / "dask", "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"]
-        + ["--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    address = f"tcp://127.0.0.1:{port}"
-    try:
+    with dask_cluster(tmp_path, nthreads=1, env=env) as address:
         once = write_notebook(
             tmp_path / "once.ipynb",
             [
@@ -308,14 +307,6 @@ def test_dask_worker_lost_mid_step(tmp_path):
         run = Project(tmp_path).metadata.get_run("latest")
         assert run.status == "failed" and statuses(run) == {"doomed": "failed"}
         assert "\n" not in run.error
-    finally:
-        for process in (worker, scheduler):
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:  # a nanny busy restarting its worker may not stop on SIGTERM
-                process.kill()
-                process.wait()
 
 
 def test_reused_kernels_start_each_step_from_a_clean_namespace(tmp_path):

@@ -296,6 +296,42 @@ def test_a_killed_supervisor_takes_its_servers_with_it_and_their_log_is_kept(lif
     stop("iris", project=project)
 
 
+def test_a_killed_stable_server_is_restarted_and_no_request_fails(lifecycle):
+    """kill -9 of the scoring server behind the stable address (a crash, the OOM killer): the supervisor restarts
+    it from its bundle on a new port, and the requests sent meanwhile wait for it instead of failing."""
+    import signal
+
+    project = lifecycle["project"]
+    if _read_state(project, "iris") is not None:
+        stop("iris", project=project)
+    result = deploy("iris/1", port=free_port(), window=0.2, project=project, progress=False)
+    try:
+        load = Load(result["url"], 600, threads=2, pause=0.01).start()
+        deadline = time.monotonic() + 60
+        while load.done < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed = _read_state(project, "iris")["stable"]
+        os.kill(killed["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (_read_state(project, "iris") or {}).get("restarts", 0) < 1:
+            time.sleep(0.1)
+        load.join()
+        state = _read_state(project, "iris")
+        assert state["restarts"] == 1, state["last"]
+        assert state["stable"]["version"] == 1 and state["stable"]["pid"] != killed["pid"]
+        assert _alive(state["stable"]["pid"]) and state["stable"]["port"] != killed["port"]
+        assert state["last"]["outcome"] == "restarted" and "version 1 exited (status -9)" in state["last"]["reason"]
+        failed = load.errors + [a for a in load.answers if a[0] != 200]
+        assert failed == [] and len(load.answers) == 600, failed[:5]
+        again = requests.post(result["url"] + "/invocations", json={"dataframe_records": [ROW]}, timeout=10)
+        assert again.status_code == 200 and again.headers["x-mlops-version"] == "1"
+        shown = subprocess.run([*CLI, "--home", str(project.home), "deploy", "--status"], capture_output=True,
+                               text=True, cwd=project.home)  # fmt: skip
+        assert "iris: version 1 exited (status -9)" in shown.stdout and "(1 restart so far)" in shown.stdout
+    finally:
+        stop("iris", project=project)
+
+
 def test_replace_serves_with_one_server_at_a_time_and_restarts_the_old_one_when_the_new_fails(lifecycle, tmp_path):
     """`deploy --replace` (the Binder path): each rollout stops the old server before it starts the new one."""
     import psutil

@@ -14,7 +14,8 @@ was, with a one-line reason. Every rollout is a recorded run of kind ``deploy``.
 
 With ``--watch ALIAS`` the supervisor follows the alias: when it moves, the new version is built (in a child
 process) and rolled out, so an approval in the registry reaches production by itself. A rollback pins the
-previous version until the alias moves again.
+previous version until the alias moves again. A stable server whose process exits outside a rollout is restarted
+from its bundle (requests wait for it rather than fail), so the stable address keeps serving.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from ..core.files import last_line
 from .manifest import PARENT_ENV, TOKEN_HEADER
 
 _FORWARD_REQUEST = ("content-type", "x-request-id", "accept")
+#: Seconds a request waits for a backend that exited to be replaced (rolled back from, or restarted) before a 502.
+REPLACE_WAIT = 15.0
 ROUTER_MAX_BODY = 64 * 1024 * 1024  # the servers apply their own, smaller limit (and log what they refuse)
 _FORWARD_RESPONSE = ("content-type", "x-request-id")
 
@@ -152,6 +155,7 @@ class Supervisor:
         self.last: dict[str, Any] = {}
         self._project = None
         self.token = secrets.token_hex(16)
+        self.restarts = 0  # stable servers restarted by keep_alive
 
     @property
     def project(self):
@@ -204,7 +208,7 @@ class Supervisor:
                     model_failed = answer.headers.get("x-mlops-error") == "model"
             except (TimeoutError, ClientError, OSError) as exc:
                 backend.errors += 1
-                if attempt == 1 and self.pick()[0] is not backend:  # it was switched away meanwhile: try the new one
+                if attempt == 1 and await self._replaced(backend):  # switched away, rolled back or restarted
                     continue
                 return web.json_response(
                     {"error_code": "BAD_GATEWAY", "message": f"version {backend.version} did not answer: {exc}"},
@@ -219,6 +223,62 @@ class Supervisor:
             out["x-mlops-version"] = str(backend.version)
             return web.Response(body=data, status=status, headers=out)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _replaced(self, backend: Backend) -> bool:
+        """Whether the router now picks another backend than one that did not answer. A backend whose process
+        exited is replaced soon (the watch window rolls back from a new one, :meth:`keep_alive` restarts a stable
+        one): the request waits for that, up to :data:`REPLACE_WAIT` seconds, rather than fail."""
+        start = time.monotonic()
+        while True:
+            picked = self.pick()[0]
+            if picked is not backend:
+                return picked is not None
+            exited = backend.process is not None and backend.process.returncode is not None
+            waited = time.monotonic() - start
+            # a refused connection can come before the event loop has seen the process exit: a second's grace
+            if (not exited and waited >= 1.0) or waited >= REPLACE_WAIT or self.stopping.is_set():
+                return False
+            await asyncio.sleep(0.05)
+
+    async def keep_alive(self) -> None:
+        """Restart the stable server when its process exits outside a rollout (a crash, the OOM killer, a kill):
+        the same bundle on a new port, health-checked and smoke-tested like a rollout's, then switched to. A
+        restart that fails is tried again after 1, 2, 4 ... 30 s; each outcome is the status' ``last``."""
+        wait = 1.0
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.2)
+                return
+            dead = self.stable
+            if dead is None or dead.process is None or dead.process.returncode is None or self.lock.locked():
+                continue
+            async with self.lock:
+                if self.stable is not dead or self.stopping.is_set():  # a rollout or a stop got there first
+                    continue
+                why = f"version {dead.version} exited (status {dead.process.returncode}): {last_line(dead.log)}"
+                new, failed = None, None
+                try:
+                    manifest = json.loads((Path(dead.path) / "manifest.json").read_text(encoding="utf-8"))
+                    new = await self.start_server(dead.spec())
+                    await self.smoke_test(new, manifest)
+                except (RolloutFailed, OSError, ValueError) as exc:
+                    await self.stop_server(new, drain=0)
+                    failed = exc
+                if failed is None:
+                    new.requests, new.errors = dead.requests, dead.errors
+                    self.stable, self.restarts = new, self.restarts + 1
+                    self.last = {"name": self.name, "outcome": "restarted", "version": dead.version,
+                                 "reason": f"{why}; restarted on port {new.port}"}  # fmt: skip
+                else:
+                    self.last = {"name": self.name, "outcome": "restart_failed", "version": dead.version,
+                                 "reason": f"{why}; restarting it failed: {failed}; trying again in {wait:.0f} s"}  # fmt: skip
+                self.write_state()
+            if failed is None:
+                wait = 1.0
+            else:  # outside the lock: a deploy or a rollback may come in meanwhile
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), wait)
+                wait = min(30.0, wait * 2)
 
     # servers ----------------------------------------------------------------------------------------------------
     async def start_server(self, spec: dict[str, Any]) -> Backend:
@@ -572,6 +632,7 @@ class Supervisor:
             "watch": self.watch_alias,
             "replace": bool(getattr(self.args, "replace", False)),
             "pinned": self.pinned,
+            "restarts": self.restarts,
             "stable": self.stable.to_dict() if self.stable else None,
             "canary": {**self.canary.to_dict(), "share": self.canary_share} if self.canary else None,
             "history": list(self.history),
@@ -694,10 +755,12 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))
     if args.watch:
         supervisor.follow(args.watch)
+    keeper = asyncio.ensure_future(supervisor.keep_alive())
     print(
         f"router for {args.name} on http://{args.host}:{args.port} (control port {supervisor.control_port})", flush=True
     )
     await supervisor.stopping.wait()
+    keeper.cancel()
     if supervisor.watcher is not None:
         supervisor.watcher.cancel()
     await runner.cleanup()

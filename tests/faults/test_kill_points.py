@@ -7,6 +7,7 @@ fault points and what survived is printed (``-s`` shows it)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import psutil
 import pytest
 
 from mlops_nb.project import Project
+from mlops_nb.serving.rollout import _read_state
 from mlops_nb.serving.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,7 +69,8 @@ while True:
 """,
 }
 # "deployment switch": `mlops-nb deploy iris/N` against the running deployment of iris, killed either in the client
-# (the rollout goes on in the supervisor) or in the new scoring server it starts (the rollout must roll back)
+# (the rollout goes on in the supervisor) or in the new scoring server it starts (during the rollout: it must roll
+# back; after the switch: the supervisor restarts it)
 KILLS = {"pipeline run": 14, "feature ingest": 12, "registration and alias move": 10, "prediction-log writer": 8,
          "deployment switch": 10}  # fmt: skip
 WINDOW = {"pipeline run": (0.5, 7.0), "feature ingest": (1.0, 5.0), "registration and alias move": (2.0, 9.0),
@@ -174,8 +177,6 @@ def _servers(state: dict) -> list[psutil.Process]:
 def _settled(home: Path, timeout: float = 60) -> tuple[dict | None, bool]:
     """The iris deployment's state, and whether it settled within ``timeout``: no rollout in progress (no canary,
     one scoring server, its stable one)."""
-    from mlops_nb.serving.rollout import _read_state
-
     deadline = time.monotonic() + timeout
     state = None
     while time.monotonic() < deadline:
@@ -188,8 +189,9 @@ def _settled(home: Path, timeout: float = 60) -> tuple[dict | None, bool]:
 
 
 def _kill_in_switch(home: Path, delay: float, target: str) -> tuple[list[str], str]:
-    """Start `mlops-nb deploy iris/N` (the other version) and kill -9, after ``delay``, the client or the new
-    scoring server it has the supervisor start; then what broke, and what was killed."""
+    """Start `mlops-nb deploy iris/N` (the other version) and kill -9 the client ``delay`` seconds after it starts,
+    or the new scoring server it has the supervisor start ``delay / 2`` seconds after that server appears; then
+    what broke, and what was killed."""
     import requests
 
     state, _ = _settled(home)
@@ -203,12 +205,20 @@ def _kill_in_switch(home: Path, delay: float, target: str) -> tuple[list[str], s
     while time.monotonic() < deadline and client.poll() is None:
         time.sleep(0.02)
     killed = "nothing (the switch had ended)"
-    if target == "new server":
-        new = [p for p in _servers(state) if p.pid != state["stable"]["pid"]]
+    if target == "new server":  # from the moment it appears: while it starts, is smoke-tested, watched, or after
+        new = []
+        appear = time.monotonic() + 90
+        while not new and time.monotonic() < appear and client.poll() is None:
+            new = [p for p in _servers(state) if p.pid != state["stable"]["pid"]]
+            time.sleep(0.02)
         if new:
-            new[0].kill()
-            killed = "new server"
-    if killed != "new server" and client.poll() is None:
+            time.sleep(delay / 2)
+            now = _read_state(Project(home), "iris") or {}
+            with contextlib.suppress(psutil.NoSuchProcess):
+                new[0].kill()
+                switched = (now.get("stable") or {}).get("pid") == new[0].pid
+                killed = "new server, after the switch" if switched else "new server, during the rollout"
+    if not killed.startswith("new server") and client.poll() is None:
         client.send_signal(signal.SIGKILL)
         killed = "client"
     try:
@@ -296,4 +306,5 @@ def test_kill_9_at_seeded_points_loses_nothing_and_leaves_no_process(home):
         print(f"| {site} | {kills} | {survived} |")
     print("deployment switch kills: " + ", ".join(f"{what} {n}" for what, n in sorted(switch_kills.items())))
     assert switch_kills.get("client", 0) >= 3, switch_kills
+    assert sum(n for what, n in switch_kills.items() if what.startswith("new server")) >= 3, switch_kills
     assert sum(k for _, k, _ in table) >= 50

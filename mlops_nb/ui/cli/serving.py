@@ -203,6 +203,11 @@ def deploy(ctx: click.Context, model: str | None, port: int | None, host: str, c
             if not d.get("stable"):
                 rows.append([d["name"], d["url"], "-", "", "", d.get("pid"), "", "", ""])
         click.echo(table(rows, ["MODEL", "URL", "ROLE", "VERSION", "BUNDLE", "PID", "REQUESTS", "ERRORS", "P50 MS"]))
+        for d in found:  # a server that crashed and was restarted (or could not be) is worth a line
+            last = d.get("last") or {}
+            if last.get("outcome") in ("restarted", "restart_failed"):
+                restarts = d.get("restarts", 0)
+                click.echo(f"{d['name']}: {last['reason']} ({restarts} restart{'s' if restarts != 1 else ''} so far)")
         return
     if name is None:
         raise DeployError("give the MODEL to deploy (NAME@ALIAS or NAME/VERSION), or --status")

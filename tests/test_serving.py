@@ -362,8 +362,10 @@ def test_log_writer_flushes_by_time_and_size_and_on_close(tmp_path):
     while writer.written < 60 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert writer.written == 60
-    writer.append([_row(100, now)])
-    time.sleep(0.6)  # by time
+    writer.append([_row(100, now)])  # one row, far under flush_rows: written by time alone
+    deadline = time.monotonic() + 10
+    while writer.written < 61 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert writer.written == 61
     writer.append([_row(101, now)])
     writer.close()  # on close

@@ -62,7 +62,6 @@ LONGEST_FIRST = [
     "test_kill_points.py",
     "test_soak.py",
     "test_concurrency.py",
-    "test_notebooks.py",
     "test_cli.py",
     "test_deploy_e2e.py",
 ]

@@ -404,7 +404,8 @@ def _papermill_error(stderr: str) -> str:
 
 @pytest.mark.timeout(900)
 def test_notebooks_run_in_the_binder_environment(binder):
-    """Each numbered notebook runs, in order, with papermill and the venv's kernel, in a clean project."""
+    """Each numbered notebook runs, in order, with papermill and the venv's kernel, in a clean project; then what
+    they recorded there tells the whole story (the only run of all six in the test suite: they take minutes)."""
     import nbformat
 
     project = binder.work / "notebook-project"
@@ -454,6 +455,49 @@ def test_notebooks_run_in_the_binder_environment(binder):
         if process.returncode != 0:
             failures.append(f"{notebook.name} (exit {process.returncode}):\n{_papermill_error(stderr)}")
     assert not failures, "notebooks failed in the Binder environment:\n\n" + "\n\n".join(failures)
+    _the_story_was_told(binder, project)
+
+
+def _the_story_was_told(binder: BinderEnv, folder: Path) -> None:
+    """What the six notebooks, run in order as a Binder user runs them, left in their project: each a recorded
+    run, the champion trained and gated, the approval, the loop closed from drift to a watched deployment, the
+    Dask runs; and the cache they share with `mlops-nb run` headless."""
+    from mlops_nb.project import Project
+    from mlops_nb.promotion import history
+    from mlops_nb.serving import status
+
+    project = Project(folder)
+    assert status(project=project) == [], "a notebook left a deployment running"
+    runs = list(reversed(project.metadata.list_runs(200)))
+    assert all(r.status == "succeeded" for r in runs), [(r.id, r.kind, r.status) for r in runs]
+    by_hand = [r for r in runs if r.kind == "pipeline" and r.trigger == "manual"]
+    assert [r.pipeline for r in by_hand] == ["01_quickstart", "02_feature_store", "03_registry_and_approval"]
+
+    # 01, headless now: every step a cache hit of the runs the notebooks made (its report cells change no key)
+    again = binder.run([binder.bin / "mlops-nb", "run", "01_quickstart.ipynb"], "mlops-nb run 01", cwd=folder)
+    assert "(6 cached)" in again.stdout.splitlines()[-1], again.stdout[-2000:]
+
+    # 02: the training pipeline registered churn v1 through its gates (no approval asked): the champion
+    trained = project.metadata.get_run(by_hand[1].id)
+    released = project.artifacts.get(trained.step("register").outputs["released"])
+    assert released["outcome"] == "promoted" and released["version"] == 1
+
+    # 03 judged its versions against that champion: a weak one refused, a candidate waited and was approved
+    actions = [e["action"] for e in history("churn", project=project)]
+    assert {"refuse", "pending", "approve"} <= set(actions), actions
+
+    # 04 and 05: each build and deployment a run; 05 closed the loop: drift → retraining → approval → watch
+    kinds = [(r.kind, r.trigger) for r in runs]
+    assert ("build", "api") in kinds and ("deploy", "api") in kinds and ("monitor", "api") in kinds, kinds
+    assert ("pipeline", "drift") in kinds and ("promotion", "approval") in kinds and ("deploy", "watch") in kinds
+    retrain = next(r for r in runs if r.trigger == "drift")
+    assert retrain.pipeline == "02_feature_store" and retrain.fired_by.startswith("alert-")
+    watched = next(r for r in runs if r.kind == "deploy" and r.trigger == "watch")
+    assert watched.params["version"] == project.registry.alias_version("churn", "champion")
+
+    # 06: the quickstart's steps on a Dask cluster, then all cache hits there too
+    on_dask = [project.metadata.get_run(r.id) for r in runs if r.executor == "dask"]
+    assert [[s.status for s in r.step_runs] for r in on_dask] == [["succeeded"] * 6, ["cached"] * 6]
 
 
 @pytest.mark.timeout(600)

@@ -1,5 +1,5 @@
 """Fault injection: ``kill -9`` at seeded random moments inside a pipeline run, a feature ingest, a model
-registration with an alias move, the prediction-log writer and a deployment switch (54 kills in all), then the
+registration with an alias move, the prediction-log writer and a deployment switch (50 kills in all), then the
 promises checked: every store opens and verifies (no partial artifact, segment or log file), no run stays
 ``running``, every alias points at a version that exists, no process of ours outlives its owner, the server that was
 serving still serves (its stable address never stops answering), and a re-run resumes from the cache. A table of
@@ -71,7 +71,7 @@ while True:
 # "deployment switch": `mlops-nb deploy iris/N` against the running deployment of iris, killed either in the client
 # (the rollout goes on in the supervisor) or in the new scoring server it starts (during the rollout: it must roll
 # back; after the switch: the supervisor restarts it)
-KILLS = {"pipeline run": 14, "feature ingest": 12, "registration and alias move": 10, "prediction-log writer": 8,
+KILLS = {"pipeline run": 13, "feature ingest": 11, "registration and alias move": 9, "prediction-log writer": 7,
          "deployment switch": 10}  # fmt: skip
 WINDOW = {"pipeline run": (0.5, 7.0), "feature ingest": (1.0, 5.0), "registration and alias move": (2.0, 9.0),
           "prediction-log writer": (0.8, 2.5), "deployment switch": (0.5, 4.0)}  # fmt: skip

@@ -224,6 +224,12 @@ class Supervisor:
             return web.Response(body=data, status=status, headers=out)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def stopped_within(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if the supervisor starts stopping; whether it is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        return self.stopping.is_set()
+
     async def _replaced(self, backend: Backend) -> bool:
         """Whether the router now picks another backend than one that did not answer. A backend whose process
         exited is replaced soon (the watch window rolls back from a new one, :meth:`keep_alive` restarts a stable
@@ -245,10 +251,7 @@ class Supervisor:
         the same bundle on a new port, health-checked and smoke-tested like a rollout's, then switched to. A
         restart that fails is tried again after 1, 2, 4 ... 30 s; each outcome is the status' ``last``."""
         wait = 1.0
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 0.2)
-                return
+        while not await self.stopped_within(0.2):
             dead = self.stable
             if dead is None or dead.process is None or dead.process.returncode is None or self.lock.locked():
                 continue
@@ -276,8 +279,7 @@ class Supervisor:
             if failed is None:
                 wait = 1.0
             else:  # outside the lock: a deploy or a rollback may come in meanwhile
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), wait)
+                await self.stopped_within(wait)
                 wait = min(30.0, wait * 2)
 
     # servers ----------------------------------------------------------------------------------------------------
@@ -554,12 +556,7 @@ class Supervisor:
         whose build or rollout failed is not tried again until the alias moves to another; whatever fails is kept
         in the status' ``last``, and the watch goes on."""
         failed: int | None = None
-        while not self.stopping.is_set():
-            try:
-                await asyncio.wait_for(self.stopping.wait(), self.args.poll)
-                return
-            except TimeoutError:
-                pass
+        while not await self.stopped_within(self.args.poll):
             if self.lock.locked():  # a rollout is under way (the deploy that started us): look again after it
                 continue
             try:

@@ -251,3 +251,21 @@ def test_import_and_help_stay_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_command_line_leaves_out_the_slow_iri_checker_and_still_validates_notebooks():
+    """`mlops-nb` skips jsonschema's optional rfc3987_syntax import (seconds of lark grammars); nbformat still
+    validates through jsonschema in that process, and a process that imported jsonschema first is left alone."""
+    code = (
+        "import sys; from mlops_nb.ui.cli.main import skip_slow_optional_imports; skip_slow_optional_imports();"
+        " import nbformat, papermill, jsonschema; nb = nbformat.v4.new_notebook();"
+        " nb.cells.append(nbformat.v4.new_code_cell('1')); nbformat.validate(nb);"
+        " bad = nbformat.from_dict({'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'x': 1}]});"
+        " print(sys.modules['rfc3987_syntax'], nbformat.validator.isvalid(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "False"]
+    first = "import jsonschema, sys; from mlops_nb.ui.cli.main import skip_slow_optional_imports as s; s();"
+    first += " print(sys.modules.get('rfc3987_syntax') is not None)"
+    out = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"

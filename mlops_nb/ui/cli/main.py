@@ -546,8 +546,21 @@ for _command in (_build, _serve, _score, _labels, _deploy, _monitor, _schedule):
     cli.add_command(_command)
 
 
+def skip_slow_optional_imports() -> None:
+    """Leave out, in this process (the CLI's own, never a user's kernel), an optional import that costs seconds.
+
+    jsonschema, which nbformat and so papermill import, imports the IRI format checker ``rfc3987_syntax`` when it
+    is installed (jupyter_server's dependencies install it), and that module compiles ~40 lark grammars at import:
+    1-2.5 s on every ``mlops-nb run`` that starts a kernel. No notebook schema uses the ``iri`` format, and
+    jsonschema treats the missing module as not installed.
+    """
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mlops-nb`` console script."""
+    skip_slow_optional_imports()
     cli.main(args=argv, prog_name="mlops-nb", obj={})
 
 

@@ -179,3 +179,30 @@ def test_template_exits_when_its_stdin_closes(tmp_path):
     assert b"error" in template.stdout.readline()  # a bad request is answered, not fatal
     template.stdin.close()
     assert template.wait(10) == 0
+
+
+def test_the_notebook_executor_forks_its_kernel_from_a_template_with_the_setup_imports(tmp_path, monkeypatch):
+    """`mlops-nb run` (notebook executor) forks its one kernel from a template that imported the setup cell's
+    modules while the driver prepared the run; with fork_kernels off the kernel starts the usual way, as a child
+    of the driver. Both give the same outputs, and no template outlives the run."""
+    from nbtools import write_notebook
+
+    cells = [
+        "%load_ext mlops_nb\nimport os, sys\nPRELOADED = 'numpy' in sys.modules\nimport numpy as np",
+        "%%mlops step where --outputs where,total\n"
+        "where = {'ppid': os.getppid(), 'preloaded': PRELOADED}\ntotal = float(np.arange(10).sum())",
+    ]
+    seen = {}
+    for fork in ("1", "0"):
+        monkeypatch.setenv("MLOPS_NB_FORK_KERNELS", fork)
+        nb = write_notebook(tmp_path / f"fork{fork}" / "nb.ipynb", cells)
+        run = mlops_nb.run(nb, executor="notebook", progress=False)
+        (step,) = run.step_runs
+        assert step.status == "succeeded"
+        project = mlops_nb.Project(nb.parent)
+        seen[fork] = (project.artifacts.get(step.outputs["where"]), project.artifacts.get(step.outputs["total"]))
+    forked, usual = seen["1"][0], seen["0"][0]
+    assert forked["ppid"] != os.getpid() and not psutil.pid_exists(forked["ppid"])  # the template, gone now
+    assert forked["preloaded"] is True
+    assert usual["ppid"] == os.getpid() and usual["preloaded"] is False
+    assert seen["1"][1] == seen["0"][1] == 45.0

@@ -299,6 +299,28 @@ class Lane(threading.Thread):
         client.nb = preamble
 
 
+def start_template(kernel_name: str, cwd: str, sources: list[str], env: dict[str, str], extra: tuple[str, ...] = ()):
+    """A :class:`~.template.Template` that forks kernels of ``kernel_name`` in ``cwd``, having imported what the cells
+    ``sources`` import and the modules ``extra``; None when the kernel spec is not a forkable Python (or unknown:
+    the kernel manager then reports it, with jupyter_client's message). It starts in the background."""
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from .forking import forkable
+    from .template import Template, imported_modules
+
+    try:
+        argv = list(KernelSpecManager().get_kernel_spec(kernel_name).argv)
+    except NoSuchKernel:
+        return None
+    if not forkable(argv):
+        return None
+    if argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
+        argv[0] = sys.executable  # as jupyter_client's format_kernel_cmd does
+    return Template(argv[0], cwd, [*imported_modules(sources, cwd), *extra], env)
+
+
 class KernelPool:
     """Warm kernels for one run: ``size`` lanes, each keeping one kernel with the preamble executed.
 
@@ -322,23 +344,8 @@ class KernelPool:
 
     def _template(self):
         """A template process for this pool's kernels, or None when the kernel spec is not a forkable Python."""
-        import sys
-
-        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-        from .forking import forkable
-        from .template import Template, imported_modules
-
-        try:
-            argv = list(KernelSpecManager().get_kernel_spec(self.setup.kernel_name).argv)
-        except NoSuchKernel:
-            return None  # the kernel manager reports it, with jupyter_client's message
-        if not forkable(argv):
-            return None
-        if argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
-            argv[0] = sys.executable  # as jupyter_client's format_kernel_cmd does
         setup = self.setup
-        return Template(argv[0], setup.cwd, imported_modules(setup.preamble, setup.cwd), {**os.environ, **setup.env})
+        return start_template(setup.kernel_name, setup.cwd, setup.preamble, {**os.environ, **setup.env})
 
     def kernel_manager(self):
         """A kernel manager for one kernel: forked from the template when there is one."""

@@ -27,14 +27,13 @@ class NotebookRunner(Runner):
     name = "notebook"
 
     def execute(self, job: Job) -> Outcome:
-        """Execute the notebook with papermill; return how it ended, with the executed notebook."""
-        import papermill
-        from papermill.exceptions import PapermillExecutionError
+        """Execute the notebook with papermill; return how it ended, with the executed notebook.
 
-        from .kernels import kernel_config
-
-        pipeline, store, options = job.pipeline, job.project.metadata, job.options
-        path = pipeline.path
+        Its kernel is forked from a template (``template.py``) started first, which imports the setup cells'
+        modules, ipykernel and what a step needs on the other core while this process imports papermill and
+        records the planned hits; ``fork_kernels = false`` starts it the usual way.
+        """
+        path, options = job.pipeline.path, job.options
         output = Path(tempfile.mkdtemp(prefix="mlops_nb-run-")) / path.name
         env = {
             RUN_ENV: job.run_id,
@@ -43,6 +42,23 @@ class NotebookRunner(Runner):
             NO_CACHE_ENV: "1" if options.no_cache else "0",
             PLAN_ENV: "",
         }
+        template = _template(job, env)
+        try:
+            return self._execute(job, output, env, template)
+        finally:
+            if template is not None:
+                template.close()
+
+    def _execute(self, job: Job, output: Path, env: dict[str, str], template) -> Outcome:
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        from .forking import ForkingKernelManager
+        from .kernels import kernel_config
+
+        pipeline, store, options = job.pipeline, job.project.metadata, job.options
+        path = pipeline.path
+        manager = type("TemplateKernelManager", (ForkingKernelManager,), {"template": template})
         outcome = Outcome("succeeded")
         bar = progress.start(len(pipeline.steps), pipeline.name, enabled=options.progress)
         planned: dict[str, dict] = {}
@@ -63,6 +79,7 @@ class NotebookRunner(Runner):
                     on_cell_complete=_StepReporter(job, bar, planned),
                     execution_timeout=options.step_timeout,
                     config=kernel_config(str(output.parent)),
+                    kernel_manager_class=manager,
                 )
         except PapermillExecutionError as exc:
             if _cell_raised(output):  # not only the traceback of an attempt that a retry then fixed
@@ -89,6 +106,24 @@ class NotebookRunner(Runner):
                 outcome.failure = StepFailedError(where, f.step, f.cell_index, f.ename, f.evalue)
             outcome.error = outcome.failure.message
         return outcome
+
+
+# what a step's kernel imports besides the setup cells' modules: ``%load_ext mlops_nb`` and a step's first
+# artifact write and metadata record
+_PRELOAD = ("mlops_nb.ui.magics", "duckdb", "pyarrow.parquet")
+
+
+def _template(job: Job, env: dict[str, str]):
+    """The template the run's kernel is forked from (None with ``fork_kernels = false`` or a kernel spec that is
+    not a forkable Python)."""
+    if not job.project.settings.fork_kernels:
+        return None
+    from ..plan import preamble
+    from .kernels import start_template
+
+    sources = preamble(job.pipeline, {})
+    folder = str(job.pipeline.path.parent)
+    return start_template(job.options.kernel_name, folder, sources, {**os.environ, **env}, _PRELOAD)
 
 
 def _literal(path: Path) -> str:

@@ -211,11 +211,11 @@ class Project:
         A project that never had a feature store answers for feature artifacts as if they were gone, without
         creating one.
         """
-        from .store.features import ARTIFACT_KINDS
+        from .core.records import FEATURE_ARTIFACT_KINDS
 
         if kind == "model_version":
             return self.registry
-        if kind not in ARTIFACT_KINDS:
+        if kind not in FEATURE_ARTIFACT_KINDS:
             return None
         if self._features is None and not self.features_path.exists():
             return _Gone()

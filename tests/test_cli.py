@@ -269,3 +269,27 @@ def test_the_command_line_leaves_out_the_slow_iri_checker_and_still_validates_no
     first += " print(sys.modules.get('rfc3987_syntax') is not None)"
     out = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+def test_a_run_with_nothing_changed_imports_only_what_it_needs(tmp_path):
+    """The all-cached `mlops-nb run` starts no kernel and so imports neither papermill nor nbformat, nor psutil,
+    the feature store, the monitoring rules or the kernel machinery: its time is the floor a re-run costs."""
+    from nbtools import write_notebook
+
+    nb = write_notebook(
+        tmp_path / "nb.ipynb", ["%load_ext mlops_nb", "%%mlops step a\nx = 1", "%%mlops step b\ny = x + 1"]
+    )
+    assert invoke(tmp_path, "run", str(nb)).exit_code == 0
+    code = (
+        "import sys; from mlops_nb.ui.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "mods = set(sys.modules)\n"
+        "bad = ['papermill', 'nbformat', 'nbclient', 'jupyter_client', 'psutil', 'pandas', 'numpy', 'pyarrow',"
+        " 'mlops_nb.store.features', 'mlops_nb.monitoring.alerts', 'mlops_nb.engine.executors.kernels']\n"
+        "print('IMPORTED', sorted(b for b in bad if b in mods))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--home", str(tmp_path), "run", str(nb)], capture_output=True, text=True
+    )
+    assert "(2 cached)" in out.stdout, out.stdout + out.stderr
+    assert "IMPORTED []" in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -102,6 +103,24 @@ def test_cached_and_skipped_steps(store, artifacts):
     assert cached.startswith(second)
 
 
+def test_cache_candidates_keep_the_first_run_of_many_unchanged_re_runs_in_reach(store, artifacts):
+    """A planner looks every key up in one query (cached_candidates): after more unchanged re-runs than its window
+    of recent runs, the step runs they were cached from still answer, at their own cache keys."""
+    run_id = _pipeline(store, artifacts)
+    original = store.get_run(run_id)
+    for _ in range(25):
+        again = store.create_run("chain")
+        for step in original.step_runs:
+            store.record_step(
+                again, step.step, "cached", cache_key=step.cache_key, cached_from=step.id, outputs=step.outputs
+            )
+        store.finish_run(again, "succeeded")
+    candidates = store.cached_candidates("chain", runs=20)
+    assert {k: s.id for k, s in candidates.items()} == {s.cache_key: s.id for s in original.step_runs}
+    assert candidates["key1"].outputs == original.step("step1").outputs
+    assert store.cached_candidates("another pipeline") == {}
+
+
 def test_lineage_up_down_depth(store, artifacts):
     run_id = _pipeline(store, artifacts, n_steps=4)
     run = store.get_run(run_id)
@@ -171,6 +190,24 @@ def test_interrupted_when_process_is_gone(store, artifacts):
     assert run.status == "interrupted" and f"process {pid}" in run.error
     assert reopened.get_step_run(sr).status == "interrupted"
     assert reopened.get_run(alive).status == "running"
+
+
+def test_process_start_times_are_psutil_s_and_a_zombie_is_dead():
+    """Liveness of a run's process, read from /proc without psutil: the start time psutil gives, None for a zombie
+    (killed, not yet reaped) and for a process that is gone."""
+    import psutil
+
+    from mlops_nb.store.metadata import _process_started
+
+    for pid in (os.getpid(), os.getppid()):
+        assert abs(_process_started(pid) - psutil.Process(pid).create_time()) < 0.02
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _process_started(child.pid) is None
+    child.wait()
+    assert _process_started(child.pid) is None
 
 
 def test_interrupted_run_ends_at_its_last_record_not_when_found(store):

@@ -59,6 +59,10 @@ class ArtifactRef:
         return cls(digest, "external", name=name, summary=f"file {name}", uri=path.resolve().as_uri())
 
 
+FEATURE_ARTIFACT_KINDS = ("feature_view", "feature_segment")
+"""Kinds of the artifacts the feature store holds itself (a view's state, a segment): see
+:meth:`~mlops_nb.store.features.FeatureStore.current_hash`. Here, so that telling them apart imports no store."""
+
 RUN_KINDS = ("pipeline", "promotion", "build", "deploy", "monitor")
 """What a run is: a notebook's pipeline, or lifecycle work around a model (DESIGN "Runs of every kind")."""
 

@@ -24,7 +24,6 @@ from ..store.dbfile import release_memory
 from ..store.metadata import git_state
 from .cache import check_reads
 from .executors import INTERRUPTED, Interrupted, Job, Outcome, RunOptions, executors
-from .executors.kernels import require_kernel
 from .plan import cached_records, fully_cached, plan, prepare, select_steps
 from .step import emit_post_run, emit_post_step, record_and_tell
 
@@ -127,7 +126,9 @@ def run_notebook(path: str | os.PathLike, params: dict[str, Any] | None, options
         if fully_cached(pipeline, planned):
             return _record_fully_cached(project, pipeline, planned, values, name, options, begun, git.result())
     local = not (name == "dask" and options.scheduler)  # a remote cluster's workers start their own kernels
-    options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name, local))  # a kernel will start
+    from .executors.kernels import require_kernel  # a kernel will start
+
+    options = replace(options, kernel_name=require_kernel(pipeline, options.kernel_name, local))
     store = project.metadata
     run_id = open_run(
         project,

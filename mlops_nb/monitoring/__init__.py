@@ -21,7 +21,15 @@ _LAZY = {
     "parse_rule": "alerts",
     "Rule": "alerts",
 }
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "METRICS"])
+
+METRICS = (
+    "drift_share", "drifted_columns", "dataset_drift", "prediction_drift", "prediction_drift_score",
+    "accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2", "labelled_rows",
+    "requests", "rows", "errors", "error_rate", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms",
+)  # fmt: skip
+"""The metrics an alert rule can name (besides ``drift.COLUMN``, a column's drift score); here, so that the
+command line's help names them without importing :mod:`.alerts`."""
 
 
 def __getattr__(name: str):

@@ -33,18 +33,13 @@ from typing import Any
 from ..core import hooks
 from ..core.clock import utcnow
 from ..exceptions import MlopsError, MonitoringError
+from . import METRICS
 
 log = logging.getLogger("mlops_nb.alerts")
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
 _RULE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _KEYS = {"window", "test", "drift_share", "columns", "alerts"}
-METRICS = (
-    "drift_share", "drifted_columns", "dataset_drift", "prediction_drift", "prediction_drift_score",
-    "accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2", "labelled_rows",
-    "requests", "rows", "errors", "error_rate", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms",
-)  # fmt: skip
-"""The metrics a rule can name (besides ``drift.COLUMN``, a column's drift score)."""
 COMMAND_TIMEOUT = 3600.0
 
 

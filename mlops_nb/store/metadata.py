@@ -210,6 +210,19 @@ def new_run_id() -> str:
 
 
 def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), None when it is gone or a zombie. On Linux read from
+    ``/proc`` as psutil does (importing psutil costs a command ~40 ms); elsewhere psutil."""
+    if _PROC_STAT:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as file:
+                stat = file.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            stat = b""
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 19:
+            return None if fields[0] == b"Z" else _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     import psutil
 
     try:
@@ -219,6 +232,22 @@ def _process_started(pid: int) -> float | None:
         return process.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
         return None
+
+
+_PROC_STAT = os.path.exists("/proc/self/stat")
+
+
+def _boot_time() -> float:
+    """The system's boot time (``btime`` of ``/proc/stat``), read once."""
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        with open("/proc/stat", "rb") as file:
+            line = next(line for line in file if line.startswith(b"btime"))
+        _BOOT_TIME = float(line.split()[1])
+    return _BOOT_TIME
+
+
+_BOOT_TIME: float | None = None
 
 
 def git_state(folder: str | os.PathLike | None) -> tuple[str | None, bool | None]:
@@ -1419,16 +1448,18 @@ class MetadataStore:
         return rows[0][0]
 
     def cached_candidates(self, pipeline: str, runs: int = 20) -> dict[str, StepRun]:
-        """Cache key -> the latest step run that succeeded with it in the latest ``runs`` runs of ``pipeline``,
-        with its inputs and outputs: what a planner looks every step's key up in at once, before asking
+        """Cache key -> the latest step run that succeeded with it in the latest ``runs`` runs of ``pipeline`` (or
+        that a cache hit of those runs was cached from: re-runs with nothing changed keep their first run in
+        reach), with its inputs and outputs: what a planner looks every step's key up in at once, before asking
         :meth:`find_cached` for a key that an older run or another pipeline may hold."""
         with self._connect() as con:
             ids = [
                 row[0]
                 for row in con.execute(
+                    "WITH recent AS (SELECT id FROM runs WHERE pipeline = ? ORDER BY started_at DESC LIMIT ?) "
                     "SELECT arg_max(id, seq) FROM step_runs WHERE status = 'succeeded' AND cache_key IS NOT NULL "
-                    "AND run_id IN (SELECT id FROM runs WHERE pipeline = ? ORDER BY started_at DESC LIMIT ?) "
-                    "GROUP BY cache_key",
+                    "AND (run_id IN (SELECT id FROM recent) OR id IN (SELECT cached_from FROM step_runs "
+                    "WHERE cached_from IS NOT NULL AND run_id IN (SELECT id FROM recent))) GROUP BY cache_key",
                     [pipeline, runs],
                 ).fetchall()
             ]

@@ -38,7 +38,7 @@ from ...core import hooks
 from ...core.clock import iso, utcnow
 from ...core.files import fsync_rename, full_disk_as
 from ...core.hashing import sha256_file
-from ...core.records import ArtifactRef
+from ...core.records import FEATURE_ARTIFACT_KINDS, ArtifactRef
 from ...exceptions import (
     FeatureNotFoundError,
     FeatureStoreError,
@@ -75,7 +75,7 @@ from .segments import BuiltSegment, build_segment, table_hash, visible_sql
 
 __all__ = ["ARTIFACT_KINDS", "FeatureStore"]
 
-ARTIFACT_KINDS = ("feature_view", "feature_segment")
+ARTIFACT_KINDS = FEATURE_ARTIFACT_KINDS
 """Kinds of the artifacts the feature store holds itself (a view's state, a segment): see
 :meth:`FeatureStore.current_hash`."""
 

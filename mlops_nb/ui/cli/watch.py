@@ -10,7 +10,7 @@ import math
 
 import click
 
-from ...monitoring.alerts import METRICS
+from ...monitoring import METRICS
 from ..format import echo_json, short, table, when
 
 

@@ -181,16 +181,17 @@ def test_template_exits_when_its_stdin_closes(tmp_path):
     assert template.wait(10) == 0
 
 
-def test_the_notebook_executor_forks_its_kernel_from_a_template_with_the_setup_imports(tmp_path, monkeypatch):
-    """`mlops-nb run` (notebook executor) forks its one kernel from a template that imported the setup cell's
-    modules while the driver prepared the run; with fork_kernels off the kernel starts the usual way, as a child
-    of the driver. Both give the same outputs, and no template outlives the run."""
+def test_the_notebook_executor_s_kernel_is_a_template_that_imported_the_setup_modules(tmp_path, monkeypatch):
+    """`mlops-nb run` (notebook executor): its one kernel is a template process started first, which imported the
+    setup cell's modules while the driver prepared the run and then became the kernel (one process, a child of
+    the driver); with fork_kernels off the kernel starts the usual way. Same outputs; no process outlives the run."""
     from nbtools import write_notebook
 
     cells = [
         "%load_ext mlops_nb\nimport os, sys\nPRELOADED = 'numpy' in sys.modules\nimport numpy as np",
         "%%mlops step where --outputs where,total\n"
-        "where = {'ppid': os.getppid(), 'preloaded': PRELOADED}\ntotal = float(np.arange(10).sum())",
+        "where = {'pid': os.getpid(), 'ppid': os.getppid(), 'preloaded': PRELOADED}\n"
+        "total = float(np.arange(10).sum())",
     ]
     seen = {}
     for fork in ("1", "0"):
@@ -201,8 +202,8 @@ def test_the_notebook_executor_forks_its_kernel_from_a_template_with_the_setup_i
         assert step.status == "succeeded"
         project = mlops_nb.Project(nb.parent)
         seen[fork] = (project.artifacts.get(step.outputs["where"]), project.artifacts.get(step.outputs["total"]))
-    forked, usual = seen["1"][0], seen["0"][0]
-    assert forked["ppid"] != os.getpid() and not psutil.pid_exists(forked["ppid"])  # the template, gone now
-    assert forked["preloaded"] is True
-    assert usual["ppid"] == os.getpid() and usual["preloaded"] is False
+    warm, usual = seen["1"][0], seen["0"][0]
+    assert warm["ppid"] == usual["ppid"] == os.getpid()
+    assert warm["preloaded"] is True and usual["preloaded"] is False
+    assert not psutil.pid_exists(warm["pid"]) and not psutil.pid_exists(usual["pid"])
     assert seen["1"][1] == seen["0"][1] == 45.0

@@ -299,10 +299,18 @@ class Lane(threading.Thread):
         client.nb = preamble
 
 
-def start_template(kernel_name: str, cwd: str, sources: list[str], env: dict[str, str], extra: tuple[str, ...] = ()):
-    """A :class:`~.template.Template` that forks kernels of ``kernel_name`` in ``cwd``, having imported what the cells
-    ``sources`` import and the modules ``extra``; None when the kernel spec is not a forkable Python (or unknown:
-    the kernel manager then reports it, with jupyter_client's message). It starts in the background."""
+def start_template(
+    kernel_name: str,
+    cwd: str,
+    sources: list[str],
+    env: dict[str, str],
+    extra: tuple[str, ...] = (),
+    once: bool = False,
+):
+    """A :class:`~.template.Template` that forks kernels of ``kernel_name`` in ``cwd`` (``once``: becomes one),
+    having imported what the cells ``sources`` import and the modules ``extra``; None when the kernel spec is not a
+    forkable Python (or unknown: the kernel manager then reports it, with jupyter_client's message). It starts in
+    the background."""
     import sys
 
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -318,7 +326,7 @@ def start_template(kernel_name: str, cwd: str, sources: list[str], env: dict[str
         return None
     if argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
         argv[0] = sys.executable  # as jupyter_client's format_kernel_cmd does
-    return Template(argv[0], cwd, [*imported_modules(sources, cwd), *extra], env)
+    return Template(argv[0], cwd, [*imported_modules(sources, cwd), *extra], env, once=once)
 
 
 class KernelPool:

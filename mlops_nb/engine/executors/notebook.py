@@ -29,9 +29,9 @@ class NotebookRunner(Runner):
     def execute(self, job: Job) -> Outcome:
         """Execute the notebook with papermill; return how it ended, with the executed notebook.
 
-        Its kernel is forked from a template (``template.py``) started first, which imports the setup cells'
+        Its kernel is a template process (``template.py``, ``once``) started first, which imports the setup cells'
         modules, ipykernel and what a step needs on the other core while this process imports papermill and
-        records the planned hits; ``fork_kernels = false`` starts it the usual way.
+        records the planned hits, then becomes the kernel; ``fork_kernels = false`` starts it the usual way.
         """
         path, options = job.pipeline.path, job.options
         output = Path(tempfile.mkdtemp(prefix="mlops_nb-run-")) / path.name
@@ -114,8 +114,8 @@ _PRELOAD = ("mlops_nb.ui.magics", "duckdb", "pyarrow.parquet")
 
 
 def _template(job: Job, env: dict[str, str]):
-    """The template the run's kernel is forked from (None with ``fork_kernels = false`` or a kernel spec that is
-    not a forkable Python)."""
+    """The template that becomes the run's kernel (None with ``fork_kernels = false`` or a kernel spec that is not
+    a forkable Python)."""
     if not job.project.settings.fork_kernels:
         return None
     from ..plan import preamble
@@ -123,7 +123,7 @@ def _template(job: Job, env: dict[str, str]):
 
     sources = preamble(job.pipeline, {})
     folder = str(job.pipeline.path.parent)
-    return start_template(job.options.kernel_name, folder, sources, {**os.environ, **env}, _PRELOAD)
+    return start_template(job.options.kernel_name, folder, sources, {**os.environ, **env}, _PRELOAD, once=True)
 
 
 def _literal(path: Path) -> str:

@@ -13,6 +13,10 @@ answers ``{"pid": N}``. The template reaps its children, and when its stdin clos
 pool) or its parent changes (the driver was killed while a process it forked still holds the stdin open: a Dask
 worker killed mid-step) it kills them and exits, so a killed driver leaves no kernels behind.
 
+With ``once`` (the ``notebook`` executor's one kernel), the template does not fork: asked for its kernel, it becomes
+that kernel itself. It is started before the run needs it, so its imports overlap the driver's own work, and it is
+one process, not a template and a copy of it sharing pages (the memory of one kernel, however it is counted).
+
 Forking is like ``multiprocessing``'s forkserver with preloaded modules. Libraries that start threads or hold devices
 at import (CUDA) are not fork-safe: ``MLOPS_NB_FORK_KERNELS=0`` (or ``fork_kernels = false`` in
 ``[tool.mlops_nb]``) starts every kernel the usual way.
@@ -85,13 +89,15 @@ class Template:
         cwd: the kernels' working folder (the notebook's).
         preload: modules to import in the template (see :func:`imported_modules`).
         env: the template's environment (the kernels get theirs with each request).
+        once: serve one kernel by becoming it (no fork); asked again, it refuses.
     """
 
-    def __init__(self, python: str, cwd: str, preload: list[str], env: dict[str, str]):
+    def __init__(self, python: str, cwd: str, preload: list[str], env: dict[str, str], once: bool = False):
         self._lock = threading.Lock()
         self.error: str | None = None
+        self.once = once
         self._process = subprocess.Popen(
-            [python, "-m", __name__, json.dumps([*ALWAYS, *preload])],
+            [python, "-m", __name__, json.dumps([*ALWAYS, *preload]), *(["--once"] if once else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -119,13 +125,18 @@ class Template:
                 answer = json.loads(self._process.stdout.readline() or b"{}")
                 if "pid" not in answer:
                     raise OSError(answer.get("error", "the kernel template exited"))
+                if self.once:
+                    self.error = "the kernel template became its one kernel"
                 return int(answer["pid"])
             except (OSError, ValueError) as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
                 raise OSError(self.error) from None
 
     def close(self) -> None:
-        """Stop the template; it kills the kernels it forked that still run."""
+        """Stop the template; it kills the kernels it forked that still run (with ``once``: the kernel it became,
+        if it still runs)."""
+        if self.once and self._process.poll() is None and self._ready:
+            self._process.kill()
         try:
             self._process.stdin.close()
         except OSError:
@@ -140,11 +151,12 @@ class Template:
 # --- the template process itself -------------------------------------------------------------------------------
 
 
-def _child(request: dict) -> None:
-    """In the forked child: become a kernel. Never returns."""
+def _child(request: dict, forked: bool = True) -> None:
+    """In the forked child (or, not ``forked``, the template itself): become a kernel. Never returns."""
     code = 1
     try:
-        os.setsid()  # its own process group, which jupyter_client signals, as for a kernel it started itself
+        if forked:  # the template was started in a session of its own
+            os.setsid()  # its own process group, which jupyter_client signals, as for a kernel it started itself
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         null = os.open(os.devnull, os.O_RDWR)
@@ -177,7 +189,8 @@ def _child(request: dict) -> None:
 
 
 def main() -> None:
-    """Import the preload list, say ``ready``, then fork one kernel per request until stdin closes."""
+    """Import the preload list, say ``ready``, then fork one kernel per request until stdin closes (``--once``:
+    become the kernel of the first request)."""
     import gc
     import importlib
 
@@ -220,7 +233,9 @@ def main() -> None:
             if os.getppid() != parent:
                 stop()
 
-    threading.Thread(target=watch, args=(os.getppid(),), daemon=True, name="mlops_nb-parent-watch").start()
+    once = "--once" in sys.argv[2:]
+    if not once:  # a kernel it became watches its parent itself (JPY_PARENT_PID)
+        threading.Thread(target=watch, args=(os.getppid(),), daemon=True, name="mlops_nb-parent-watch").start()
     gc.freeze()  # the imported objects move out of the collector's sight: a kernel's collections skip them,
     # so forked kernels neither spend time on them nor copy the pages they live on
     signal.signal(signal.SIGCHLD, reap)
@@ -232,6 +247,10 @@ def main() -> None:
         try:
             request = json.loads(line)
             sys.stdout.flush()
+            if once:
+                out.write(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+                out.flush()
+                _child(request, forked=False)
             pid = os.fork()
         except (ValueError, OSError) as exc:
             out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")

@@ -149,9 +149,9 @@ SETTINGS: dict[str, Setting] = {
             "fork_kernels",
             _bool,
             True,
-            "kernels of headless runs (each step's with dag/dask, the run's one with notebook) are forked from a "
-            "template that already imported the setup cells' modules; false starts every kernel from scratch (for "
-            "libraries that are not fork-safe, such as CUDA)",
+            "kernels of headless runs come from a template that already imported the setup cells' modules (each "
+            "step's is forked from it with dag/dask; with notebook the template becomes the run's one kernel); false "
+            "starts every kernel from scratch (for libraries that are not fork-safe, such as CUDA)",
         ),
     ]
 }

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -207,3 +208,32 @@ def test_the_notebook_executor_s_kernel_is_a_template_that_imported_the_setup_mo
     assert warm["preloaded"] is True and usual["preloaded"] is False
     assert not psutil.pid_exists(warm["pid"]) and not psutil.pid_exists(usual["pid"])
     assert seen["1"][1] == seen["0"][1] == 45.0
+
+
+@pytest.mark.slow
+def test_the_notebook_executor_s_kernel_exits_when_its_driver_is_killed(tmp_path):
+    """kill -9 of `mlops-nb run` mid-step: the kernel (the template it became) notices its parent is gone and exits,
+    as a kernel jupyter_client started would."""
+    from nbtools import write_notebook
+
+    pid_file = tmp_path / "kernel.pid"
+    cells = [
+        "%load_ext mlops_nb\nimport os, time, pathlib",
+        f"%%mlops step wait\npathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\ntime.sleep(120)\ndone = 1",
+    ]
+    nb = write_notebook(tmp_path / "nb.ipynb", cells)
+    exe = Path(sys.executable).with_name("mlops-nb")
+    driver = subprocess.Popen([exe, "--home", str(tmp_path), "run", str(nb)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.1)
+    assert pid_file.exists(), "the step never started"
+    kernel = psutil.Process(int(pid_file.read_text()))
+    assert kernel.ppid() == driver.pid
+    driver.kill()
+    driver.wait()
+    gone, alive = psutil.wait_procs([kernel], timeout=15)
+    for process in alive:
+        process.kill()
+    assert not alive, "the kernel outlived its driver"

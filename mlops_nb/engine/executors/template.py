@@ -168,17 +168,20 @@ def _child(request: dict, forked: bool = True) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        os.environ["JPY_PARENT_PID"] = str(os.getppid())  # the kernel exits when the template does
+        # the kernel exits when its parent does (the template; with ``once`` the driver): given on the command line,
+        # since IPKernelApp read JPY_PARENT_PID for its default when the template imported it
+        os.environ["JPY_PARENT_PID"] = str(os.getppid())
+        argv = [*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
         sys.path[0] = request["cwd"]
         if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS, so do we
             sys.modules["numpy"].random.seed()
-        sys.argv = ["ipykernel_launcher", *request["argv"]]
+        sys.argv = ["ipykernel_launcher", *argv]
         import gc
 
         gc.enable()
         from ipykernel import kernelapp
 
-        kernelapp.launch_new_instance(argv=request["argv"])
+        kernelapp.launch_new_instance(argv=argv)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
@@ -234,7 +237,7 @@ def main() -> None:
                 stop()
 
     once = "--once" in sys.argv[2:]
-    if not once:  # a kernel it became watches its parent itself (JPY_PARENT_PID)
+    if not once:  # a kernel it became watches its parent itself (IPKernelApp.parent_handle)
         threading.Thread(target=watch, args=(os.getppid(),), daemon=True, name="mlops_nb-parent-watch").start()
     gc.freeze()  # the imported objects move out of the collector's sight: a kernel's collections skip them,
     # so forked kernels neither spend time on them nor copy the pages they live on

@@ -80,9 +80,9 @@ ALPHA_STEPS = 3  # the last steps that read ``alpha``
 BASE_ROWS = 2000
 GROUPS = 200
 KERNEL = "python3"
-TARGET_COLD = 1.05  # (b) / (a)
+TARGET_COLD = 1.05  # (b) / (a')
 TARGET_CACHED_S = 0.3  # (c) seconds
-TARGET_CHANGED = 1.03  # (d) / (d0), the floor
+TARGET_CHANGED = 1.03  # (d) / (d0'), the floor
 TARGET_PER_STEP_MS = 35.0  # ((b) - (a')) / steps
 VENV_BIN = Path(sys.executable).parent
 # papermill as ``mlops-nb`` imports it: without jsonschema's optional IRI checker rfc3987_syntax, whose import

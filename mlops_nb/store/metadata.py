@@ -15,6 +15,7 @@ reads the file once, as before. A cached answer is never staler than an uncached
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -237,17 +238,11 @@ def _process_started(pid: int) -> float | None:
 _PROC_STAT = os.path.exists("/proc/self/stat")
 
 
+@functools.cache
 def _boot_time() -> float:
     """The system's boot time (``btime`` of ``/proc/stat``), read once."""
-    global _BOOT_TIME
-    if _BOOT_TIME is None:
-        with open("/proc/stat", "rb") as file:
-            line = next(line for line in file if line.startswith(b"btime"))
-        _BOOT_TIME = float(line.split()[1])
-    return _BOOT_TIME
-
-
-_BOOT_TIME: float | None = None
+    with open("/proc/stat", "rb") as file:
+        return float(next(line for line in file if line.startswith(b"btime")).split()[1])
 
 
 def git_state(folder: str | os.PathLike | None) -> tuple[str | None, bool | None]:

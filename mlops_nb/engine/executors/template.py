@@ -135,7 +135,7 @@ class Template:
     def close(self) -> None:
         """Stop the template; it kills the kernels it forked that still run (with ``once``: the kernel it became,
         if it still runs)."""
-        if self.once and self._process.poll() is None and self._ready:
+        if self.once and self._process.poll() is None:  # its kernel, or a template no longer needed: no wait
             self._process.kill()
         try:
             self._process.stdin.close()

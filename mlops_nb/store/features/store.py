@@ -75,9 +75,7 @@ from .segments import BuiltSegment, build_segment, table_hash, visible_sql
 
 __all__ = ["ARTIFACT_KINDS", "FeatureStore"]
 
-ARTIFACT_KINDS = FEATURE_ARTIFACT_KINDS
-"""Kinds of the artifacts the feature store holds itself (a view's state, a segment): see
-:meth:`FeatureStore.current_hash`."""
+ARTIFACT_KINDS = FEATURE_ARTIFACT_KINDS  # the public name here; defined in core.records
 
 MIGRATIONS: list[str] = [
     """

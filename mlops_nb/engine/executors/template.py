@@ -33,8 +33,9 @@ import sys
 import threading
 import time
 
-# what every kernel of the dag/dask executors imports, besides the setup cells' own imports
-# (what IPKernelApp.initialize imports, too: it starts no thread at import)
+# what every kernel of the dag/dask executors imports, besides the setup cells' own imports: what IPKernelApp
+# imports as it starts, runs cells and shuts down (none starts a thread at import), and the ``%load_ext mlops_nb``
+# of every pipeline notebook (a module imported after the fork costs every kernel its CPU: ~13 ms for these)
 ALWAYS = [
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -50,7 +51,28 @@ ALWAYS = [
     "mlops_nb.engine.cache",
     "mlops_nb.store.artifacts",
     "mlops_nb.pipeline.notebook",
+    "mlops_nb.ui.magics",
+    "mlops_nb.ui.progress",
+    "IPython.core.magics.extension",
+    "IPython.core.oinspect",
+    "IPython.core.logger",
+    "IPython.extensions.storemagic",
+    "IPython.utils.wildcard",
+    "tornado.platform.asyncio",
+    "faulthandler",
+    "psutil",
 ]
+
+
+def _warm_up() -> None:
+    """Fill the caches each kernel would otherwise fill again after the fork: the compiled regular expressions of
+    ``tokenize`` and of IPython's input transformers, which every cell goes through (~6 ms a kernel)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        TransformerManager().transform_cell('%ls\nx = 1  # a\ny = """b"""\n')
+    except Exception:  # noqa: BLE001 - an IPython without it: each kernel compiles them itself
+        pass
 
 
 def imported_modules(sources: list[str], folder: str) -> list[str]:
@@ -204,6 +226,7 @@ def main() -> None:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - not a module (an attribute) or failing: the kernel will say so
             pass
+    _warm_up()
     try:  # what a step's first artifact read or write would otherwise look up in every kernel
         from mlops_nb.store.artifacts import serializers
 

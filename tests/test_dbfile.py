@@ -124,3 +124,77 @@ def test_release_memory_gives_back_what_duckdbs_allocator_kept_after_a_large_rea
     after_read, released, again = map(int, done.stdout.splitlines()[-1].split()[-3:])  # after any progress bar
     assert after_read - released >= 100, (after_read, released)  # ~250 MB measured here
     assert abs(again - released) < 16
+
+
+READ_ITEMS = """
+import sys, time
+from mlops_nb.exceptions import StoreBusyError
+from mlops_nb.store.dbfile import DuckDBFile
+db = DuckDBFile(sys.argv[1], float(sys.argv[2]), "catalog store")
+started = time.monotonic()
+try:
+    with db.connect() as con:
+        print(con.execute("SELECT count(*) FROM items").fetchall()[0][0], round(time.monotonic() - started, 3))
+except StoreBusyError:
+    print(-1, round(time.monotonic() - started, 3))
+"""
+
+
+def _read_in_another_process(db: DuckDBFile, lock_timeout: float = 30.0) -> tuple[int, float]:
+    """(rows, seconds waited) of a read by another process; rows -1 when the file stayed busy."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", READ_ITEMS, str(db.path), str(lock_timeout)]
+    count, waited = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    return int(count), float(waited)
+
+
+def test_a_held_file_shares_one_attach_and_is_let_go_when_idle(tmp_path):
+    """Inside ``held()`` the operations of this process reuse one attach (another process cannot open the file
+    meanwhile); the file is let go after ``idle`` seconds without use, and each operation was committed on its own."""
+    db = make(tmp_path, "catalog")
+    other = DuckDBFile(db.path, 5.0, "catalog store")  # a second store object on the same file goes through the hold
+    with db.held(longest=30.0, idle=30.0):
+        with db.connect(write=True) as con:
+            con.execute("INSERT INTO items VALUES ('a', 1)")
+        with other.connect() as con:
+            assert con.execute("SELECT count(*) FROM items").fetchall() == [(1,)]
+        assert _read_in_another_process(db, lock_timeout=0.3)[0] == -1  # held: attached for writing here
+        with pytest.raises(RuntimeError), db.connect(write=True) as con:  # rolled back; the file is let go
+            con.execute("INSERT INTO items VALUES ('lost', 2)")
+            raise RuntimeError("boom")
+        assert _read_in_another_process(db)[0] == 1
+        with db.connect(write=True) as con:
+            con.execute("INSERT INTO items VALUES ('b', 3)")
+    assert _read_in_another_process(db)[0] == 2  # let go at the end of the block
+    with db.held(longest=30.0, idle=0.05):
+        with db.connect(write=True) as con:
+            con.execute("INSERT INTO items VALUES ('c', 4)")
+        count, waited = _read_in_another_process(db)  # waits for the idle hold to be let go, then reads
+        assert count == 3 and waited < 5.0
+
+
+def test_a_held_file_is_let_go_after_longest_even_when_in_use(tmp_path):
+    """A process that keeps writing lets the file go every ``longest`` seconds: another process gets its turn."""
+    import threading
+
+    db = make(tmp_path, "catalog")
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with db.held(longest=0.05, idle=1.0):
+            while not stop.is_set():
+                with db.connect(write=True) as con:
+                    con.execute("INSERT INTO items VALUES ('x', 1)")
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        count, waited = _read_in_another_process(db)
+    finally:
+        stop.set()
+        writer.join()
+    assert count > 0 and waited < 5.0
+    with db.connect() as con:  # every write committed, the file let go
+        assert con.execute("SELECT count(*) FROM items").fetchall()[0][0] >= count

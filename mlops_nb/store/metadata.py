@@ -23,7 +23,7 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -486,6 +486,12 @@ class MetadataStore:
         """
         with self._db.batch(write=write):
             yield self
+
+    def held(self) -> AbstractContextManager[None]:
+        """Within the block, this process's operations share one attach of the file, let go after a few tens of
+        milliseconds without use or a tenth of a second in all (:meth:`~mlops_nb.store.dbfile.DuckDBFile.held`):
+        for a driver that writes many small records while no user code runs in it."""
+        return self._db.held()
 
     def _connect(self, write: bool = False):
         """One short-lived connection (the protocol of :class:`~mlops_nb.store.dbfile.DuckDBFile`)."""

@@ -138,28 +138,8 @@ class GraphRun:
         self.bar = progress.start(len(pending), self.pipeline.name, enabled=self.progress)
         threads = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mlops-nb-step")
         try:
-            while pending or self.running or self._launches:
-                before = len(pending)
-                for step in list(pending):
-                    ups = set(step.upstream.values())
-                    blocked = ups & (set(self.failed) | self.skipped)
-                    if blocked:
-                        pending.remove(step)
-                        self._skip(step, f"upstream step {sorted(blocked)[0]} failed")
-                    elif ups <= self.done:
-                        pending.remove(step)
-                        self._start(step, threads)
-                self._dispatch(threads)
-                if not self.running:
-                    if len(pending) == before:  # nothing can start and nothing runs: a bug, not a hang
-                        raise MlopsError(f"steps {[s.name for s in pending]} cannot start; please report this")
-                    continue
-                self.writer.check()
-                finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    self._finish(self.running.pop(future), future.result(), threads)
-            self._flush_ends()
-            self.writer.drain()
+            with self.store.held():  # no user code runs here: the driver's many small reads and writes share attaches
+                self._loop(pending, threads)
         except BaseException:
             self.runner.close()
             for item, _, _ in self._launches:  # never started: nothing of theirs to record
@@ -178,6 +158,31 @@ class GraphRun:
             name = next(s.name for s in self.pipeline.steps if s.name in self.failed)
             return "failed", self.failed[name]
         return "succeeded", None
+
+    def _loop(self, pending: list[Step], threads) -> None:
+        """Start each step whose upstream steps are done, until none is left; wait for the writes."""
+        while pending or self.running or self._launches:
+            before = len(pending)
+            for step in list(pending):
+                ups = set(step.upstream.values())
+                blocked = ups & (set(self.failed) | self.skipped)
+                if blocked:
+                    pending.remove(step)
+                    self._skip(step, f"upstream step {sorted(blocked)[0]} failed")
+                elif ups <= self.done:
+                    pending.remove(step)
+                    self._start(step, threads)
+            self._dispatch(threads)
+            if not self.running:
+                if len(pending) == before:  # nothing can start and nothing runs: a bug, not a hang
+                    raise MlopsError(f"steps {[s.name for s in pending]} cannot start; please report this")
+                continue
+            self.writer.check()
+            finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                self._finish(self.running.pop(future), future.result(), threads)
+        self._flush_ends()
+        self.writer.drain()
 
     def _flush_ends(self) -> None:
         """Hand the end records and cache hits gathered so far to the writer."""

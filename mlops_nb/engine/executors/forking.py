@@ -105,7 +105,31 @@ class ReadyClient(AsyncKernelClient):
     status message went out too early, the 0.2 s are lost and it asks again. This client asks again after 20 ms,
     and its sockets retry a connection every 10 ms (ZMQ's default is 100 ms) while the kernel is not yet listening.
     The guarantee is the same: it returns once a reply and an IOPub message have both arrived.
+
+    It opens only the channels nbclient uses, shell and IOPub: nbclient runs cells with stdin off, and it knows a
+    kernel is alive from its manager (the process), not from the heartbeat, whose thread and socket per kernel
+    cost the driver ~1 ms of CPU a kernel.
     """
+
+    def start_channels(
+        self, shell: bool = True, iopub: bool = True, stdin: bool = False, hb: bool = False, control: bool = False
+    ) -> None:
+        """Start the channels asked for: by default shell and IOPub only."""
+        super().start_channels(shell=shell, iopub=iopub, stdin=stdin, hb=hb, control=control)
+
+    def stop_channels(self) -> None:
+        """Stop the channels that were started (jupyter_client's would first create the others to ask them)."""
+        for channel in (
+            self._shell_channel,
+            self._iopub_channel,
+            self._stdin_channel,
+            self._hb_channel,
+            self._control_channel,
+        ):
+            if channel is not None and channel.is_alive():
+                channel.stop()
+        if self._created_context and not self.context.closed:
+            self.context.destroy(linger=100)
 
     def _context_default(self):
         import zmq

@@ -853,10 +853,13 @@ class MetadataStore:
             ).fetchall()
             if not rows:
                 raise NotFoundError(f"step run {step_run_id} does not exist")
-            if executed_notebook is not None:
-                self._record_artifacts(con, [executed_notebook])
-            self._record_events(con, step_run_id, inputs, "in")
-            self._record_events(con, step_run_id, outputs, "reuse" if status == "cached" else "out")
+            # one statement each for the artifacts and the events: each costs a round trip
+            produced = "reuse" if status == "cached" else "out"
+            events = [(name, ref, "in") for name, ref in (inputs or {}).items()]
+            events += [(name, ref, produced) for name, ref in (outputs or {}).items()]
+            refs = [ref for _, ref, _ in events] + ([executed_notebook] if executed_notebook is not None else [])
+            self._record_artifacts(con, refs)
+            self._insert_events(con, [(step_run_id, ref.hash, way, name, None) for name, ref, way in events])
             if metrics:
                 self._insert_metrics(con, rows[0][0], step_run_id, metrics, None)
             self._insert_model_events(con, model_events, rows[0][0], step_run_id)

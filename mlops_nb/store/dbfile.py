@@ -11,8 +11,8 @@ file's lock exactly as a connection of its own would. That connection serves one
 The metadata store and the feature store catalog both use this module.
 
 A process that writes many small records in a row while no user code runs in it (the ``dag`` driver) may hold
-the file (:meth:`DuckDBFile.held`): its operations then share one attach, kept between them for at most a few tens
-of milliseconds of no use and a tenth of a second in all, so another process waits that long at most. Attaching and
+the file (:meth:`DuckDBFile.held`): its operations then share one attach, kept between them for at most a tenth of
+a second of no use and a quarter of a second in all, so another process waits that long at most. Attaching and
 detaching (which checkpoints the WAL) cost ~5 ms an operation, more than a small operation itself.
 
 A reader that polls (the sidebar) must not hold the file between calls either: DuckDB 2.0 lets no other process
@@ -50,6 +50,8 @@ T = TypeVar("T")
 # read in it are served but not cached.
 SETTLE_SECONDS = 0.25
 RETRY_CAP_SECONDS = 0.005  # the longest wait between two tries to open a file another process holds (first 0.5 s)
+RETRY_CAP_LATER = 0.05  # ... and after that
+YIELD_SECONDS = 0.06  # a holder that let the file go waits this long before taking it again when another waits
 
 
 def _quiet(con):
@@ -140,6 +142,7 @@ class _Hold:
         self.con = None  # the DuckDB the file is attached to (made on the first operation)
         self.attached = False  # the file attached and its writer lock held
         self.since = self.last = 0.0  # monotonic times of the attach and of the end of the last operation
+        self.let_go_at = float("-inf")  # monotonic time the file was last let go
         self.closed = False
         self.wake = threading.Condition(_thread_lock)
 
@@ -256,12 +259,13 @@ class DuckDBFile:
                     raise StoreError(f"{self.label} {self.path} cannot be opened ({first}); {self.fix}") from None
                 if time.monotonic() + delay > deadline:
                     raise self.busy("another process held the database open") from None
+                self._mark_waiting()
                 time.sleep(delay)
                 # short steps at first: another process mostly holds the file for one short operation (a poll's
                 # read, a write), and a waiter that sleeps on long after it let go adds that sleep to a run; longer
                 # ones once the wait is long (each try opens the file)
                 waited = time.monotonic() - started
-                delay = min(delay * 2, RETRY_CAP_SECONDS if waited < 0.5 else 0.05)
+                delay = min(delay * 2, RETRY_CAP_SECONDS if waited < 0.5 else RETRY_CAP_LATER)
 
     def _detach(self, con) -> None:
         if _in_use and _in_use[-1] == self.alias and con is memory_connection():
@@ -278,7 +282,6 @@ class DuckDBFile:
         A read of a file that does not exist yet creates it (under the lock). Inside :meth:`batch` (or another
         ``connect`` of this file in the same thread) the open connection is reused.
         """
-        from filelock import Timeout
 
         open_con = getattr(self._local, "con", None)
         if open_con is not None:
@@ -296,10 +299,7 @@ class DuckDBFile:
             write_lock = write or not self.path.exists()
             if write_lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self._file_lock.acquire(timeout=self.lock_timeout, poll_interval=0.002)
-                except Timeout:
-                    raise self.busy("another process held its write lock") from None
+                self._acquire(self._file_lock, deadline)
             try:
                 con = self._attach(deadline, read_only=not write_lock)
                 self._local.con, self._local.write = con, write
@@ -340,8 +340,51 @@ class DuckDBFile:
         with self.connect(write=write) as con:
             yield con
 
+    @property
+    def waiting_path(self) -> Path:
+        """``<file>.waiting``: touched by a process each time it finds the file busy, so that a process holding it
+        (:meth:`held`) lets it have a turn."""
+        return self.path.with_name(self.path.name + ".waiting")
+
+    def _mark_waiting(self) -> None:
+        try:
+            os.utime(self.waiting_path)
+        except FileNotFoundError:
+            try:
+                self.waiting_path.touch()
+            except OSError:
+                pass
+        except OSError:  # a read-only folder: no turn asked for, the usual retries
+            pass
+
+    def _acquire(self, lock, deadline: float) -> None:
+        """Take the cross-process writer ``lock`` by ``deadline``, marking this process as waiting meanwhile."""
+        from filelock import Timeout
+
+        while True:
+            try:
+                lock.acquire(timeout=max(0.0, min(0.05, deadline - time.monotonic())), poll_interval=0.002)
+                return
+            except Timeout:
+                if time.monotonic() >= deadline:
+                    raise self.busy("another process held its write lock") from None
+                self._mark_waiting()
+
+    def _yield_to_waiters(self, hold: _Hold) -> None:
+        """Before a hold takes the file again: if another process found it busy since shortly before the hold let
+        it go, wait until it had ``YIELD_SECONDS`` to take its turn (its tries come at most ``RETRY_CAP_LATER``
+        apart), so a process that keeps writing cannot starve the others."""
+        try:
+            asked = os.stat(self.waiting_path).st_mtime
+        except OSError:
+            return
+        if asked >= time.time() - (time.monotonic() - hold.let_go_at) - hold.longest:
+            pause = hold.let_go_at + YIELD_SECONDS - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
     @contextmanager
-    def held(self, longest: float = 0.1, idle: float = 0.05) -> Iterator[None]:
+    def held(self, longest: float = 0.25, idle: float = 0.1) -> Iterator[None]:
         """Within the block, this process's operations on the file share one attach: it stays attached, and its
         writer lock held, between operations until none came for ``idle`` seconds or ``longest`` seconds passed
         since it was attached; the next operation attaches it again. Each operation is still a transaction of its
@@ -361,17 +404,18 @@ class DuckDBFile:
         finally:
             with _thread_lock:
                 hold.closed = True
-                self._let_go(hold)
-                if hold.con is not None:
-                    hold.con.close()
-                _holds.pop(str(self.path), None)
+                _holds.pop(str(self.path), None)  # first: whatever happens next, later operations are the usual
                 hold.wake.notify_all()
+                try:
+                    self._let_go(hold)
+                finally:
+                    if hold.con is not None:
+                        hold.con.close()
             releaser.join()
 
     @contextmanager
     def _held_operation(self, hold: _Hold, write: bool, deadline: float) -> Iterator[Any]:
         """One operation (a transaction with ``write``) on the held file, attaching it first if it is not."""
-        from filelock import Timeout
 
         owner = hold.owner
         if not hold.attached:
@@ -382,10 +426,8 @@ class DuckDBFile:
                 # (~2.5 ms of CPU a step of the dag driver)
                 hold.con = _quiet(duckdb.connect(":memory:", config={"threads": 1}))
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                hold.lock.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.002)
-            except Timeout:
-                raise self.busy("another process held its write lock") from None
+            self._yield_to_waiters(hold)
+            self._acquire(hold.lock, deadline)
             try:
                 owner._attach(deadline, read_only=False, on=hold.con)
             except BaseException:
@@ -427,7 +469,7 @@ class DuckDBFile:
         so that no operation is under way."""
         if not hold.attached:
             return
-        hold.attached = False
+        hold.attached, hold.let_go_at = False, time.monotonic()
         try:
             hold.con.execute("USE memory")
             hold.con.execute(f"DETACH {hold.owner.alias}")

@@ -488,9 +488,9 @@ class MetadataStore:
             yield self
 
     def held(self) -> AbstractContextManager[None]:
-        """Within the block, this process's operations share one attach of the file, let go after a few tens of
-        milliseconds without use or a tenth of a second in all (:meth:`~mlops_nb.store.dbfile.DuckDBFile.held`):
-        for a driver that writes many small records while no user code runs in it."""
+        """Within the block, this process's operations share one attach of the file, let go after a tenth of a
+        second without use or a quarter of a second in all (:meth:`~mlops_nb.store.dbfile.DuckDBFile.held`): for a
+        driver that writes many small records while no user code runs in it."""
         return self._db.held()
 
     def _connect(self, write: bool = False):

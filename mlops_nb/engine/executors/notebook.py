@@ -238,7 +238,14 @@ def _engine() -> str:
             # a headless kernel needs no IPython history (a sqlite file every kernel shares, whose lock a run can
             # wait on at exit); it still shuts down gracefully, so that the notebook's atexit hooks run
             kwargs.setdefault("extra_arguments", ["--HistoryManager.enabled=False"])
-            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            # papermill writes the whole output notebook at every cell's start and end (validated, deep-copied):
+            # quadratic in the cells, 2 x 200 writes of a 200-cell notebook. Ours is a temporary file read once the
+            # run is over: written once, by notebook_complete (which papermill calls however execution ended)
+            nb_man.save = lambda **kw: None
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            finally:
+                del nb_man.save
 
     papermill_engines.register(_ENGINE, MlopsEngine)
     _registered = True

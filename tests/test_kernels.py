@@ -237,3 +237,48 @@ def test_the_notebook_executor_s_kernel_exits_when_its_driver_is_killed(tmp_path
     for process in alive:
         process.kill()
     assert not alive, "the kernel outlived its driver"
+
+
+@pytest.mark.slow
+def test_a_forked_kernel_finds_what_every_kernel_imports_preloaded(folder):
+    """The template imports what IPython imports as a kernel starts, runs cells and shuts down (``ALWAYS``): a
+    module renamed in a new IPython would silently cost every kernel its import again."""
+    from mlops_nb.engine.executors.template import ALWAYS
+
+    check = f"import sys\nprint(sorted(m for m in {ALWAYS!r} if m not in sys.modules))"
+    with KernelPool(KernelSetup(PREAMBLE, str(folder)), 1) as pool:
+        executed = pool.run([check])
+    assert executed.status == "succeeded", executed.error
+    assert executed.cells[-1]["outputs"][0]["text"].strip() == "[]"
+
+
+def test_a_step_kernel_client_opens_only_the_channels_nbclient_uses(tmp_path):
+    """Shell and IOPub only (no heartbeat thread, no stdin or control socket, not even to stop them), and it still
+    knows a killed kernel is gone (from its manager)."""
+    import asyncio
+
+    from mlops_nb.engine.executors.forking import ForkingKernelManager
+    from mlops_nb.engine.executors.kernels import kernel_config
+
+    async def scenario():
+        km = ForkingKernelManager(kernel_name="python3", config=kernel_config(str(tmp_path)))
+        await km.start_kernel(cwd=str(tmp_path), extra_arguments=["--HistoryManager.enabled=False"])
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            msg_id = kc.execute("1 + 1")
+            reply = await kc.get_shell_msg(timeout=30)
+            assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+            assert kc._hb_channel is None and kc._stdin_channel is None and kc._control_channel is None
+            os.kill(km.provisioner.process.pid, signal.SIGKILL)  # killed from outside, as out of memory would
+            deadline = time.monotonic() + 10
+            while await kc.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not await kc.is_alive()
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        assert kc._hb_channel is None and kc._stdin_channel is None and kc._control_channel is None
+
+    asyncio.run(scenario())

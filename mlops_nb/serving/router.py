@@ -552,10 +552,11 @@ class Supervisor:
         return self.project.registry.alias_version(self.name, self.watch_alias)
 
     async def watch(self) -> None:
-        """Roll out the alias' version whenever it moves (unless a rollback pinned the current one). A version
-        whose build or rollout failed is not tried again until the alias moves to another; whatever fails is kept
-        in the status' ``last``, and the watch goes on."""
+        """Roll out the alias' version whenever it moves (unless a rollback pinned the current one), once it was
+        seen there on two looks a poll apart. A version whose build or rollout failed is not tried again until the
+        alias moves to another; whatever fails is kept in the status' ``last``, and the watch goes on."""
         failed: int | None = None
+        moved_to: int | None = None  # a version the alias was seen to move to, rolled out once seen there again
         while not await self.stopped_within(self.args.poll):
             if self.lock.locked():  # a rollout is under way (the deploy that started us): look again after it
                 continue
@@ -569,6 +570,10 @@ class Supervisor:
                     or failed_here
                     or (self.pinned and version == self.pinned_from)
                 ):
+                    moved_to = None
+                    continue
+                if version != moved_to:  # settled first: one more look a poll later (the command that moved it
+                    moved_to = version  # ends meanwhile, so its process and the build's never overlap)
                     continue
                 spec = await asyncio.to_thread(self._build, version)
                 if spec is None:

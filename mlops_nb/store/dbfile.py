@@ -282,7 +282,6 @@ class DuckDBFile:
         A read of a file that does not exist yet creates it (under the lock). Inside :meth:`batch` (or another
         ``connect`` of this file in the same thread) the open connection is reused.
         """
-
         open_con = getattr(self._local, "con", None)
         if open_con is not None:
             if write and not self._local.write:
@@ -302,34 +301,43 @@ class DuckDBFile:
                 self._acquire(self._file_lock, deadline)
             try:
                 con = self._attach(deadline, read_only=not write_lock)
-                self._local.con, self._local.write = con, write
                 try:
                     # With the file open for writing no other process has it open, so a WAL now is one a killed
                     # writer left. DuckDB replays it on every open but no longer checkpoints it on close: it grows
                     # with every write and makes every connection slower until checkpointed here.
                     leftover_wal = write and self.wal_path.exists()
-                    if write:
-                        con.execute("BEGIN TRANSACTION")
-                    yield con
-                    if write:
-                        con.execute("COMMIT")
-                        if leftover_wal:
-                            self._checkpoint(con)
-                except BaseException:
-                    if write:
-                        try:
-                            con.execute("ROLLBACK")
-                        except Exception:  # noqa: BLE001 - the original error matters
-                            pass
-                    raise
+                    with self._transaction(con, write):
+                        yield con
+                    if leftover_wal:
+                        self._checkpoint(con)
                 finally:
-                    self._local.con = None
                     self._detach(con)
                 if write_lock and self.generations:
                     self._bump_generation()
             finally:
                 if write_lock:
                     self._file_lock.release()
+
+    @contextmanager
+    def _transaction(self, con, write: bool) -> Iterator[Any]:
+        """``con`` as this thread's open connection for one operation; with ``write``, in a transaction committed
+        when the block ends and rolled back when it raises."""
+        self._local.con, self._local.write = con, write
+        try:
+            if write:
+                con.execute("BEGIN TRANSACTION")
+            yield con
+            if write:
+                con.execute("COMMIT")
+        except BaseException:
+            if write:
+                try:
+                    con.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - the original error matters
+                    pass
+            raise
+        finally:
+            self._local.con = None
 
     @contextmanager
     def batch(self, write: bool = False) -> Iterator[Any]:
@@ -416,7 +424,6 @@ class DuckDBFile:
     @contextmanager
     def _held_operation(self, hold: _Hold, write: bool, deadline: float) -> Iterator[Any]:
         """One operation (a transaction with ``write``) on the held file, attaching it first if it is not."""
-
         owner = hold.owner
         if not hold.attached:
             if hold.con is None:
@@ -436,25 +443,12 @@ class DuckDBFile:
             hold.attached, hold.since = True, time.monotonic()
             if self.wal_path.exists():  # a killed writer's WAL (see connect): checkpointed now, once
                 self._checkpoint(hold.con)
-        con = hold.con
-        self._local.con, self._local.write = con, write
-        ok = False
         try:
-            if write:
-                con.execute("BEGIN TRANSACTION")
-            yield con
-            if write:
-                con.execute("COMMIT")
-            ok = True
-        finally:
-            self._local.con = None
-            if not ok:
-                if write:
-                    try:
-                        con.execute("ROLLBACK")
-                    except Exception:  # noqa: BLE001 - the original error matters
-                        pass
-                self._let_go(hold)  # a connection an error went through is not kept
+            with self._transaction(hold.con, write) as con:
+                yield con
+        except BaseException:
+            self._let_go(hold)  # a connection an error went through is not kept
+            raise
         if write and self.generations:
             self._bump_generation()
         hold.last = time.monotonic()
